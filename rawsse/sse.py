@@ -1,0 +1,141 @@
+"""Encoding Server-Sent Events to bytes (sans-io).
+
+Contract: every function here returns complete frames, conformant to the WHATWG
+"event stream" grammar by construction, or raises ``ValueError`` naming the offending field.
+
+Rules the encoder keeps:
+1. Fields go out in a fixed order: ``event``, ``id``, ``retry``, then ``data`` lines.
+2. Lines end with LF only; a frame ends with an empty line.
+3. ``str`` data is split on CRLF, CR and LF (the only line ends the parser knows) into one
+   ``data:`` line each. Other Unicode breaks (U+2028, U+0085, ...) are plain data.
+4. ``bytes`` data is UTF-8 text and gets the same treatment; anything else is JSON (orjson:
+   compact, UTF-8, never a raw newline, so it needs no splitting).
+5. ``event`` and ``id`` may not contain CR or LF (they would end the field early); ``id`` may
+   not contain NUL (the parser ignores such ids); ``retry`` is a non-negative integer.
+6. No BOM is ever emitted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rawsse.jsonio import dumps
+
+__all__ = ["Event", "encode_comment", "encode_event", "encode_json_data", "encode_retry"]
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One dispatched server-sent event, as a client sees it.
+
+    ``event`` is the type (``"message"`` when the stream named none), ``id`` the event's id
+    field if it carried one, and ``retry`` the reconnection time in milliseconds if the frame
+    set one.
+    """
+
+    data: str
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+    def encode(self) -> bytes:
+        """Encode this event as one frame (``event: message`` is left implicit)."""
+        return encode_event(
+            self.data,
+            event=None if self.event == "message" else self.event,
+            id=self.id,
+            retry=self.retry,
+        )
+
+
+def _check_event(event: str) -> None:
+    if "\r" in event or "\n" in event:
+        raise ValueError(f"event must not contain CR or LF: {event!r}")
+
+
+def _check_id(id: str) -> None:
+    if "\r" in id or "\n" in id:
+        raise ValueError(f"id must not contain CR or LF: {id!r}")
+    if "\0" in id:
+        raise ValueError(f"id must not contain NUL: {id!r}")
+
+
+def _check_retry(retry: object) -> int:
+    # bool is an int subclass, but `retry: True` is a bug, not a delay.
+    if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
+        raise ValueError(f"retry must be a non-negative integer (milliseconds): {retry!r}")
+    return retry
+
+
+def _header_lines(event: str | None, id: str | None, retry: int | None) -> bytes:
+    head = b""
+    if event is not None:
+        _check_event(event)
+        head += b"event: " + event.encode() + b"\n"
+    if id is not None:
+        _check_id(id)
+        head += b"id: " + id.encode() + b"\n"
+    if retry is not None:
+        head += b"retry: %d\n" % _check_retry(retry)
+    return head
+
+
+def _data_lines(data: Any) -> bytes:
+    if isinstance(data, str):
+        if "\n" not in data and "\r" not in data:
+            return b"data: " + data.encode() + b"\n"
+        return b"".join(b"data: " + line.encode() + b"\n" for line in _LINE_BREAK.split(data))
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        raw.decode("utf-8")  # bytes data must be text; raises UnicodeDecodeError (a ValueError)
+        if b"\n" not in raw and b"\r" not in raw:
+            return b"data: " + raw + b"\n"
+        return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
+    return b"data: " + dumps(data) + b"\n"
+
+
+def encode_event(
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+) -> bytes:
+    """Encode one event frame.
+
+    ``data`` is a ``str`` (split into one ``data:`` line per line), UTF-8 ``bytes`` (the same),
+    or any JSON-serialisable value (dict, list, number, bool, None, dataclass), encoded with
+    orjson. Raises ``ValueError`` naming the field when ``event``, ``id`` or ``retry`` cannot
+    be represented on the wire.
+    """
+    return _header_lines(event, id, retry) + _data_lines(data) + b"\n"
+
+
+def encode_json_data(value: Any, *, id: str | None = None, event: str | None = None) -> bytes:
+    """Encode one JSON value as a single-``data:``-line frame: the chat hot path.
+
+    No scanning of the payload: orjson never emits a raw CR or LF, so the JSON is one line.
+    """
+    if id is None and event is None:
+        return b"data: " + dumps(value) + b"\n\n"
+    return _header_lines(event, id, None) + b"data: " + dumps(value) + b"\n\n"
+
+
+def encode_comment(text: str = "") -> bytes:
+    """Encode a comment frame (``:`` lines, ignored by clients; used as a heartbeat).
+
+    Multi-line text becomes one comment line per line. An empty text gives ``b":\\n\\n"``.
+    """
+    if not text:
+        return b":\n\n"
+    return b"".join(b": " + line.encode() + b"\n" for line in _LINE_BREAK.split(text)) + b"\n"
+
+
+def encode_retry(retry_ms: int) -> bytes:
+    """Encode a frame that only sets the client's reconnection time, in milliseconds."""
+    return b"retry: %d\n\n" % _check_retry(retry_ms)
