@@ -1,0 +1,139 @@
+"""The application: a tiny router from (method, path) to handlers.
+
+Contract: ``App`` is the ``Handler`` the connection driver calls. It finds the route for the
+request's path, answers 404 when no route matches and 405 (with ``Allow``) when the path exists
+under other methods, fills ``request.path_params``, and calls the handler. ``HEAD`` is served by
+``GET`` handlers (the driver drops the body). Path templates use ``{name}`` for one segment, and
+may mix literal text into a segment, as in ``/v1beta/models/{model}:streamGenerateContent``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+from rawsse.errors import HTTPError
+from rawsse.request import Request
+from rawsse.response import Response, StreamingResponse
+
+__all__ = ["App", "Route", "RouteHandler"]
+
+RouteHandler = Callable[[Request], Awaitable[Response | StreamingResponse]]
+H = TypeVar("H", bound=RouteHandler)
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Route:
+    """One path template and the handlers registered on it, per method."""
+
+    __slots__ = ("handlers", "path", "regex")
+
+    def __init__(self, path: str) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        self.path = path
+        self.handlers: dict[str, RouteHandler] = {}
+        self.regex: re.Pattern[str] | None = None
+        if _PARAM.search(path):
+            pattern = ""
+            last = 0
+            for match in _PARAM.finditer(path):
+                pattern += re.escape(path[last : match.start()])
+                pattern += f"(?P<{match.group(1)}>[^/]+?)"
+                last = match.end()
+            pattern += re.escape(path[last:])
+            self.regex = re.compile(pattern + r"\Z")
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        """Methods this path answers, for an ``Allow`` header (HEAD wherever GET is)."""
+        methods = set(self.handlers)
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+    def handler_for(self, method: str) -> RouteHandler | None:
+        """The handler for ``method`` (GET's for HEAD), or None."""
+        handler = self.handlers.get(method)
+        if handler is None and method == "HEAD":
+            handler = self.handlers.get("GET")
+        return handler
+
+
+class App:
+    """A set of routes, callable as the server's request handler."""
+
+    def __init__(self) -> None:
+        self._static: dict[str, Route] = {}
+        self._dynamic: list[Route] = []
+
+    def add_route(
+        self, path: str, handler: RouteHandler, methods: Iterable[str] = ("GET",)
+    ) -> None:
+        """Register ``handler`` for ``path`` under each of ``methods``."""
+        route = self._static.get(path) or next((r for r in self._dynamic if r.path == path), None)
+        if route is None:
+            route = Route(path)
+            if route.regex is None:
+                self._static[path] = route
+            else:
+                self._dynamic.append(route)
+        for method in methods:
+            method = method.upper()
+            if method in route.handlers:
+                raise ValueError(f"{method} {path} is already routed")
+            route.handlers[method] = handler
+
+    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[H], H]:
+        """Decorator form of ``add_route``."""
+
+        def register(handler: H) -> H:
+            self.add_route(path, handler, methods)
+            return handler
+
+        return register
+
+    def get(self, path: str) -> Callable[[H], H]:
+        """Register a GET (and HEAD) handler."""
+        return self.route(path, ("GET",))
+
+    def post(self, path: str) -> Callable[[H], H]:
+        """Register a POST handler."""
+        return self.route(path, ("POST",))
+
+    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        """Find the route for ``path`` and its path parameters."""
+        route = self._static.get(path)
+        if route is not None:
+            return route, {}
+        for route in self._dynamic:
+            assert route.regex is not None
+            found = route.regex.match(path)
+            if found is not None:
+                return route, found.groupdict()
+        return None
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route, static ones first."""
+        return [*self._static.values(), *self._dynamic]
+
+    async def __call__(self, request: Request) -> Response | StreamingResponse:
+        """Dispatch ``request`` to its handler (the connection driver's entry point)."""
+        found = self.match(request.path)
+        if found is None:
+            raise HTTPError(404, "not found")
+        route, params = found
+        handler = route.handler_for(request.method)
+        if handler is None:
+            if request.method == "OPTIONS":
+                return Response(b"", 204, [("allow", ", ".join(route.allowed_methods))])
+            raise HTTPError(
+                405,
+                f"method {request.method} not allowed",
+                headers=[("allow", ", ".join(route.allowed_methods))],
+            )
+        request.path_params = params
+        return await handler(request)

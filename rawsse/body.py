@@ -1,0 +1,250 @@
+"""A streaming response body: buffered, coalesced, chunk-framed, with backpressure.
+
+Contract: ``write(data)`` never blocks and never yields: it appends to a per-connection
+buffer and asks the reactor to flush it once the producer yields to the event loop. Everything
+written in the same loop turn goes out as ONE chunk in ONE ``send``. ``await drain()`` is the
+backpressure point: it waits (up to the send timeout) until the socket has taken enough of the
+buffer. Writing to a peer that is gone raises ``ClientDisconnected``; a peer that takes nothing
+for the send timeout raises ``SlowClientEvicted``.
+
+A producer that never awaits anything (a tight loop of writes) would buffer without bound, so
+``write`` reports ``should_drain`` once the buffer passes its high-water mark and the stream
+layer awaits ``drain()`` then.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import anyio
+
+from rawsse.errors import ClientDisconnected, SlowClientEvicted
+from rawsse.reactor import Reactor, SocketWatch
+
+__all__ = ["BodyWriter"]
+
+
+class BodyWriter:
+    """The body of one streaming response on one connection."""
+
+    __slots__ = (
+        "_drained",
+        "_pending",
+        "_pending_bytes",
+        "_reactor",
+        "_scheduled",
+        "_unsent",
+        "_watching_writable",
+        "blocked_since",
+        "bytes_sent",
+        "chunked",
+        "closed",
+        "high_water_bytes",
+        "last_write_s",
+        "on_bytes_sent",
+        "send_blocked_s",
+        "send_timeout_s",
+        "sock",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        reactor: Reactor,
+        watch: SocketWatch,
+        *,
+        chunked: bool,
+        high_water_bytes: int,
+        send_timeout_s: float,
+        on_bytes_sent: Callable[[int], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self._reactor = reactor
+        # The object registered with the reactor for this socket (the connection).
+        self.watch = watch
+        self.chunked = chunked
+        self.high_water_bytes = high_water_bytes
+        self.send_timeout_s = send_timeout_s
+        self.on_bytes_sent = on_bytes_sent
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._unsent = bytearray()
+        self._scheduled = False
+        self._watching_writable = False
+        self._drained: anyio.Event | None = None
+        self.closed = False
+        # Monotonic time the socket last refused bytes we had for it; None when not blocked.
+        self.blocked_since: float | None = None
+        self.last_write_s = time.monotonic()
+        self.bytes_sent = 0
+        self.send_blocked_s = 0.0
+
+    # -- producing -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data`` for sending; returns True when the caller should ``await drain()``."""
+        if self.closed:
+            raise ClientDisconnected("the client has gone; the stream cannot be written")
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self.last_write_s = time.monotonic()
+        if not self._scheduled:
+            self._scheduled = True
+            self._reactor.schedule_flush(self)
+        return self._pending_bytes + len(self._unsent) > self.high_water_bytes
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes accepted by ``write`` that the socket has not taken yet."""
+        return self._pending_bytes + len(self._unsent)
+
+    async def drain(self, target_bytes: int | None = None) -> None:
+        """Wait until at most ``target_bytes`` (default: half the high-water mark) are buffered.
+
+        Raises ``SlowClientEvicted`` if the peer takes nothing for the send timeout, and
+        ``ClientDisconnected`` if it goes away meanwhile.
+        """
+        self.flush()
+        target = self.high_water_bytes // 2 if target_bytes is None else target_bytes
+        started = time.monotonic()
+        try:
+            while self.buffered_bytes > target:
+                if self.closed:
+                    raise ClientDisconnected("the client has gone; the stream cannot be written")
+                event = self._drained = anyio.Event()
+                remaining = self.send_timeout_s - (time.monotonic() - started)
+                with anyio.move_on_after(remaining) as scope:
+                    await event.wait()
+                if scope.cancelled_caught:
+                    self.close()
+                    raise SlowClientEvicted(
+                        f"client took no data for {self.send_timeout_s:g} s; evicted"
+                    )
+        finally:
+            self._drained = None
+            self.send_blocked_s += time.monotonic() - started
+        if self.closed and self.buffered_bytes:
+            raise ClientDisconnected("the client has gone; the stream cannot be written")
+
+    # -- flushing (called by the reactor) --------------------------------------------------
+
+    def flush(self) -> None:
+        """Frame what is pending and send as much as the socket takes now, without waiting."""
+        self._scheduled = False
+        if self.closed:
+            return
+        if self._pending:
+            payload = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self.chunked:
+                payload = b"%x\r\n%b\r\n" % (len(payload), payload)
+            if self._unsent:
+                self._unsent += payload
+            elif not self._watching_writable:
+                self._send(payload)
+                return
+            else:
+                self._unsent += payload
+        if self._unsent and not self._watching_writable:
+            self._send_unsent()
+
+    def _send(self, payload: bytes) -> None:
+        try:
+            sent = self.sock.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        self._count(sent)
+        if sent < len(payload):
+            self._unsent += memoryview(payload)[sent:]
+            self._block()
+
+    def _send_unsent(self) -> None:
+        try:
+            sent = self.sock.send(self._unsent)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        self._count(sent)
+        del self._unsent[:sent]
+        if self._unsent:
+            self._block()
+        else:
+            self._unblock()
+
+    def _count(self, sent: int) -> None:
+        if sent:
+            self.bytes_sent += sent
+            if self.on_bytes_sent is not None:
+                self.on_bytes_sent(sent)
+
+    def _block(self) -> None:
+        if self.blocked_since is None:
+            self.blocked_since = time.monotonic()
+        if not self._watching_writable:
+            self._watching_writable = True
+            self._reactor.want_writable(self.watch, True)
+
+    def _unblock(self) -> None:
+        self.blocked_since = None
+        if self._watching_writable:
+            self._watching_writable = False
+            self._reactor.want_writable(self.watch, False)
+        self._wake_drainer()
+
+    def _wake_drainer(self) -> None:
+        if self._drained is not None and self.buffered_bytes <= self.high_water_bytes // 2:
+            self._drained.set()
+
+    def on_writable(self) -> None:
+        """Reactor callback: the socket can take more."""
+        self._watching_writable = False
+        self._reactor.want_writable(self.watch, False)
+        if self._pending:
+            self.flush()
+        else:
+            self._send_unsent()
+        self._wake_drainer()
+
+    def _lost(self) -> None:
+        self.close()
+
+    def on_peer_gone(self) -> None:
+        """Reactor callback: the peer closed or reset; nothing more can be sent."""
+        self.close()
+
+    def close(self) -> None:
+        """Drop whatever is buffered and refuse further writes; wakes a waiting ``drain``."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._unsent.clear()
+        if self._watching_writable:
+            self._watching_writable = False
+            self._reactor.want_writable(self.watch, False)
+        if self._drained is not None:
+            self._drained.set()
+
+    async def finish(self, terminator: bytes) -> None:
+        """Send everything buffered plus ``terminator`` and wait until the socket took it all."""
+        if self.closed:
+            raise ClientDisconnected("the client has gone before the body ended")
+        if self.chunked:
+            self.flush()
+            if self._unsent or self._watching_writable:
+                self._unsent += terminator
+            else:
+                self._send(terminator)
+        else:
+            self.flush()
+        await self.drain(0)

@@ -1,0 +1,531 @@
+"""The HTTP/1.1 connection driver: one task per connection, h11 in, h11 out.
+
+Contract: ``Connection.run()`` owns one accepted socket until it closes. It reads a request
+(header section, then the whole body up to the body limit), hands a ``Request`` to the handler,
+writes the response, and starts the next keep-alive cycle. It knows nothing about SSE.
+
+Rules the driver keeps:
+1. Every malformed request gets a precise status and the connection closes: 400 for bad syntax
+   or ambiguous framing (both ``Content-Length`` and ``Transfer-Encoding``: no smuggling), 408 for
+   a header section or body that arrives too slowly, 413 for a body over the limit (decided from
+   ``Content-Length`` before reading it), 431 for a header section too large or too many headers.
+2. A peer that goes away while its handler runs (FIN or RST) cancels the handler: the socket is
+   watched by the shared reactor, so no reader task per connection is needed.
+3. Streaming bodies go out chunked on HTTP/1.1 and close-delimited on HTTP/1.0, through a
+   ``BodyWriter`` that coalesces and applies backpressure; a body always ends with its
+   terminator, or the connection is closed (never a half-written chunk followed by more).
+4. Error responses and the reasons for closing are decided here once; handlers only raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+
+import anyio
+import h11
+
+from rawsse.body import BodyWriter
+from rawsse.errors import ClientDisconnected, HTTPError
+from rawsse.limits import ServerLimits
+from rawsse.reactor import Reactor
+from rawsse.request import Request
+from rawsse.response import Response, StreamingResponse
+
+__all__ = ["Connection", "ConnectionContext", "Handler", "ServerStats"]
+
+Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
+
+access_logger = logging.getLogger("rawsse.access")
+error_logger = logging.getLogger("rawsse.error")
+
+_RECV_BYTES = 64 * 1024
+# After an error response, read (and drop) what the client still sends for at most this long,
+# so closing does not reset the connection before the client has read the response.
+_LINGER_S = 1.0
+_LINGER_BYTES = 256 * 1024
+
+
+class ServerStats:
+    """Plain counters the driver updates; the metrics layer reads and renders them."""
+
+    __slots__ = ("bytes_sent", "connections_active", "connections_total", "requests_by_status")
+
+    def __init__(self) -> None:
+        self.connections_active = 0
+        self.connections_total = 0
+        self.bytes_sent = 0
+        self.requests_by_status: dict[int, int] = {}
+
+    def count_response(self, status: int) -> None:
+        """Count one response with ``status``."""
+        by_status = self.requests_by_status
+        by_status[status] = by_status.get(status, 0) + 1
+
+    def add_bytes(self, count: int) -> None:
+        """Count ``count`` bytes written to sockets."""
+        self.bytes_sent += count
+
+
+class ConnectionContext:
+    """What every connection of one server shares: handler, limits, reactor, counters."""
+
+    __slots__ = (
+        "access_log",
+        "connections",
+        "handler",
+        "limits",
+        "reactor",
+        "shutting_down",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        reactor: Reactor,
+        *,
+        stats: ServerStats | None = None,
+        access_log: bool = True,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.reactor = reactor
+        self.stats = stats if stats is not None else ServerStats()
+        self.access_log = access_log
+        self.shutting_down = False
+        self.connections: set[Connection] = set()
+
+
+class _DateHeader:
+    """The ``Date`` header value, formatted at most once per second."""
+
+    value = b""
+    second = -1
+
+    @classmethod
+    def get(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = formatdate(now, usegmt=True).encode()
+        return cls.value
+
+
+_PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+def _status_phrase(status: int) -> bytes:
+    return _PHRASES.get(status, b"")
+
+
+def error_response_bytes(
+    status: int, detail: str, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> bytes:
+    """A complete ``Connection: close`` error response, formatted without h11.
+
+    Used when h11 cannot (or should not) frame the answer: after a protocol error, or to
+    refuse a connection over the limit before reading its request.
+    """
+    body = (detail or _status_phrase(status).decode()).encode() + b"\n"
+    lines = [
+        b"HTTP/1.1 %d %b\r\n" % (status, _status_phrase(status)),
+        b"date: " + _DateHeader.get() + b"\r\n",
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n",
+    ]
+    for name, value in extra_headers or ():
+        lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines) + body
+
+
+class _CloseConnection(Exception):
+    """Internal: stop serving this connection (the reason was already handled)."""
+
+
+class Connection:
+    """One client connection, driven from accept to close by ``run()``."""
+
+    __slots__ = (
+        "_body_writer",
+        "_ctx",
+        "_h11",
+        "_handler_scope",
+        "_idle_scope",
+        "_response",
+        "client",
+        "peer_gone",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, client: tuple[str, int] | None, ctx: ConnectionContext):
+        self.sock = sock
+        self.client = client
+        self._ctx = ctx
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes)
+        self._handler_scope: anyio.CancelScope | None = None
+        self._idle_scope: anyio.CancelScope | None = None
+        self._body_writer: BodyWriter | None = None
+        self._response: StreamingResponse | None = None
+        self.peer_gone = False
+
+    # -- reactor callbacks -----------------------------------------------------------------
+
+    def on_peer_gone(self) -> None:
+        """The peer closed or reset while its handler ran: cancel the handler."""
+        self.peer_gone = True
+        if self._body_writer is not None:
+            self._body_writer.on_peer_gone()
+        if self._handler_scope is not None:
+            self._handler_scope.cancel()
+
+    def on_writable(self) -> None:
+        """The socket can take more bytes of a streaming body."""
+        if self._body_writer is not None:
+            self._body_writer.on_writable()
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping: end an idle keep-alive wait, ask a stream to finish."""
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+        response = self._response
+        if response is not None:
+            on_shutdown = getattr(response, "on_server_shutdown", None)
+            if on_shutdown is not None:
+                on_shutdown()
+
+    # -- main loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve requests on this connection until either side closes it."""
+        ctx = self._ctx
+        ctx.connections.add(self)
+        ctx.stats.connections_active += 1
+        ctx.stats.connections_total += 1
+        try:
+            first = True
+            while True:
+                request = await self._read_request(first)
+                if request is None:
+                    break
+                if not await self._respond(request):
+                    break
+                if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+                    break
+                self._h11.start_next_cycle()
+                first = False
+        except (_CloseConnection, ClientDisconnected):
+            pass
+        except OSError:
+            pass
+        except Exception:  # pragma: no cover - a bug in rawsse itself; keep serving others
+            error_logger.exception("unexpected error on connection from %s", self.client)
+        finally:
+            ctx.connections.discard(self)
+            ctx.stats.connections_active -= 1
+            ctx.reactor.unwatch(self)
+            self.sock.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _recv(self) -> bytes:
+        sock = self.sock
+        while True:
+            try:
+                return sock.recv(_RECV_BYTES)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+            except (ConnectionError, OSError) as exc:
+                raise ClientDisconnected(str(exc)) from exc
+
+    async def _read_request(self, first: bool) -> Request | None:
+        """Read one request with its body, or answer an error and return None to close."""
+        conn = self._h11
+        limits = self._ctx.limits
+        try:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if self._ctx.shutting_down and not first:
+                    return None
+                # Wait for the first byte: idle keep-alive, or a fresh connection.
+                idle_s = limits.header_timeout_s if first else limits.keepalive_timeout_s
+                with anyio.move_on_after(idle_s) as scope:
+                    self._idle_scope = scope
+                    data = await self._recv()
+                self._idle_scope = None
+                if scope.cancel_called:
+                    return None  # idle: close quietly, as nginx and uvicorn do
+                conn.receive_data(data)
+                event = conn.next_event()
+            if event is h11.NEED_DATA:
+                with anyio.move_on_after(limits.header_timeout_s) as scope:
+                    while event is h11.NEED_DATA:
+                        conn.receive_data(await self._recv())
+                        event = conn.next_event()
+                if scope.cancel_called:
+                    await self._send_error(408, "request header section not received in time")
+                    return None
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            detail = (
+                "request header section too large"
+                if status == 431
+                else f"malformed request: {exc}"
+            )
+            await self._send_error(status, detail)
+            return None
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        if not isinstance(event, h11.Request):  # pragma: no cover - h11 guarantees a Request
+            raise _CloseConnection
+        return await self._read_body(event)
+
+    def _check_framing(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        limits = self._ctx.limits
+        if len(headers) > limits.max_headers:
+            return 431, f"too many header fields (limit {limits.max_headers})"
+        content_length: bytes | None = None
+        has_transfer_encoding = False
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = value
+            elif name == b"transfer-encoding":
+                has_transfer_encoding = True
+        if has_transfer_encoding and content_length is not None:
+            return 400, "both Content-Length and Transfer-Encoding: ambiguous framing refused"
+        if content_length is not None and int(content_length) > limits.max_body_bytes:
+            return 413, f"request body too large (limit {limits.max_body_bytes} bytes)"
+        return None
+
+    async def _read_body(self, event: h11.Request) -> Request | None:
+        conn = self._h11
+        limits = self._ctx.limits
+        headers = list(event.headers)
+        refusal = self._check_framing(headers)
+        if refusal is not None:
+            await self._send_error(*refusal)
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with anyio.move_on_after(limits.body_timeout_s) as scope:
+                while True:
+                    body_event = conn.next_event()
+                    if body_event is h11.NEED_DATA:
+                        if conn.they_are_waiting_for_100_continue:
+                            await self._send_all(
+                                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                            )
+                        conn.receive_data(await self._recv())
+                        continue
+                    if isinstance(body_event, h11.Data):
+                        size += len(body_event.data)
+                        if size > limits.max_body_bytes:
+                            await self._send_error(
+                                413, f"request body too large (limit {limits.max_body_bytes} bytes)"
+                            )
+                            return None
+                        chunks.append(bytes(body_event.data))
+                        continue
+                    if isinstance(body_event, h11.EndOfMessage):
+                        break
+                    # ConnectionClosed before the body ended: nobody to answer.
+                    return None
+            if scope.cancel_called:
+                await self._send_error(408, "request body not received in time")
+                return None
+        except h11.RemoteProtocolError as exc:
+            await self._send_error(exc.error_status_hint, f"malformed request body: {exc}")
+            return None
+        body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        return Request(
+            event.method.decode("ascii"),
+            bytes(event.target),
+            headers,
+            body,
+            client=self.client,
+            http_version=event.http_version.decode("ascii"),
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _send_all(self, data: bytes) -> None:
+        sock = self.sock
+        view = memoryview(data)
+        with anyio.fail_after(self._ctx.limits.send_timeout_s):
+            while view:
+                try:
+                    sent = sock.send(view)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise ClientDisconnected(str(exc)) from exc
+                self._ctx.stats.bytes_sent += sent
+                view = view[sent:]
+                if view:
+                    await anyio.wait_writable(sock)
+
+    async def _send_error(
+        self, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Answer ``status`` with ``Connection: close``, then close gracefully."""
+        self._ctx.stats.count_response(status)
+        try:
+            await self._send_all(error_response_bytes(status, detail, headers))
+        except (ClientDisconnected, TimeoutError):
+            return
+        await self._linger()
+
+    async def _linger(self) -> None:
+        # Half-close, then drop what the client still sends, so our close does not turn into a
+        # reset that could destroy the response before the client reads it.
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        received = 0
+        with anyio.move_on_after(_LINGER_S):
+            while received < _LINGER_BYTES:
+                try:
+                    data = await self._recv()
+                except ClientDisconnected:
+                    return
+                if not data:
+                    return
+                received += len(data)
+
+    async def _run_handler(self, request: Request) -> Response | StreamingResponse | None:
+        ctx = self._ctx
+        with anyio.CancelScope() as scope:
+            self._handler_scope = scope
+            try:
+                return await ctx.handler(request)
+            except HTTPError as exc:
+                return Response(
+                    exc.detail or _status_phrase(exc.status).decode(),
+                    exc.status,
+                    exc.headers,
+                )
+            except Exception:
+                error_logger.exception("handler failed for %s %s", request.method, request.path)
+                return Response("internal server error", 500)
+            finally:
+                self._handler_scope = None
+        return None  # cancelled: the peer went away
+
+    def _response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        out = [(b"date", _DateHeader.get()), (b"server", b"rawsse"), *headers]
+        if self._ctx.shutting_down:
+            out.append((b"connection", b"close"))
+        return out
+
+    async def _respond(self, request: Request) -> bool:
+        """Run the handler and write its response; False when the connection must close."""
+        ctx = self._ctx
+        started = time.monotonic()
+        ctx.reactor.watch(self)
+        response = await self._run_handler(request)
+        if response is None or self.peer_gone:
+            return False
+        conn = self._h11
+        status = response.status
+        sent_bytes = 0
+        try:
+            if isinstance(response, Response):
+                body = response.body
+                headers = self._response_headers(response.headers)
+                headers.append((b"content-length", b"%d" % len(body)))
+                data = conn.send(
+                    h11.Response(status_code=status, headers=headers, reason=_status_phrase(status))
+                )
+                if body and request.method != "HEAD":
+                    data += conn.send(h11.Data(data=body))  # type: ignore[operator]
+                data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
+                ctx.reactor.unwatch(self)
+                await self._send_all(data)  # type: ignore[arg-type]
+                sent_bytes = len(body)
+            else:
+                sent_bytes = await self._stream(request, response)
+        except h11.LocalProtocolError as exc:
+            error_logger.error("cannot send response to %s %s: %s", request.method, request.path, exc)
+            await self._send_error(500, "internal server error")
+            return False
+        except (ClientDisconnected, TimeoutError):
+            return False
+        finally:
+            ctx.stats.count_response(status)
+            if ctx.access_log and access_logger.isEnabledFor(logging.INFO):
+                access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                    self.client[0] if self.client else "-",
+                    request.method,
+                    request.target.decode("latin-1"),
+                    request.http_version,
+                    status,
+                    sent_bytes,
+                    (time.monotonic() - started) * 1000,
+                )
+        return not self.peer_gone
+
+    async def _stream(self, request: Request, response: StreamingResponse) -> int:
+        ctx = self._ctx
+        conn = self._h11
+        head = conn.send(
+            h11.Response(
+                status_code=response.status,
+                headers=self._response_headers(response.headers),
+                reason=_status_phrase(response.status),
+            )
+        )
+        assert head is not None
+        await self._send_all(head)
+        if request.method == "HEAD":
+            ctx.reactor.unwatch(self)
+            await response.skip_body()
+            await self._send_all(conn.send(h11.EndOfMessage()) or b"")
+            return 0
+        writer = BodyWriter(
+            self.sock,
+            ctx.reactor,
+            self,
+            chunked=conn.their_http_version == b"1.1",
+            high_water_bytes=ctx.limits.write_buffer_bytes,
+            send_timeout_s=ctx.limits.send_timeout_s,
+            on_bytes_sent=ctx.stats.add_bytes,
+        )
+        self._body_writer = writer
+        self._response = response
+        try:
+            with anyio.CancelScope() as scope:
+                self._handler_scope = scope
+                try:
+                    await response.write_body(writer)
+                except ClientDisconnected:
+                    pass
+                except Exception:
+                    error_logger.exception(
+                        "streaming body failed for %s %s", request.method, request.path
+                    )
+                    # The body cannot be completed honestly: close without a terminator, so
+                    # the client sees a truncated body rather than a clean end.
+                    writer.close()
+            self._handler_scope = None
+            if writer.closed or self.peer_gone:
+                return writer.bytes_sent
+            terminator = conn.send(h11.EndOfMessage()) or b""
+            await writer.finish(terminator)
+        finally:
+            self._handler_scope = None
+            self._body_writer = None
+            self._response = None
+            ctx.reactor.unwatch(self)
+        return writer.bytes_sent

@@ -1,0 +1,179 @@
+"""Shared I/O services for every connection of one server: one flusher, one socket watcher.
+
+Contract: thousands of open streams must not mean thousands of tasks. Instead of a writer task
+and a reader task per stream, a ``Reactor`` runs two tasks for the whole server:
+
+1. The *flusher*. Writers append frames to a buffer and call ``schedule_flush``; the flusher
+   wakes once per event-loop turn and writes each dirty buffer with one non-blocking ``send``.
+   Frames produced in the same turn therefore go out coalesced, in one chunk and one syscall.
+2. The *watcher*. Sockets of connections whose handler is running are registered with one
+   ``epoll`` object (``select.poll`` elsewhere). The reactor waits on the poller itself, and
+   reports (a) a peer that closed or reset (EOF, RST, RDHUP) so the handler can be cancelled
+   even while it writes nothing, and (b) writability of sockets whose send buffer was full.
+
+Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_peer_data()`` and ``on_writable()``.
+Callbacks run synchronously in the reactor task and must not block.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import Protocol
+
+import anyio
+
+__all__ = ["Reactor", "SocketWatch"]
+
+_HAS_EPOLL = hasattr(select, "epoll")
+if _HAS_EPOLL:
+    _IN = select.EPOLLIN
+    _OUT = select.EPOLLOUT
+    _HUP = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+else:  # pragma: no cover - exercised only off Linux
+    _IN = select.POLLIN
+    _OUT = select.POLLOUT
+    _HUP = select.POLLHUP | select.POLLERR
+
+# Fallback poll() interval off Linux, where the poller itself cannot be awaited.
+_POLL_INTERVAL_S = 0.05
+
+
+class SocketWatch(Protocol):
+    """What the reactor calls back for a registered socket."""
+
+    sock: socket.socket
+
+    def on_peer_gone(self) -> None:
+        """The peer closed or reset the connection."""
+
+    def on_writable(self) -> None:
+        """The socket can take more bytes."""
+
+
+class Flushable(Protocol):
+    """A writer with buffered bytes to push to its socket."""
+
+    def flush(self) -> None:
+        """Write what is buffered without blocking."""
+
+
+class Reactor:
+    """The flusher and the socket watcher shared by all connections of a server."""
+
+    def __init__(self) -> None:
+        self._dirty: list[Flushable] = []
+        self._wake = anyio.Event()
+        self._watched: dict[int, SocketWatch] = {}
+        self._masks: dict[int, int] = {}
+        self._poller: select.epoll | select.poll
+        self._poller = select.epoll() if _HAS_EPOLL else select.poll()
+        self.watched_count = 0
+
+    # -- flusher ---------------------------------------------------------------------------
+
+    def schedule_flush(self, writer: Flushable) -> None:
+        """Ask for ``writer.flush()`` once the current task yields to the event loop."""
+        self._dirty.append(writer)
+        if len(self._dirty) == 1:
+            self._wake.set()
+
+    async def _run_flusher(self) -> None:
+        while True:
+            # No deadline: this task lives as long as the server and is cancelled with it.
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            dirty, self._dirty = self._dirty, []
+            for writer in dirty:
+                writer.flush()
+
+    # -- watcher ---------------------------------------------------------------------------
+
+    def watch(self, target: SocketWatch) -> None:
+        """Report ``target``'s peer going away (and incoming data) until ``unwatch``."""
+        fd = target.sock.fileno()
+        self._watched[fd] = target
+        self._masks[fd] = _IN | _HUP
+        self._poller.register(fd, _IN | _HUP)
+        self.watched_count = len(self._watched)
+
+    def unwatch(self, target: SocketWatch) -> None:
+        """Stop watching ``target``; call before its socket is closed."""
+        fd = target.sock.fileno()
+        if fd < 0 or self._watched.get(fd) is not target:
+            return
+        del self._watched[fd]
+        del self._masks[fd]
+        try:
+            self._poller.unregister(fd)
+        except (OSError, KeyError):  # pragma: no cover - already gone with its socket
+            pass
+        self.watched_count = len(self._watched)
+
+    def want_writable(self, target: SocketWatch, wanted: bool) -> None:
+        """Turn reports of writability for ``target`` on or off."""
+        fd = target.sock.fileno()
+        mask = self._masks.get(fd)
+        if mask is None or self._watched.get(fd) is not target:
+            return
+        new_mask = (mask | _OUT) if wanted else (mask & ~_OUT)
+        if new_mask != mask:
+            self._masks[fd] = new_mask
+            self._poller.modify(fd, new_mask)
+
+    def _ignore_input(self, fd: int) -> None:
+        # The peer sent bytes (a pipelined request): stop reporting readability, which is
+        # level-triggered and would spin, but keep reporting hang-ups.
+        mask = self._masks[fd] & ~_IN
+        self._masks[fd] = mask
+        self._poller.modify(fd, mask)
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> None:
+        for fd, mask in events:
+            target = self._watched.get(fd)
+            if target is None:
+                continue
+            if mask & _HUP:
+                self.unwatch(target)
+                target.on_peer_gone()
+                continue
+            if mask & _IN:
+                if self._peer_gone(target.sock):
+                    self.unwatch(target)
+                    target.on_peer_gone()
+                    continue
+                self._ignore_input(fd)
+            if mask & _OUT:
+                target.on_writable()
+
+    @staticmethod
+    def _peer_gone(sock: socket.socket) -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    async def _run_watcher(self) -> None:
+        poller = self._poller
+        if isinstance(poller, select.epoll) if _HAS_EPOLL else False:
+            epoll = poller
+            while True:
+                # No deadline: woken by socket activity, cancelled with the server.
+                await anyio.wait_readable(epoll.fileno())
+                self._dispatch(epoll.poll(0, 4096))
+        else:  # pragma: no cover - off Linux
+            while True:
+                await anyio.sleep(_POLL_INTERVAL_S)
+                self._dispatch(poller.poll(0))
+
+    async def run(self) -> None:
+        """Run the flusher and the watcher until cancelled."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run_flusher)
+                tg.start_soon(self._run_watcher)
+        finally:
+            if _HAS_EPOLL:
+                self._poller.close()  # type: ignore[union-attr]

@@ -1,0 +1,270 @@
+"""The listener and the server lifecycle: bind, accept, serve, shut down gracefully.
+
+Contract: ``Server(handler, ...)`` binds a TCP socket and ``await server.serve()`` accepts
+connections until ``server.shutdown()`` is called (or the task is cancelled). Shutdown is
+graceful: stop accepting; let requests in progress finish; tell open streams to end (they send
+their farewell frames and the chunked terminator); after ``shutdown_grace_s`` cancel what is
+left. ``run(app)`` is the blocking entry point with signal handling: the first SIGINT/SIGTERM
+shuts down gracefully, a second one cancels everything at once.
+
+Accept failures such as EMFILE (out of file descriptors) back off and retry; they never spin
+and never stop the server. Connections over ``max_connections`` get a 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from rawsse.http import Connection, ConnectionContext, Handler, ServerStats, error_response_bytes
+from rawsse.limits import ServerLimits
+from rawsse.reactor import Reactor
+
+__all__ = ["Server", "bind_socket", "run"]
+
+logger = logging.getLogger("rawsse.error")
+
+# Accept errors that mean "out of resources right now": back off and try again.
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# A client that connected and gave up before accept(): nothing to do.
+_TRANSIENT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EAGAIN}
+_ACCEPT_BATCH = 128
+_BACKOFF_MIN_S = 0.01
+_BACKOFF_MAX_S = 1.0
+# At most this many refused connections linger at once to deliver their 503 politely.
+_MAX_LINGERING_REFUSALS = 256
+_BACKLOG = 4096
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Create a non-blocking listening TCP socket bound to ``host:port`` (0 picks a port)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Server:
+    """Serve ``handler`` (an ``App``) on one listening socket."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        limits: ServerLimits | None = None,
+        access_log: bool = True,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.limits = limits or ServerLimits()
+        self.reuse_port = reuse_port
+        self._sock = sock
+        self._requested_port = port
+        self.port = port
+        self.stats = ServerStats()
+        self.reactor = Reactor()
+        self.context = ConnectionContext(
+            handler, self.limits, self.reactor, stats=self.stats, access_log=access_log
+        )
+        self._accept_scope: anyio.CancelScope | None = None
+        self._serve_scope: anyio.CancelScope | None = None
+        self._shutdown_requested = False
+        self._lingering = 0
+        self.started_at = time.monotonic()
+
+    @property
+    def url(self) -> str:
+        """The base URL clients reach this server at."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown (idempotent; safe to call from a signal task)."""
+        self._shutdown_requested = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+
+    def force_exit(self) -> None:
+        """Cancel everything now: no grace period."""
+        self.shutdown()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    async def serve(
+        self,
+        *,
+        task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+        on_ready: Callable[[Server], None] | None = None,
+    ) -> None:
+        """Accept and serve connections until shut down; reports the bound port when ready."""
+        lsock = self._sock or bind_socket(self.host, self._requested_port, reuse_port=self.reuse_port)
+        self.port = lsock.getsockname()[1]
+        try:
+            with anyio.CancelScope() as serve_scope:
+                self._serve_scope = serve_scope
+                async with anyio.create_task_group() as services:
+                    services.start_soon(self.reactor.run)
+                    async with anyio.create_task_group() as connections:
+                        with anyio.CancelScope() as accept_scope:
+                            self._accept_scope = accept_scope
+                            if self._shutdown_requested:
+                                accept_scope.cancel()
+                            task_status.started(self.port)
+                            if on_ready is not None:
+                                on_ready(self)
+                            await self._accept_loop(lsock, connections)
+                        lsock.close()
+                        await self._drain_connections()
+                        connections.cancel_scope.cancel()
+                    services.cancel_scope.cancel()
+        finally:
+            lsock.close()
+
+    async def _drain_connections(self) -> None:
+        ctx = self.context
+        ctx.shutting_down = True
+        for connection in list(ctx.connections):
+            connection.begin_shutdown()
+        deadline = time.monotonic() + self.limits.shutdown_grace_s
+        # Bounded by the grace period; polling keeps the per-connection path free of bookkeeping.
+        while ctx.connections and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+
+    async def _accept_loop(self, lsock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
+        ctx = self.context
+        limits = self.limits
+        backoff = _BACKOFF_MIN_S
+        while True:
+            # No deadline: waits for clients for as long as the server runs.
+            await anyio.wait_readable(lsock)
+            for _ in range(_ACCEPT_BATCH):
+                try:
+                    sock, addr = lsock.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in _RESOURCE_ERRNOS:
+                        logger.warning(
+                            "accept failed (%s); backing off %.2f s", exc.strerror, backoff
+                        )
+                        await anyio.sleep(backoff)
+                        backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                        break
+                    if exc.errno in _TRANSIENT_ERRNOS:
+                        continue
+                    raise
+                backoff = _BACKOFF_MIN_S
+                sock.setblocking(False)
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if limits.max_connections and ctx.stats.connections_active >= limits.max_connections:
+                    self._refuse(sock, tg)
+                    continue
+                client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+                tg.start_soon(Connection(sock, client, ctx).run)
+
+    def _refuse(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
+        self.stats.count_response(503)
+        response = error_response_bytes(
+            503, "server at its connection limit; retry shortly", [(b"retry-after", b"1")]
+        )
+        try:
+            sock.send(response)
+        except OSError:
+            sock.close()
+            return
+        if self._lingering >= _MAX_LINGERING_REFUSALS:
+            sock.close()
+            return
+        tg.start_soon(self._linger_close, sock)
+
+    async def _linger_close(self, sock: socket.socket) -> None:
+        self._lingering += 1
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            with anyio.move_on_after(1.0):
+                while True:
+                    try:
+                        if not sock.recv(65536):
+                            break
+                    except BlockingIOError:
+                        await anyio.wait_readable(sock)
+        except OSError:
+            pass
+        finally:
+            self._lingering -= 1
+            sock.close()
+
+
+async def _watch_signals(server: Server, on_first: Callable[[], None] | None) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for _ in signals:
+            count += 1
+            if count == 1:
+                if on_first is not None:
+                    on_first()
+                server.shutdown()
+            else:
+                server.force_exit()
+                return
+
+
+async def serve_until_signalled(
+    server: Server,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+    on_first_signal: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``server`` until SIGINT/SIGTERM (graceful), a second signal forcing the exit."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, server, on_first_signal)
+        await server.serve(on_ready=on_ready)
+        tg.cancel_scope.cancel()
+
+
+def run(
+    handler: Handler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "asyncio",
+    limits: ServerLimits | None = None,
+    access_log: bool = True,
+    use_uvloop: bool = False,
+) -> None:
+    """Serve ``handler`` until SIGINT/SIGTERM; prints the ready line when listening."""
+    server = Server(handler, host=host, port=port, limits=limits, access_log=access_log)
+
+    def announce(srv: Server) -> None:
+        print(f"rawsse listening on {srv.url}", flush=True)
+
+    backend_options = {"use_uvloop": True} if backend == "asyncio" and use_uvloop else {}
+    anyio.run(
+        lambda: serve_until_signalled(server, on_ready=announce),
+        backend=backend,
+        backend_options=backend_options,
+    )
+    sys.stdout.flush()
