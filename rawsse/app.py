@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rawsse.errors import HTTPError
 from rawsse.request import Request
@@ -65,9 +65,17 @@ class Route:
 class App:
     """A set of routes, callable as the server's request handler."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cors_origins: Iterable[str] = ()) -> None:
         self._static: dict[str, Route] = {}
         self._dynamic: list[Route] = []
+        # CORS is off unless origins are listed; "*" allows any origin.
+        self.cors_origins = frozenset(cors_origins)
+        # The Server serving this App, once one is (for /metrics and the like).
+        self.server: Any = None
+
+    def bind_server(self, server: Any) -> None:
+        """Called by ``Server`` when it starts serving this App."""
+        self.server = server
 
     def add_route(
         self, path: str, handler: RouteHandler, methods: Iterable[str] = ("GET",)
@@ -122,6 +130,39 @@ class App:
 
     async def __call__(self, request: Request) -> Response | StreamingResponse:
         """Dispatch ``request`` to its handler (the connection driver's entry point)."""
+        if not self.cors_origins:
+            return await self._dispatch(request)
+        origin = request.headers.get("origin")
+        if origin is None or not ("*" in self.cors_origins or origin in self.cors_origins):
+            return await self._dispatch(request)
+        allowed = "*" if "*" in self.cors_origins else origin
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            found = self.match(request.path)
+            if found is None:
+                raise HTTPError(404, "not found")
+            return Response(
+                b"",
+                204,
+                [
+                    ("access-control-allow-origin", allowed),
+                    ("access-control-allow-methods", ", ".join(found[0].allowed_methods)),
+                    (
+                        "access-control-allow-headers",
+                        request.headers.get("access-control-request-headers", ""),
+                    ),
+                    ("access-control-max-age", "600"),
+                    ("vary", "Origin"),
+                ],
+            )
+        try:
+            response = await self._dispatch(request)
+        except HTTPError as exc:
+            response = Response(exc.detail or "error", exc.status, exc.headers)
+        response.headers.append((b"access-control-allow-origin", allowed.encode("latin-1")))
+        response.headers.append((b"vary", b"Origin"))
+        return response
+
+    async def _dispatch(self, request: Request) -> Response | StreamingResponse:
         found = self.match(request.path)
         if found is None:
             raise HTTPError(404, "not found")

@@ -26,6 +26,22 @@ from rawsse.reactor import Reactor, SocketWatch
 __all__ = ["BodyWriter"]
 
 
+class _EvictionCheck:
+    """A one-shot timer entry: evict the writer if it is still blocked past the send timeout."""
+
+    __slots__ = ("writer",)
+
+    def __init__(self, writer: BodyWriter) -> None:
+        self.writer = writer
+
+    def on_timer(self, now: float) -> float | None:
+        writer = self.writer
+        since = writer.blocked_since
+        if not writer.closed and since is not None and now - since >= writer.send_timeout_s:
+            writer.evict()
+        return None
+
+
 class BodyWriter:
     """The body of one streaming response on one connection."""
 
@@ -41,7 +57,12 @@ class BodyWriter:
         "bytes_sent",
         "chunked",
         "closed",
+        "evicted",
         "high_water_bytes",
+        "keepalive_frame",
+        "keepalive_interval_s",
+        "max_buffer_bytes",
+        "on_keepalive",
         "last_write_s",
         "on_bytes_sent",
         "send_blocked_s",
@@ -76,11 +97,67 @@ class BodyWriter:
         self._watching_writable = False
         self._drained: anyio.Event | None = None
         self.closed = False
+        self.evicted = False
+        # A frame written after ``keepalive_interval_s`` of silence (the SSE heartbeat).
+        self.keepalive_frame = b""
+        self.keepalive_interval_s = 0.0
+        self.on_keepalive: Callable[[], None] | None = None
+        # Pushed writes (broadcast) beyond this many buffered bytes evict the client at once.
+        self.max_buffer_bytes = 16 * high_water_bytes
         # Monotonic time the socket last refused bytes we had for it; None when not blocked.
         self.blocked_since: float | None = None
         self.last_write_s = time.monotonic()
         self.bytes_sent = 0
         self.send_blocked_s = 0.0
+
+    # -- keep-alive and eviction timers ----------------------------------------------------
+
+    def enable_keepalive(
+        self, frame: bytes, interval_s: float, on_sent: Callable[[], None] | None = None
+    ) -> None:
+        """Write ``frame`` whenever nothing was written for ``interval_s`` (0 = never)."""
+        if interval_s <= 0:
+            return
+        self.keepalive_frame = frame
+        self.keepalive_interval_s = interval_s
+        self.on_keepalive = on_sent
+        self._reactor.call_at(self.last_write_s + interval_s, self)
+
+    def on_timer(self, now: float) -> float | None:
+        """Reactor timer: evict a client blocked too long; send a heartbeat when silent."""
+        if self.closed:
+            return None
+        blocked_since = self.blocked_since
+        if blocked_since is not None and now - blocked_since >= self.send_timeout_s:
+            self.evict()
+            return None
+        interval = self.keepalive_interval_s
+        due = self.last_write_s + interval
+        if due > now + 0.001:
+            return due  # data was written meanwhile: the silence starts later
+        if blocked_since is None:
+            self.write(self.keepalive_frame)
+            if self.on_keepalive is not None:
+                self.on_keepalive()
+        else:
+            self.last_write_s = now  # a blocked socket gains nothing from another heartbeat
+        return now + interval
+
+    def evict(self) -> None:
+        """Drop a client that does not read: close the body and cancel its handler."""
+        if self.closed:
+            return
+        self.evicted = True
+        self.watch.on_peer_gone()
+        self.close()
+
+    def push(self, data: bytes) -> None:
+        """Queue ``data`` without backpressure (fan-out); evicts the client past the hard cap."""
+        if self.closed:
+            return
+        self.write(data)
+        if self.buffered_bytes > self.max_buffer_bytes:
+            self.evict()
 
     # -- producing -------------------------------------------------------------------------
 
@@ -119,7 +196,7 @@ class BodyWriter:
                 with anyio.move_on_after(remaining) as scope:
                     await event.wait()
                 if scope.cancelled_caught:
-                    self.close()
+                    self.evict()
                     raise SlowClientEvicted(
                         f"client took no data for {self.send_timeout_s:g} s; evicted"
                     )
@@ -188,7 +265,8 @@ class BodyWriter:
 
     def _block(self) -> None:
         if self.blocked_since is None:
-            self.blocked_since = time.monotonic()
+            self.blocked_since = now = time.monotonic()
+            self._reactor.call_at(now + self.send_timeout_s, _EvictionCheck(self))
         if not self._watching_writable:
             self._watching_writable = True
             self._reactor.want_writable(self.watch, True)

@@ -20,8 +20,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with one subparser per subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Return the top-level parser; only ``command``'s module is imported for its options."""
     parser = argparse.ArgumentParser(
         prog="rawsse",
         description="rawsse: a low-level Server-Sent Events server, load generator and inspector.",
@@ -29,15 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in _COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(sub)
         sub.set_defaults(_module=module_name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in arguments if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(arguments)
     module = importlib.import_module(args._module)
     status: int = module.run(args)
     return status

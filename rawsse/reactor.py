@@ -1,7 +1,7 @@
 """Shared I/O services for every connection of one server: one flusher, one socket watcher.
 
-Contract: thousands of open streams must not mean thousands of tasks. Instead of a writer task
-and a reader task per stream, a ``Reactor`` runs two tasks for the whole server:
+Contract: thousands of open streams must not mean thousands of tasks. Instead of a writer task,
+a reader task and a timer per stream, a ``Reactor`` runs three tasks for the whole server:
 
 1. The *flusher*. Writers append frames to a buffer and call ``schedule_flush``; the flusher
    wakes once per event-loop turn and writes each dirty buffer with one non-blocking ``send``.
@@ -10,6 +10,8 @@ and a reader task per stream, a ``Reactor`` runs two tasks for the whole server:
    ``epoll`` object (``select.poll`` elsewhere). The reactor waits on the poller itself, and
    reports (a) a peer that closed or reset (EOF, RST, RDHUP) so the handler can be cancelled
    even while it writes nothing, and (b) writability of sockets whose send buffer was full.
+3. The *timer*. One heap of deadlines for every stream: heartbeats (a keep-alive frame after a
+   silent interval) and slow-client eviction checks. No timer task per stream.
 
 Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_peer_data()`` and ``on_writable()``.
 Callbacks run synchronously in the reactor task and must not block.
@@ -17,13 +19,17 @@ Callbacks run synchronously in the reactor task and must not block.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import select
 import socket
+import time
 from typing import Protocol
 
 import anyio
 
-__all__ = ["Reactor", "SocketWatch"]
+__all__ = ["Reactor", "SocketWatch", "Timed"]
 
 _HAS_EPOLL = hasattr(select, "epoll")
 if _HAS_EPOLL:
@@ -58,6 +64,18 @@ class Flushable(Protocol):
         """Write what is buffered without blocking."""
 
 
+class Timed(Protocol):
+    """Something the shared timer calls back when its time comes."""
+
+    def on_timer(self, now: float) -> float | None:
+        """Do what is due at ``now``; return when to be called next, or None."""
+
+
+# Timers due within this slack of each other fire in the same tick, so 10,000 streams with
+# heartbeats wake the timer task a few hundred times a second, not 10,000 times.
+_TIMER_SLACK_S = 0.005
+
+
 class Reactor:
     """The flusher and the socket watcher shared by all connections of a server."""
 
@@ -69,6 +87,42 @@ class Reactor:
         self._poller: select.epoll | select.poll
         self._poller = select.epoll() if _HAS_EPOLL else select.poll()
         self.watched_count = 0
+        self._timers: list[tuple[float, int, Timed]] = []
+        self._timer_seq = itertools.count()
+        self._timer_wake = anyio.Event()
+        self._timer_next = math.inf
+
+    # -- timer -----------------------------------------------------------------------------
+
+    def call_at(self, when: float, target: Timed) -> None:
+        """Call ``target.on_timer(now)`` at monotonic time ``when`` (and again as it asks)."""
+        heapq.heappush(self._timers, (when, next(self._timer_seq), target))
+        if when < self._timer_next:
+            self._timer_next = when
+            self._timer_wake.set()
+
+    @property
+    def timer_count(self) -> int:
+        """Pending timer entries (heartbeats and eviction checks)."""
+        return len(self._timers)
+
+    async def _run_timer(self) -> None:
+        heap = self._timers
+        while True:
+            now = time.monotonic()
+            horizon = now + _TIMER_SLACK_S
+            while heap and heap[0][0] <= horizon:
+                _, _, target = heapq.heappop(heap)
+                again = target.on_timer(now)
+                if again is not None:
+                    heapq.heappush(heap, (again, next(self._timer_seq), target))
+            self._timer_next = heap[0][0] if heap else math.inf
+            self._timer_wake = anyio.Event()
+            delay = self._timer_next - time.monotonic()
+            if delay > 0:
+                # Sleeps until the earliest deadline, or until call_at() brings one forward.
+                with anyio.move_on_after(delay):
+                    await self._timer_wake.wait()
 
     # -- flusher ---------------------------------------------------------------------------
 
@@ -169,11 +223,12 @@ class Reactor:
                 self._dispatch(poller.poll(0))
 
     async def run(self) -> None:
-        """Run the flusher and the watcher until cancelled."""
+        """Run the flusher, the watcher and the timer until cancelled."""
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._run_flusher)
                 tg.start_soon(self._run_watcher)
+                tg.start_soon(self._run_timer)
         finally:
             if _HAS_EPOLL:
                 self._poller.close()  # type: ignore[union-attr]

@@ -88,6 +88,9 @@ class Server:
         self.context = ConnectionContext(
             handler, self.limits, self.reactor, stats=self.stats, access_log=access_log
         )
+        bind = getattr(handler, "bind_server", None)
+        if callable(bind):
+            bind(self)
         self._accept_scope: anyio.CancelScope | None = None
         self._serve_scope: anyio.CancelScope | None = None
         self._shutdown_requested = False

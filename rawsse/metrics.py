@@ -1,0 +1,156 @@
+"""Counters for streams and requests, rendered in the Prometheus text format.
+
+Contract: ``StreamMetrics`` holds plain integers that the stream layer bumps on its hot path
+(an attribute increment, no locks: one event loop per process). ``render_prometheus`` turns
+them, with a server's ``ServerStats``, into the text exposition format (version 0.0.4) under
+the names of the public contract. ``metrics_handler`` serves that at any path of an App; when
+``prometheus_client`` is installed, ``register_with_prometheus_client`` exposes the same numbers
+through its registry instead of duplicating them.
+
+With ``--workers N`` every process counts its own streams; scrape each worker or aggregate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from rawsse.http import ServerStats
+from rawsse.request import Request
+from rawsse.response import Response
+
+__all__ = [
+    "METRICS",
+    "StreamMetrics",
+    "metrics_handler",
+    "register_with_prometheus_client",
+    "render_prometheus",
+]
+
+
+class StreamMetrics:
+    """Process-wide stream counters (one event loop per process, so plain ints suffice)."""
+
+    __slots__ = (
+        "bytes_sent_total",
+        "client_disconnects_total",
+        "events_total",
+        "heartbeats_total",
+        "slow_client_evictions_total",
+        "streams_active",
+        "streams_total",
+    )
+
+    def __init__(self) -> None:
+        self.streams_active = 0
+        self.streams_total = 0
+        self.events_total = 0
+        self.heartbeats_total = 0
+        self.client_disconnects_total = 0
+        self.slow_client_evictions_total = 0
+        # Bytes written by servers that have no ServerStats of their own to report.
+        self.bytes_sent_total = 0
+
+    def count_heartbeat(self) -> None:
+        """Count one heartbeat frame written."""
+        self.heartbeats_total += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """All counters as a dict (for tests and JSON)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+# The process's stream counters. Like prometheus_client's REGISTRY, one per process.
+METRICS = StreamMetrics()
+
+_HELP: list[tuple[str, str, str]] = [
+    ("rawsse_streams_active", "gauge", "Event streams currently open."),
+    ("rawsse_streams_total", "counter", "Event streams started."),
+    ("rawsse_events_total", "counter", "Events written to event streams."),
+    ("rawsse_bytes_sent_total", "counter", "Bytes written to client sockets."),
+    ("rawsse_heartbeats_total", "counter", "Heartbeat frames written to idle streams."),
+    ("rawsse_client_disconnects_total", "counter", "Streams ended by the client going away."),
+    ("rawsse_slow_client_evictions_total", "counter", "Streams dropped for not reading in time."),
+]
+
+
+def _samples(metrics: StreamMetrics, stats: ServerStats | None) -> Iterator[tuple[str, str, str, Any]]:
+    values = {
+        "rawsse_streams_active": metrics.streams_active,
+        "rawsse_streams_total": metrics.streams_total,
+        "rawsse_events_total": metrics.events_total,
+        "rawsse_bytes_sent_total": (stats.bytes_sent if stats else 0) + metrics.bytes_sent_total,
+        "rawsse_heartbeats_total": metrics.heartbeats_total,
+        "rawsse_client_disconnects_total": metrics.client_disconnects_total,
+        "rawsse_slow_client_evictions_total": metrics.slow_client_evictions_total,
+    }
+    for name, kind, help_text in _HELP:
+        yield name, kind, help_text, values[name]
+
+
+def render_prometheus(metrics: StreamMetrics = METRICS, stats: ServerStats | None = None) -> str:
+    """The counters in the Prometheus text exposition format."""
+    lines: list[str] = []
+    for name, kind, help_text, value in _samples(metrics, stats):
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += [
+        "# HELP rawsse_http_requests_total HTTP responses sent, by status.",
+        "# TYPE rawsse_http_requests_total counter",
+    ]
+    by_status = stats.requests_by_status if stats else {}
+    for status in sorted(by_status):
+        lines.append(f'rawsse_http_requests_total{{status="{status}"}} {by_status[status]}')
+    if stats is not None:
+        lines += [
+            "# HELP rawsse_connections_active Client connections currently open.",
+            "# TYPE rawsse_connections_active gauge",
+            f"rawsse_connections_active {stats.connections_active}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_handler(
+    stats: ServerStats | Callable[[], ServerStats | None] | None = None,
+    metrics: StreamMetrics = METRICS,
+) -> Callable[[Request], Awaitable[Response]]:
+    """A handler serving ``/metrics``; ``stats`` may be a callable (the server is made later)."""
+
+    async def serve_metrics(request: Request) -> Response:
+        current = stats() if callable(stats) else stats
+        return Response(
+            render_prometheus(metrics, current),
+            content_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    return serve_metrics
+
+
+def register_with_prometheus_client(
+    stats: ServerStats | None = None, metrics: StreamMetrics = METRICS
+) -> bool:
+    """Expose the counters through ``prometheus_client``'s registry, if it is installed.
+
+    Returns False (and does nothing) when ``prometheus_client`` is not importable.
+    """
+    try:
+        from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+    except ImportError:
+        return False
+
+    class _Collector:
+        def collect(self) -> Iterator[Any]:
+            for name, kind, help_text, value in _samples(metrics, stats):
+                if kind == "gauge":
+                    yield GaugeMetricFamily(name, help_text, value=value)
+                else:
+                    # prometheus_client appends _total itself.
+                    yield CounterMetricFamily(name.removesuffix("_total"), help_text, value=value)
+            family = CounterMetricFamily(
+                "rawsse_http_requests", "HTTP responses sent, by status.", labels=["status"]
+            )
+            for status, count in sorted((stats.requests_by_status if stats else {}).items()):
+                family.add_metric([str(status)], count)
+            yield family
+
+    REGISTRY.register(_Collector())  # type: ignore[arg-type]
+    return True

@@ -1,0 +1,315 @@
+"""``EventStream``: the response a handler streams Server-Sent Events through.
+
+Contract: an ``EventStream`` is a ``StreamingResponse`` with the SSE headers. It is fed either
+by a *source* (an async iterable of events) or by a *producer* (an async function receiving the
+stream, calling ``await stream.send(...)``). Either way:
+
+1. Backpressure: frames are queued on the connection's ``BodyWriter``; past its high-water mark
+   the producer waits for the socket (``drain``), up to the send timeout, then the client is
+   evicted and counted. A faster producer is slowed, never buffered without bound.
+2. Heartbeats: after ``heartbeat_s`` of silence the shared reactor timer writes a comment (or
+   an ``event: ping`` frame); data resets the silence. No timer task per stream; 0 turns them off.
+3. ``retry_ms`` is sent once, before the first event.
+4. Disconnect: a client that closes or resets cancels the producer (the connection driver
+   cancels the handler scope), and the source is closed with ``aclose()`` so upstream work stops.
+   ``stream.disconnected`` and ``on_close`` callbacks let a handler ask and react.
+5. Every exit ends cleanly: a complete frame, then the route's terminal frames (``farewell`` for
+   a server shutdown or the end of ``max_lifetime_s``; ``error_frame`` for an exception in the
+   producer), then the chunked terminator, which the driver writes.
+
+Source items may be ``bytes`` (complete pre-encoded frames, sent as they are), ``Event``, ``str``
+(one event's data), or any JSON-serialisable value (one ``data:`` line, the chat hot path).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+import anyio
+
+from rawsse.body import BodyWriter
+from rawsse.errors import ClientDisconnected
+from rawsse.metrics import METRICS, StreamMetrics
+from rawsse.response import HeadersLike, StreamingResponse
+from rawsse.sse import Event, encode_comment, encode_event, encode_json_data, encode_retry
+
+__all__ = ["EventStream", "StreamEnd"]
+
+Producer = Callable[["EventStream"], Awaitable[None]]
+# Why a stream ended: passed to ``farewell`` and ``on_close`` callbacks.
+StreamEnd = Literal["complete", "disconnected", "evicted", "error", "shutdown", "lifetime"]
+
+PING_FRAME = b'event: ping\ndata: {"type": "ping"}\n\n'
+COMMENT_FRAME = encode_comment()
+# Closing a cancelled source gets this long to run its cleanup.
+_ACLOSE_TIMEOUT_S = 5.0
+
+SSE_HEADERS = [
+    ("cache-control", "no-cache, no-transform"),
+    # Tells nginx (and proxies that honour it) not to buffer the stream.
+    ("x-accel-buffering", "no"),
+]
+
+
+def encode_item(item: Any) -> bytes:
+    """Encode one source item: bytes pass through, ``Event`` / str / JSON values are framed."""
+    if type(item) is bytes:
+        return item
+    if isinstance(item, Event):
+        return item.encode()
+    if isinstance(item, str):
+        return encode_event(item)
+    return encode_json_data(item)
+
+
+class EventStream(StreamingResponse):
+    """A ``text/event-stream`` response.
+
+    ``source`` is an async iterable of items or an async function ``producer(stream)``.
+    ``heartbeat_s`` (``None`` = the server's default of 15 s; 0 = off), ``heartbeat`` is
+    ``"comment"`` or ``"ping"`` (an ``event: ping`` frame) or raw frame bytes. ``retry_ms`` sends a
+    ``retry:`` hint first. ``send_timeout_s`` overrides the server's slow-client timeout for this
+    stream. ``max_lifetime_s`` ends the stream after that long, minus up to ``lifetime_jitter`` of
+    it at random, so clients do not all reconnect at once. ``farewell(reason)`` returns frames to
+    send when the stream is ended by the server; ``error_frame(exc)`` frames for a failure.
+    """
+
+    __slots__ = (
+        "_body",
+        "_close_callbacks",
+        "_ended_by_server",
+        "_producer_scope",
+        "_source",
+        "end_reason",
+        "error_frame",
+        "events_sent",
+        "farewell",
+        "heartbeat_frame",
+        "heartbeat_s",
+        "max_lifetime_s",
+        "lifetime_jitter",
+        "metrics",
+        "retry_ms",
+        "send_timeout_s",
+    )
+
+    # The server's defaults, set by ``rawsse serve --heartbeat`` (and the like) at startup.
+    default_heartbeat_s: float = 15.0
+    default_retry_ms: int | None = None
+
+    def __init__(
+        self,
+        source: AsyncIterable[Any] | Producer | None = None,
+        *,
+        status: int = 200,
+        headers: HeadersLike | None = None,
+        heartbeat_s: float | None = None,
+        heartbeat: Literal["comment", "ping"] | bytes = "comment",
+        retry_ms: int | None = None,
+        send_timeout_s: float | None = None,
+        max_lifetime_s: float | None = None,
+        lifetime_jitter: float = 0.1,
+        farewell: Callable[[StreamEnd], bytes | None] | None = None,
+        error_frame: Callable[[BaseException], bytes | None] | None = None,
+        metrics: StreamMetrics = METRICS,
+    ) -> None:
+        all_headers = [*SSE_HEADERS, *_items(headers)]
+        super().__init__(None, status, all_headers, content_type="text/event-stream; charset=utf-8")
+        self._source = source
+        self.heartbeat_s = self.default_heartbeat_s if heartbeat_s is None else heartbeat_s
+        if heartbeat == "comment":
+            self.heartbeat_frame = COMMENT_FRAME
+        elif heartbeat == "ping":
+            self.heartbeat_frame = PING_FRAME
+        else:
+            self.heartbeat_frame = heartbeat
+        self.retry_ms = self.default_retry_ms if retry_ms is None else retry_ms
+        if self.retry_ms is not None:
+            encode_retry(self.retry_ms)  # validate now, not mid-stream
+        self.send_timeout_s = send_timeout_s
+        self.max_lifetime_s = max_lifetime_s
+        self.lifetime_jitter = lifetime_jitter
+        self.farewell = farewell
+        self.error_frame = error_frame
+        self.metrics = metrics
+        self._body: BodyWriter | None = None
+        self._producer_scope: anyio.CancelScope | None = None
+        self._close_callbacks: list[Callable[[StreamEnd], Any]] = []
+        self._ended_by_server: StreamEnd | None = None
+        self.end_reason: StreamEnd | None = None
+        self.events_sent = 0
+
+    # -- the imperative API ----------------------------------------------------------------
+
+    async def send(
+        self,
+        data: Any,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> None:
+        """Send one event; waits only when the client is behind (backpressure)."""
+        if event is None and id is None and retry is None:
+            frame = encode_item(data) if not isinstance(data, bytes) else encode_event(data)
+        else:
+            frame = encode_event(data, event=event, id=id, retry=retry)
+        await self.send_raw(frame)
+
+    async def send_raw(self, frame: bytes) -> None:
+        """Send pre-encoded frame bytes as they are (they must be complete frames)."""
+        body = self._body
+        if body is None:
+            raise RuntimeError("the stream has not started: send() belongs inside the producer")
+        self.events_sent += 1
+        self.metrics.events_total += 1
+        if body.write(frame):
+            await body.drain()
+
+    async def comment(self, text: str = "") -> None:
+        """Send a comment frame (ignored by clients; keeps intermediaries from timing out)."""
+        body = self._body
+        if body is None:
+            raise RuntimeError("the stream has not started: comment() belongs inside the producer")
+        if body.write(encode_comment(text)):
+            await body.drain()
+
+    @property
+    def disconnected(self) -> bool:
+        """True once the client has gone (or was evicted): sending would raise."""
+        return self._body is not None and self._body.closed
+
+    @property
+    def bytes_queued(self) -> int:
+        """Bytes accepted for this stream that the client has not taken yet."""
+        return self._body.buffered_bytes if self._body is not None else 0
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of this stream the socket has taken so far."""
+        return self._body.bytes_sent if self._body is not None else 0
+
+    @property
+    def send_blocked_s(self) -> float:
+        """Total time producers spent waiting for this client (backpressure)."""
+        return self._body.send_blocked_s if self._body is not None else 0.0
+
+    @property
+    def last_write_s(self) -> float | None:
+        """Monotonic time of the last frame queued (data or heartbeat)."""
+        return self._body.last_write_s if self._body is not None else None
+
+    def on_close(self, callback: Callable[[StreamEnd], Any]) -> None:
+        """Call ``callback(reason)`` when the stream ends, however it ends."""
+        self._close_callbacks.append(callback)
+
+    # -- server signals --------------------------------------------------------------------
+
+    def on_server_shutdown(self) -> None:
+        """The server is stopping: end the producer; the farewell frame follows."""
+        self.end("shutdown")
+
+    def end(self, reason: StreamEnd = "shutdown") -> None:
+        """End the stream from outside the producer (the producer is cancelled)."""
+        if self._ended_by_server is None:
+            self._ended_by_server = reason
+        if self._producer_scope is not None:
+            self._producer_scope.cancel()
+
+    # -- driving ---------------------------------------------------------------------------
+
+    async def write_body(self, body: BodyWriter) -> None:
+        """Run the producer and write its events (called once by the connection driver)."""
+        self._body = body
+        metrics = self.metrics
+        metrics.streams_active += 1
+        metrics.streams_total += 1
+        if self.send_timeout_s is not None:
+            body.send_timeout_s = self.send_timeout_s
+        body.enable_keepalive(self.heartbeat_frame, self.heartbeat_s, metrics.count_heartbeat)
+        if self.retry_ms is not None:
+            body.write(encode_retry(self.retry_ms))
+        reason: StreamEnd = "complete"
+        try:
+            try:
+                with anyio.CancelScope() as scope:
+                    self._producer_scope = scope
+                    if self._ended_by_server is not None:
+                        scope.cancel()
+                    if self.max_lifetime_s:
+                        lifetime = self.max_lifetime_s * (1 - self.lifetime_jitter * random.random())
+                        scope.deadline = anyio.current_time() + lifetime
+                    await self._produce(body)
+                if scope.cancelled_caught:
+                    reason = self._ended_by_server or "lifetime"
+            except ClientDisconnected:
+                reason = "evicted" if body.evicted else "disconnected"
+            except Exception as exc:
+                reason = "error"
+                self._write_terminal(body, self.error_frame, exc)
+            if reason in ("shutdown", "lifetime") and not body.closed:
+                self._write_terminal(body, self.farewell, reason)
+        except BaseException:
+            # Cancelled from outside: the client went away (or the server is force-exiting).
+            reason = "evicted" if body.evicted else "disconnected"
+            raise
+        finally:
+            self._producer_scope = None
+            if body.closed and reason in ("complete", "error", "shutdown", "lifetime"):
+                reason = "evicted" if body.evicted else "disconnected"
+            self.end_reason = reason
+            metrics.streams_active -= 1
+            if reason == "disconnected":
+                metrics.client_disconnects_total += 1
+            elif reason == "evicted":
+                metrics.slow_client_evictions_total += 1
+            for callback in self._close_callbacks:
+                callback(reason)
+
+    def _write_terminal(self, body: BodyWriter, make: Callable[[Any], bytes | None] | None, arg: Any) -> None:
+        if make is None or body.closed:
+            return
+        frame = make(arg)
+        if frame:
+            body.write(frame)
+
+    async def _produce(self, body: BodyWriter) -> None:
+        source = self._source
+        if source is None:
+            return
+        if callable(source) and not hasattr(source, "__aiter__"):
+            await source(self)
+            return
+        iterator: AsyncIterator[Any] = aiter(source)  # type: ignore[arg-type]
+        metrics = self.metrics
+        write = body.write
+        try:
+            async for item in iterator:
+                frame = item if type(item) is bytes else encode_item(item)
+                self.events_sent += 1
+                metrics.events_total += 1
+                if write(frame):
+                    await body.drain()
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                # Shielded so the source's own cleanup runs even though we were cancelled.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_ACLOSE_TIMEOUT_S):
+                    await aclose()
+
+    async def skip_body(self) -> None:
+        """HEAD request: never start the producer; close an async-generator source."""
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _items(headers: HeadersLike | None) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)  # type: ignore[arg-type]
