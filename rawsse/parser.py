@@ -1,0 +1,312 @@
+"""Parsing a Server-Sent Events byte stream into events, incrementally (sans-io).
+
+Contract: ``EventParser.feed(data)`` takes the stream's bytes in pieces of any size and
+returns the events completed by them, exactly as the WHATWG HTML standard's "interpreting an
+event stream" (section 9.2.6) defines them, however the stream is split. It is total: on any
+bytes it returns events, or raises ``EventTooLarge`` when one event would buffer more than
+``max_event_bytes``. Cost is linear in the input, whatever the sizes of the pieces.
+
+The rules, quoted from the standard (each is quoted again at the line that implements it):
+
+1. "Streams must be decoded using the UTF-8 decode algorithm." That algorithm strips one
+   leading BOM and turns each invalid byte sequence into U+FFFD.
+2. "a U+000D CARRIAGE RETURN U+000A LINE FEED (CRLF) character pair, a single U+000A LINE FEED
+   (LF) character not preceded by a U+000D CARRIAGE RETURN (CR) character, and a single U+000D
+   CARRIAGE RETURN (CR) character not followed by a U+000A LINE FEED (LF) character being the
+   ways in which a line can end." Nothing else ends a line (not U+2028, U+0085, VT or FF).
+3. "If the line is empty (a blank line)": "Dispatch the event".
+4. "If the line starts with a U+003A COLON character (:)": "Ignore the line."
+5. "If the line contains a U+003A COLON character (:)": the field is the text before the first
+   colon, the value the text after it, and "If value starts with a U+0020 SPACE character,
+   remove it from value."
+6. "Otherwise, the string is not empty but does not contain a U+003A COLON character (:)":
+   "using the whole line as the field name, and the empty string as the field value."
+7. "Field names must be compared literally, with no case folding performed."
+8. "event": "Set the event type buffer to the field value."
+9. "data": "Append the field value to the data buffer, then append a single U+000A LINE FEED
+   (LF) character to the data buffer."
+10. "id": "If the field value does not contain U+0000 NULL, then set the last event ID buffer
+    to the field value. Otherwise, ignore the field."
+11. "retry": "If the field value consists of only ASCII digits, then interpret the field value
+    as an integer in base ten, and set the event stream's reconnection time to that integer.
+    Otherwise, ignore the field."
+12. Any other field: "The field is ignored."
+13. To dispatch: "Set the last event ID string of the event source to the value of the last
+    event ID buffer." "If the data buffer is an empty string, set the data buffer and the event
+    type buffer to the empty string and return." "If the data buffer's last character is a
+    U+000A LINE FEED (LF) character, then remove the last character from the data buffer." The
+    type is "message" unless "the event type buffer has a value other than the empty string".
+    Then "Set the data buffer and the event type buffer to the empty string."
+14. "Once the end of the file is reached, any pending data must be discarded." (``close``)
+
+How, and where rawsse chooses:
+- The parser works on bytes and decodes only what it keeps (data per event, event type and
+  id per field). That is the same as decoding first: CR, LF, ``:`` and space are ASCII, never
+  part of a multi-byte sequence, and a UTF-8 decoder ends any broken sequence at an ASCII byte,
+  so splitting at them and decoding the pieces gives the same text as decoding the whole.
+- ``Event.id`` and ``Event.retry`` are the ``id`` and ``retry`` fields the event's own lines
+  carried (``None`` if none); the stream-wide values (rule 10's last event ID string, rule 11's
+  reconnection time) are the parser's ``last_event_id`` and ``retry``.
+- An empty ``retry`` value is ignored (there is no integer to interpret, as browsers do), and
+  so is one of more than 4300 significant digits (Python's default int-conversion limit: such a
+  value is no delay, and converting it would cost quadratic time).
+- ``max_event_bytes`` bounds what one event may buffer; the standard sets no limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rawsse.sse import Event
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "EventParser", "EventTooLarge"]
+
+# 1 MiB: thousands of times an LLM stream's chunk event (a few hundred bytes), yet small
+# enough that a hostile or broken server cannot make a client buffer without bound.
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+# Python's default int-conversion limit (sys.int_info.default_max_str_digits).
+_MAX_RETRY_DIGITS = 4300
+
+
+class EventTooLarge(ValueError):
+    """One event buffered more than the parser's ``max_event_bytes`` without ending.
+
+    ``events`` holds the complete events the same ``feed`` parsed before the limit was
+    reached. The parser is unusable afterwards: every later ``feed`` raises again.
+    """
+
+    def __init__(self, max_event_bytes: int, buffered_bytes: int, events: list[Event]) -> None:
+        super().__init__(
+            f"server-sent event too large: {buffered_bytes} bytes buffered without a blank "
+            f"line, more than max_event_bytes={max_event_bytes}"
+        )
+        self.max_event_bytes = max_event_bytes
+        self.buffered_bytes = buffered_bytes
+        self.events = events
+
+
+# Event is a frozen dataclass: its __init__ pays an object.__setattr__ call per field. The
+# parser fills the slots directly, which halves the cost of each event it returns.
+_new_event: Callable[[type[Event]], Event] = object.__new__
+_set_data = Event.__dict__["data"].__set__
+_set_type = Event.__dict__["event"].__set__
+_set_id = Event.__dict__["id"].__set__
+_set_retry = Event.__dict__["retry"].__set__
+
+
+def _decode(raw: bytes) -> str:
+    # Rule 1: "the UTF-8 decode algorithm"; errors become U+FFFD, as the standard's decoder does.
+    return raw.decode("utf-8", "replace")
+
+
+def _parse_retry(value: bytes) -> int | None:
+    # Rule 11: "If the field value consists of only ASCII digits, then interpret the field value
+    # as an integer in base ten ... Otherwise, ignore the field." (bytes.isdigit is ASCII-only
+    # and false on an empty value.)
+    if not value.isdigit():
+        return None
+    if len(value) > _MAX_RETRY_DIGITS:
+        value = value.lstrip(b"0")
+        if len(value) > _MAX_RETRY_DIGITS:
+            return None
+    return int(value or b"0")
+
+
+class EventParser:
+    """An incremental parser for one ``text/event-stream``, per the WHATWG algorithm.
+
+    Feed it the response body in pieces of any size; each ``feed`` returns the events that
+    piece completed. ``last_event_id`` is the event source's last event ID string (what a
+    reconnecting client sends as ``Last-Event-ID``), ``retry`` the reconnection time in
+    milliseconds the server last set (``None`` until it sets one).
+
+    ``max_event_bytes`` (default 1 MiB) is the most one event may buffer: its ``data`` values
+    plus a line feed each, plus any line not yet ended. Going past it raises ``EventTooLarge``.
+    """
+
+    __slots__ = (
+        "_after_cr",
+        "_at_start",
+        "_data",
+        "_data_bytes",
+        "_event_id",
+        "_event_retry",
+        "_event_type",
+        "_failed",
+        "_id_buffer",
+        "_tail",
+        "last_event_id",
+        "max_event_bytes",
+        "retry",
+    )
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if max_event_bytes < 1:
+            raise ValueError(f"max_event_bytes must be positive: {max_event_bytes!r}")
+        self.max_event_bytes = max_event_bytes
+        self.last_event_id = ""
+        self.retry: int | None = None
+        self._id_buffer = ""
+        self._failed = False
+        self._start_stream()
+
+    def _start_stream(self) -> None:
+        self._at_start = True  # the BOM may still come
+        self._after_cr = False  # the last byte seen was a CR, so a next LF is its CRLF
+        self._tail = bytearray()  # the line not yet ended: never holds a CR or LF
+        self._data: list[bytes] = []  # the data buffer, one value per data line
+        self._data_bytes = 0
+        self._event_type = b""
+        self._event_id: str | None = None
+        self._event_retry: int | None = None
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse the next piece of the stream; return the events it completed, in order."""
+        if self._failed:
+            raise EventTooLarge(self.max_event_bytes, len(self._tail) + self._data_bytes, [])
+        if self._at_start:
+            # Rule 1: the UTF-8 decode strips one leading BOM, even one split across feeds.
+            head = bytes(self._tail) + data
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._tail[:] = head
+                self._check_size([])
+                return []
+            self._at_start = False
+            self._tail.clear()
+            data = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if self._after_cr and data:
+            # Rule 2: a CR and an LF in the next piece are one CRLF line end.
+            self._after_cr = False
+            if data[0] == 0x0A:
+                data = data[1:]
+
+        last_lf = data.rfind(b"\n")
+        last_cr = data.rfind(b"\r")
+        end = last_lf if last_lf > last_cr else last_cr
+        if end < 0:
+            self._tail += data
+            self._check_size([])
+            return []
+        if end == last_cr and end == len(data) - 1:
+            self._after_cr = True
+        if self._tail:
+            block = bytes(self._tail) + data[: end + 1]
+        elif end == len(data) - 1:
+            block = data
+        else:
+            block = data[: end + 1]
+        self._tail[:] = data[end + 1 :]
+        if last_cr >= 0:
+            # Rule 2: CRLF, lone LF and lone CR all end a line. Rewrite CRLF first, so that the
+            # pair becomes one LF; the block ends at a line end, so no pair is cut in two.
+            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = block.split(b"\n")
+        lines.pop()  # the empty text after the block's final line end
+        events = self._process(lines)
+        self._check_size(events)
+        return events
+
+    def _process(self, lines: list[bytes]) -> list[Event]:
+        events: list[Event] = []
+        data = self._data
+        data_bytes = self._data_bytes
+        max_bytes = self.max_event_bytes
+        id_buffer = self._id_buffer
+        event_type = self._event_type
+        event_id = self._event_id
+        event_retry = self._event_retry
+        try:
+            for line in lines:
+                if not line:
+                    # Rule 3: "If the line is empty (a blank line)": "Dispatch the event".
+                    # Rule 13: "If the data buffer is an empty string, ... return."
+                    if data:
+                        # Rule 13: drop the data buffer's final LF (the join puts none there).
+                        event = _new_event(Event)
+                        _set_data(event, _decode(b"\n".join(data)))
+                        # Rule 13: "message" unless the event type buffer is not empty.
+                        _set_type(event, _decode(event_type) if event_type else "message")
+                        _set_id(event, event_id)
+                        _set_retry(event, event_retry)
+                        events.append(event)
+                        # Rule 13: "Set the data buffer and the event type buffer to the empty
+                        # string."
+                        data.clear()
+                        data_bytes = 0
+                    event_type = b""
+                    event_id = event_retry = None
+                    # Rule 13: "Set the last event ID string of the event source to the value
+                    # of the last event ID buffer." (whether or not an event fired)
+                    self.last_event_id = id_buffer
+                    continue
+                if line[:6] == b"data: ":
+                    # The common line, first: rule 9 with rule 5's leading space removed.
+                    value = line[6:]
+                    data.append(value)
+                    data_bytes += len(value) + 1
+                    if data_bytes > max_bytes:
+                        self._fail(data_bytes, events)
+                    continue
+                # Rule 5: the field is what comes before the first colon, the value what
+                # follows; rule 6: with no colon, the whole line is the field, the value empty.
+                field, _, value = line.partition(b":")
+                if not field:
+                    # Rule 4: "If the line starts with a U+003A COLON character (:)": "Ignore
+                    # the line."
+                    continue
+                if value[:1] == b" ":
+                    # Rule 5: "If value starts with a U+0020 SPACE character, remove it from
+                    # value."
+                    value = value[1:]
+                # Rule 7: "Field names must be compared literally, with no case folding".
+                if field == b"data":
+                    # Rule 9: "Append the field value to the data buffer, then append a single
+                    # U+000A LINE FEED (LF) character" (the LF is the join at dispatch).
+                    data.append(value)
+                    data_bytes += len(value) + 1
+                    if data_bytes > max_bytes:
+                        self._fail(data_bytes, events)
+                elif field == b"event":
+                    # Rule 8: "Set the event type buffer to the field value."
+                    event_type = value
+                elif field == b"id":
+                    # Rule 10: "If the field value does not contain U+0000 NULL, then set the
+                    # last event ID buffer to the field value. Otherwise, ignore the field."
+                    if b"\0" not in value:
+                        id_buffer = event_id = _decode(value)
+                elif field == b"retry":
+                    # Rule 11: only ASCII digits set "the event stream's reconnection time".
+                    retry = _parse_retry(value)
+                    if retry is not None:
+                        self.retry = event_retry = retry
+                # Rule 12: any other field: "The field is ignored."
+        finally:
+            self._data_bytes = data_bytes
+            self._id_buffer = id_buffer
+            self._event_type = event_type
+            self._event_id = event_id
+            self._event_retry = event_retry
+        return events
+
+    def _check_size(self, events: list[Event]) -> None:
+        buffered = len(self._tail) + self._data_bytes
+        if buffered > self.max_event_bytes:
+            self._fail(buffered, events)
+
+    def _fail(self, buffered_bytes: int, events: list[Event]) -> None:
+        self._failed = True
+        raise EventTooLarge(self.max_event_bytes, buffered_bytes, events)
+
+    def close(self) -> bool:
+        """End this stream: discard any unfinished event and get ready for a new stream.
+
+        Rule 14: "Once the end of the file is reached, any pending data must be discarded."
+        ``last_event_id`` and ``retry`` belong to the event source and are kept, so one parser
+        can follow a client across reconnections (a new stream may again start with a BOM).
+        Returns whether an unfinished event (data lines or part of a line) was discarded.
+        """
+        discarded = bool(self._tail or self._data)
+        self._start_stream()
+        return discarded
