@@ -1,0 +1,48 @@
+"""rawsse: a low-level Server-Sent Events server framework (h11 + anyio + orjson)."""
+
+from rawsse.app import App
+from rawsse.broadcast import Broadcast
+from rawsse.errors import ClientDisconnected, HTTPError, RawsseError, SlowClientEvicted
+from rawsse.limits import ServerLimits
+from rawsse.metrics import METRICS, StreamMetrics, metrics_handler, render_prometheus
+from rawsse.parser import EventParser, EventTooLarge
+from rawsse.replay import MemoryReplayStore, Replay, ReplayStore
+from rawsse.request import Headers, Request
+from rawsse.response import JSONResponse, Response, StreamingResponse
+from rawsse.server import Server, run
+from rawsse.sse import Event, encode_comment, encode_event, encode_json_data, encode_retry
+from rawsse.stream import EventStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METRICS",
+    "App",
+    "Broadcast",
+    "ClientDisconnected",
+    "Event",
+    "EventParser",
+    "EventStream",
+    "EventTooLarge",
+    "HTTPError",
+    "Headers",
+    "JSONResponse",
+    "MemoryReplayStore",
+    "RawsseError",
+    "Replay",
+    "ReplayStore",
+    "Request",
+    "Response",
+    "Server",
+    "ServerLimits",
+    "SlowClientEvicted",
+    "StreamMetrics",
+    "StreamingResponse",
+    "encode_comment",
+    "encode_event",
+    "encode_json_data",
+    "encode_retry",
+    "metrics_handler",
+    "render_prometheus",
+    "run",
+]

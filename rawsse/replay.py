@@ -1,0 +1,214 @@
+"""Replay store: each resumable stream's frames, kept by event id, for clients that reconnect.
+
+Contract: a producer ``append``s every frame of a stream under its event id and ``finish``es
+the stream when it ends. A client that reconnects with ``Last-Event-ID`` gets, from
+``follow(key, last_id)``, the frames after that id and then the live ones as they are appended,
+until the stream is finished: no gap and no duplicate at the hand-off, because replay and live
+frames come from the same ordered log. The store is an interface (``ReplayStore``);
+``MemoryReplayStore`` is the embedded default, a bounded ring:
+
+1. at most ``max_events_per_stream`` frames per stream (the oldest are dropped first),
+2. at most ``max_total_bytes`` across streams (frames of the oldest streams are dropped first),
+3. a finished stream is kept ``keep_after_end_s`` seconds, then forgotten.
+
+``Replay`` tells where replay started and whether frames were lost before it (``gap``), so the
+server can say so in a response header and the client can detect a hole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+__all__ = ["MemoryReplayStore", "Replay", "ReplayStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Where a replay starts: ``first_id`` (None if nothing to replay) and whether frames the
+    client asked for are no longer kept (``gap``)."""
+
+    first_id: str | None
+    gap: bool
+
+
+class ReplayStore(Protocol):
+    """What a resumable stream needs from storage (in memory, Redis Streams, ...)."""
+
+    async def append(self, key: str, event_id: str, frame: bytes) -> None:
+        """Add ``frame`` (complete frame bytes) with ``event_id`` to stream ``key``."""
+
+    async def finish(self, key: str) -> None:
+        """Mark stream ``key`` ended: followers stop after its last frame."""
+
+    def exists(self, key: str) -> bool:
+        """True while stream ``key`` is known to the store."""
+
+    async def plan(self, key: str, last_id: str | None) -> Replay:
+        """Describe what ``follow(key, last_id)`` will replay."""
+
+    def follow(self, key: str, last_id: str | None) -> AsyncIterator[bytes]:
+        """Frames after ``last_id`` (all if None), then live frames until the stream ends."""
+
+
+class _Log:
+    __slots__ = ("appended", "dropped", "ended", "ended_at", "entries", "ids", "next_seq", "nbytes")
+
+    def __init__(self) -> None:
+        # (seq, event id, frame); seq numbers are the store's own, increasing by one.
+        self.entries: deque[tuple[int, str, bytes]] = deque()
+        self.ids: dict[str, int] = {}
+        self.next_seq = 0
+        self.dropped = 0  # frames dropped from the front
+        self.nbytes = 0
+        self.ended = False
+        self.ended_at = 0.0
+        self.appended: anyio.Event | None = None
+
+    def drop_oldest(self) -> int:
+        _, event_id, frame = self.entries.popleft()
+        self.ids.pop(event_id, None)
+        self.dropped += 1
+        self.nbytes -= len(frame)
+        return len(frame)
+
+    def wake(self) -> None:
+        if self.appended is not None:
+            self.appended.set()
+            self.appended = None
+
+    def start_seq(self, last_id: str | None) -> tuple[int, bool]:
+        """The first seq to replay and whether frames before it are lost."""
+        first_kept = self.dropped
+        if last_id is None:
+            return first_kept, self.dropped > 0
+        seq = self.ids.get(last_id)
+        if seq is not None:
+            return seq + 1, False
+        # Unknown id: either dropped from the ring or never ours. Replay what we have.
+        return first_kept, True
+
+
+class MemoryReplayStore:
+    """A bounded in-memory ``ReplayStore`` (one per process)."""
+
+    def __init__(
+        self,
+        *,
+        max_events_per_stream: int = 10_000,
+        max_total_bytes: int = 64 * 1024 * 1024,
+        keep_after_end_s: float = 300.0,
+    ) -> None:
+        if max_events_per_stream <= 0 or max_total_bytes <= 0 or keep_after_end_s < 0:
+            raise ValueError("replay store limits must be positive")
+        self.max_events_per_stream = max_events_per_stream
+        self.max_total_bytes = max_total_bytes
+        self.keep_after_end_s = keep_after_end_s
+        # Oldest stream first: the order in which bytes are reclaimed.
+        self._logs: OrderedDict[str, _Log] = OrderedDict()
+        # Finished streams in the order they finished: the order in which they expire.
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        self.total_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def exists(self, key: str) -> bool:
+        """True while stream ``key`` is kept."""
+        self._expire()
+        return key in self._logs
+
+    async def append(self, key: str, event_id: str, frame: bytes) -> None:
+        """Add one frame to stream ``key`` (created on first append)."""
+        self.append_nowait(key, event_id, frame)
+
+    def append_nowait(self, key: str, event_id: str, frame: bytes) -> None:
+        """``append`` without a checkpoint, for producers on the hot path."""
+        log = self._logs.get(key)
+        if log is None:
+            self._expire()
+            log = self._logs[key] = _Log()
+        log.entries.append((log.next_seq, event_id, frame))
+        log.ids[event_id] = log.next_seq
+        log.next_seq += 1
+        log.nbytes += len(frame)
+        self.total_bytes += len(frame)
+        if len(log.entries) > self.max_events_per_stream:
+            self.total_bytes -= log.drop_oldest()
+        if self.total_bytes > self.max_total_bytes:
+            self._reclaim()
+        log.wake()
+
+    async def finish(self, key: str) -> None:
+        """Mark stream ``key`` ended; it is kept ``keep_after_end_s`` more seconds."""
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = _Log()
+        log.ended = True
+        log.ended_at = time.monotonic()
+        self._ended[key] = log.ended_at
+        self._ended.move_to_end(key)
+        log.wake()
+
+    async def plan(self, key: str, last_id: str | None) -> Replay:
+        """Where ``follow(key, last_id)`` starts, and whether there is a gap before it."""
+        log = self._logs.get(key)
+        if log is None:
+            return Replay(None, last_id is not None)
+        seq, gap = log.start_seq(last_id)
+        index = seq - log.dropped
+        first = log.entries[index][1] if 0 <= index < len(log.entries) else None
+        return Replay(first, gap)
+
+    async def follow(self, key: str, last_id: str | None) -> AsyncIterator[bytes]:
+        """Replay after ``last_id``, then follow live frames until the stream is finished."""
+        log = self._logs.get(key)
+        if log is None:
+            return
+        seq, _ = log.start_seq(last_id)
+        while True:
+            index = max(0, seq - log.dropped)
+            seq = index + log.dropped
+            while index < len(log.entries):
+                entry = log.entries[index]
+                index += 1
+                seq = entry[0] + 1
+                yield entry[2]
+                # The log may have been trimmed while we yielded; recompute our position.
+                index = seq - log.dropped
+                if index < 0:
+                    index = 0
+            if log.ended:
+                return
+            if log.appended is None:
+                log.appended = anyio.Event()
+            # No deadline: the producer appends or finishes; a departing client cancels us.
+            await log.appended.wait()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        ended = self._ended
+        while ended:
+            key, ended_at = next(iter(ended.items()))
+            if now - ended_at < self.keep_after_end_s:
+                return
+            del ended[key]
+            log = self._logs.pop(key, None)
+            if log is not None:
+                self.total_bytes -= log.nbytes
+
+    def _reclaim(self) -> None:
+        # Drop from finished streams first, oldest first; then from the oldest live ones.
+        for only_ended in (True, False):
+            for log in list(self._logs.values()):
+                if only_ended and not log.ended:
+                    continue
+                while log.entries and self.total_bytes > self.max_total_bytes:
+                    self.total_bytes -= log.drop_oldest()
+                if self.total_bytes <= self.max_total_bytes:
+                    return
