@@ -293,6 +293,10 @@ class Connection:
         limits = self._ctx.limits
         if len(headers) > limits.max_headers:
             return 431, f"too many header fields (limit {limits.max_headers})"
+        # h11 only bounds a header section that arrives in pieces; one that arrives whole in a
+        # single read is measured here, so the limit does not depend on packet boundaries.
+        if sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes:
+            return 431, "request header section too large"
         content_length: bytes | None = None
         has_transfer_encoding = False
         for name, value in headers:
@@ -323,7 +327,11 @@ class Connection:
                     if body_event is h11.NEED_DATA:
                         if conn.they_are_waiting_for_100_continue:
                             await self._send_all(
-                                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                                conn.send(
+                                    h11.InformationalResponse(
+                                        status_code=100, headers=[], reason=b"Continue"
+                                    )
+                                )
                             )
                         conn.receive_data(await self._recv())
                         continue
