@@ -1,0 +1,201 @@
+"""Response body framing for the client, sans-io: chunked, Content-Length, or until close.
+
+Contract: a body decoder turns raw bytes after the response head into payload bytes.
+``feed(data)`` returns the payload in ``data`` (possibly ``b""``); ``done`` turns true once the
+body is complete, and ``unused`` then holds any bytes that followed it. ``feed_eof()`` says the
+peer closed: fine for a close-delimited body, ``SSEConnectionError`` for one cut short.
+Malformed framing raises ``SSEProtocolError``. With ``framing`` set to a list, the chunked
+decoder also appends a ``ChunkHeader``/``ChunkData``/``BodyEnd`` record per step (for trace).
+
+The chunked grammar kept (RFC 9112 section 7.1), as strict as h11's:
+1. ``chunk-size [ chunk-ext ] CRLF``: 1 to 16 hex digits, optional whitespace and ``;ext``; a line
+   longer than 4 KiB is an error (no unbounded buffering on a hostile server).
+2. After ``chunk-size`` bytes of data comes exactly ``CRLF``.
+3. A zero size ends the data; trailer lines follow up to an empty line.
+
+This is the hot path of ``rawsse bench``: a whole read is handled in one call, payload pieces are
+memoryview slices joined once, and nothing is allocated per chunk unless ``framing`` is set.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rawsse.client_errors import SSEConnectionError, SSEProtocolError
+from rawsse.client_wire import BodyEnd, ChunkData, ChunkHeader, WireRecord
+
+__all__ = ["BodyDecoder", "ChunkedBody", "CloseBody", "LengthBody"]
+
+# RFC 9112: chunk-size = 1*HEXDIG; 16 digits is 2**64, more than any body.
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
+# Size lines and trailer lines carry no payload; 4 KiB is far beyond any honest one.
+_MAX_LINE_BYTES = 4096
+# Trailer sections are rare and small; h11 caps a whole header section at 16 KiB.
+_MAX_TRAILER_BYTES = 16 * 1024
+
+_SIZE, _DATA, _CRLF, _TRAILERS, _DONE = range(5)
+
+
+class ChunkedBody:
+    """Decoder for ``Transfer-Encoding: chunked``."""
+
+    __slots__ = ("_buf", "_remaining", "_start", "_state", "_trailers", "done", "framing", "unused")
+
+    def __init__(self, framing: list[WireRecord] | None = None) -> None:
+        self.framing = framing
+        self.done = False
+        self.unused = b""
+        self._buf = b""
+        self._state = _SIZE
+        self._remaining = 0
+        self._start = False
+        self._trailers = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Decode ``data``; return the chunk payload bytes it completes or continues."""
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        if self._state == _DONE:
+            self.unused += data
+            return b""
+        view = memoryview(data)
+        out: list[memoryview] = []
+        framing = self.framing
+        i = 0
+        n = len(data)
+        state = self._state
+        while i < n:
+            if state == _DATA:
+                take = min(self._remaining, n - i)
+                out.append(view[i : i + take])
+                i += take
+                self._remaining -= take
+                if framing is not None:
+                    end = self._remaining == 0
+                    framing.append(ChunkData(take, self._start, end))
+                self._start = False
+                if self._remaining:
+                    break
+                state = _CRLF
+            elif state == _CRLF:
+                if n - i < 2:
+                    if data[i:] != b"\r":
+                        raise SSEProtocolError(f"chunk data not followed by CRLF: {data[i:]!r}")
+                    self._buf = data[i:]
+                    break
+                if data[i : i + 2] != b"\r\n":
+                    raise SSEProtocolError(f"chunk data not followed by CRLF: {data[i : i + 2]!r}")
+                i += 2
+                state = _SIZE
+            elif state == _SIZE:
+                j = data.find(b"\r\n", i, i + _MAX_LINE_BYTES)
+                if j < 0:
+                    if n - i >= _MAX_LINE_BYTES:
+                        raise SSEProtocolError("chunk-size line longer than 4 KiB")
+                    self._buf = data[i:]
+                    break
+                match = _SIZE_LINE.fullmatch(data, i, j)
+                if match is None:
+                    raise SSEProtocolError(f"malformed chunk-size line: {data[i : j + 2]!r}")
+                size = int(match.group(1), 16)
+                if framing is not None:
+                    framing.append(ChunkHeader(size, data[i : j + 2]))
+                i = j + 2
+                if size:
+                    self._remaining = size
+                    self._start = True
+                    state = _DATA
+                else:
+                    state = _TRAILERS
+            else:  # _TRAILERS: lines up to an empty one
+                j = data.find(b"\r\n", i)
+                if j < 0:
+                    if len(self._trailers) + n - i > _MAX_TRAILER_BYTES:
+                        raise SSEProtocolError("trailer section larger than 16 KiB")
+                    self._buf = data[i:]
+                    break
+                empty = j == i
+                self._trailers += data[i : j + 2]
+                if len(self._trailers) > _MAX_TRAILER_BYTES:
+                    raise SSEProtocolError("trailer section larger than 16 KiB")
+                i = j + 2
+                if empty:
+                    state = _DONE
+                    self.done = True
+                    self.unused = data[i:]
+                    if framing is not None:
+                        framing.append(BodyEnd(self._trailers))
+                    break
+        self._state = state
+        if not out:
+            return b""
+        if len(out) == 1:
+            return out[0].tobytes()
+        return b"".join(out)
+
+    def feed_eof(self) -> None:
+        """The peer closed: an error unless the last chunk and trailers have arrived."""
+        if not self.done:
+            raise SSEConnectionError("connection closed before the end of the chunked body")
+
+
+class LengthBody:
+    """Decoder for a body of ``Content-Length`` bytes."""
+
+    __slots__ = ("_remaining", "done", "framing", "unused")
+
+    def __init__(self, length: int, framing: list[WireRecord] | None = None) -> None:
+        self._remaining = length
+        self.framing = framing
+        self.done = length == 0
+        self.unused = b""
+        if self.done and framing is not None:
+            framing.append(BodyEnd())
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the part of ``data`` that belongs to the body."""
+        if self.done:
+            self.unused += data
+            return b""
+        if len(data) < self._remaining:
+            self._remaining -= len(data)
+            return data
+        payload = data[: self._remaining]
+        self.unused = data[self._remaining :]
+        self._remaining = 0
+        self.done = True
+        if self.framing is not None:
+            self.framing.append(BodyEnd())
+        return payload
+
+    def feed_eof(self) -> None:
+        """The peer closed: an error unless all ``Content-Length`` bytes arrived."""
+        if not self.done:
+            raise SSEConnectionError(
+                f"connection closed with {self._remaining} bytes of the body missing"
+            )
+
+
+class CloseBody:
+    """Decoder for a body delimited by the end of the connection (no length, not chunked)."""
+
+    __slots__ = ("done", "framing", "unused")
+
+    def __init__(self, framing: list[WireRecord] | None = None) -> None:
+        self.framing = framing
+        self.done = False
+        self.unused = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Everything until EOF is body."""
+        return data
+
+    def feed_eof(self) -> None:
+        """EOF is this body's end."""
+        self.done = True
+        if self.framing is not None:
+            self.framing.append(BodyEnd())
+
+
+BodyDecoder = ChunkedBody | LengthBody | CloseBody

@@ -1,0 +1,194 @@
+"""Test servers for the tools: raw anyio listeners that write hand-written HTTP responses.
+
+They exist so the client, trace and bench can be tested against servers that misbehave on
+purpose (wrong status, wrong content type, malformed chunks, truncated streams, in-band error
+frames, resets) as well as ones that behave. Every byte a handler writes is spelled out here,
+never produced by rawsse's own encoder or server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class RawRequest:
+    """A request as the test server read it: header names lower case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    index: int  # 0 for the server's first request, 1 for the second, ...
+
+    def json(self) -> dict[str, object]:
+        value = json.loads(self.body)
+        assert isinstance(value, dict)
+        return value
+
+
+Handler = Callable[[RawRequest, anyio.abc.SocketStream], Awaitable[None]]
+
+
+@dataclass
+class RawServer:
+    """A running test server: where it listens and what it was asked."""
+
+    port: int
+    requests: list[RawRequest] = field(default_factory=list)
+
+    def url(self, path: str = "/events") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+async def _read_request(stream: anyio.abc.SocketStream, index: int) -> RawRequest | None:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        try:
+            data = await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return None
+        buf += data
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        body += await stream.receive()
+    return RawRequest(method, path, headers, body, index)
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
+    """Serve one request per connection with ``handler``, then close the connection."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    server = RawServer(port)
+
+    async def serve_one(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            request = await _read_request(stream, len(server.requests))
+            if request is None:
+                return
+            server.requests.append(request)
+            # the client may leave first: fine for a test server
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await handler(request, stream)
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve_one)
+        try:
+            yield server
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body, framed by hand."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def sse_head(status: str = "200 OK", content_type: str = "text/event-stream") -> bytes:
+    """A chunked response head."""
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+def plain_response(status: str, content_type: str, body: bytes) -> bytes:
+    """A response with a Content-Length body."""
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def chat_chunk(content: str) -> bytes:
+    """An OpenAI ``chat.completion.chunk`` frame, written out by hand."""
+    return (
+        b'data: {"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+        b'"delta":{"content":"' + content.encode() + b'"},"finish_reason":null}]}\n\n'
+    )
+
+
+DONE_FRAME = b"data: [DONE]\n\n"
+ERROR_FRAME = b'data: {"error":{"message":"backend failed","type":"server_error"}}\n\n'
+
+
+async def reset(stream: anyio.abc.SocketStream) -> None:
+    """Close with a TCP RST (SO_LINGER 0) instead of a FIN: a crashed or hostile peer."""
+    sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 with no listener (bound, then closed): connecting is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def rawsse_command(*args: str) -> list[str]:
+    """``python -m rawsse ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "rawsse", *args]
+
+
+async def run_rawsse(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m rawsse ARGS`` to completion (without raising on its exit status)."""
+    with anyio.fail_after(timeout_s):
+        return await anyio.run_process(rawsse_command(*args), check=False, cwd=REPO_ROOT)
+
+
+@contextmanager
+def rawsse_server(*args: str) -> Iterator[str]:
+    """Run ``rawsse serve --port 0 ARGS`` in a subprocess; yield its base URL; stop it."""
+    proc = subprocess.Popen(
+        rawsse_command("serve", "--port", "0", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=15), "rawsse serve printed nothing within 15 s"
+        line = proc.stdout.readline().decode()
+        prefix = "rawsse listening on "
+        assert line.startswith(prefix), f"no ready line from rawsse serve: {line!r}"
+        yield line[len(prefix) :].strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
