@@ -50,6 +50,9 @@ How, and where rawsse chooses:
 - An empty ``retry`` value is ignored (there is no integer to interpret, as browsers do), and
   so is one of more than 4300 significant digits (Python's default int-conversion limit: such a
   value is no delay, and converting it would cost quadratic time).
+- Each new stream (after ``close``) starts its last event ID buffer from the last event ID
+  string rather than empty, as browsers do when they reconnect; so does setting
+  ``last_event_id`` (a client resuming from a ``Last-Event-ID``).
 - ``max_event_bytes`` bounds what one event may buffer; the standard sets no limit.
 """
 
@@ -136,8 +139,8 @@ class EventParser:
         "_event_type",
         "_failed",
         "_id_buffer",
+        "_last_event_id",
         "_tail",
-        "last_event_id",
         "max_event_bytes",
         "retry",
     )
@@ -146,13 +149,28 @@ class EventParser:
         if max_event_bytes < 1:
             raise ValueError(f"max_event_bytes must be positive: {max_event_bytes!r}")
         self.max_event_bytes = max_event_bytes
-        self.last_event_id = ""
         self.retry: int | None = None
-        self._id_buffer = ""
+        self._last_event_id = ""  # rule 13's "last event ID string of the event source"
+        self._id_buffer = ""  # rule 10's "last event ID buffer"
         self._failed = False
         self._start_stream()
 
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID string: the ``id`` of the latest dispatch, kept until replaced.
+
+        Setting it (say, to the ``Last-Event-ID`` a client resumes from) sets the stream's
+        last event ID buffer too, so later events without an ``id`` keep the value.
+        """
+        return self._last_event_id
+
+    @last_event_id.setter
+    def last_event_id(self, value: str) -> None:
+        self._last_event_id = self._id_buffer = value
+
     def _start_stream(self) -> None:
+        # Rule 14: a pending id that no blank line committed is discarded with its event.
+        self._id_buffer = self._last_event_id
         self._at_start = True  # the BOM may still come
         self._after_cr = False  # the last byte seen was a CR, so a next LF is its CRLF
         self._tail = bytearray()  # the line not yet ended: never holds a CR or LF
@@ -214,6 +232,7 @@ class EventParser:
         data_bytes = self._data_bytes
         max_bytes = self.max_event_bytes
         id_buffer = self._id_buffer
+        last_event_id = self._last_event_id
         event_type = self._event_type
         event_id = self._event_id
         event_retry = self._event_retry
@@ -239,7 +258,7 @@ class EventParser:
                     event_id = event_retry = None
                     # Rule 13: "Set the last event ID string of the event source to the value
                     # of the last event ID buffer." (whether or not an event fired)
-                    self.last_event_id = id_buffer
+                    last_event_id = id_buffer
                     continue
                 if line[:6] == b"data: ":
                     # The common line, first: rule 9 with rule 5's leading space removed.
@@ -285,6 +304,7 @@ class EventParser:
         finally:
             self._data_bytes = data_bytes
             self._id_buffer = id_buffer
+            self._last_event_id = last_event_id
             self._event_type = event_type
             self._event_id = event_id
             self._event_retry = event_retry

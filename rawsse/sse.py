@@ -25,7 +25,6 @@ from rawsse.jsonio import dumps
 
 __all__ = ["Event", "encode_comment", "encode_event", "encode_json_data", "encode_retry"]
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
@@ -53,16 +52,29 @@ class Event:
         )
 
 
-def _check_event(event: str) -> None:
+def _utf8(field: str, text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate has no UTF-8 form
+        raise ValueError(f"{field} is not valid Unicode text: {text!r}") from exc
+
+
+def _check_event(event: object) -> bytes:
+    if not isinstance(event, str):
+        raise ValueError(f"event must be a str: {event!r}")
     if "\r" in event or "\n" in event:
         raise ValueError(f"event must not contain CR or LF: {event!r}")
+    return _utf8("event", event)
 
 
-def _check_id(id: str) -> None:
+def _check_id(id: object) -> bytes:
+    if not isinstance(id, str):
+        raise ValueError(f"id must be a str: {id!r}")
     if "\r" in id or "\n" in id:
         raise ValueError(f"id must not contain CR or LF: {id!r}")
     if "\0" in id:
         raise ValueError(f"id must not contain NUL: {id!r}")
+    return _utf8("id", id)
 
 
 def _check_retry(retry: object) -> int:
@@ -73,13 +85,12 @@ def _check_retry(retry: object) -> int:
 
 
 def _header_lines(event: str | None, id: str | None, retry: int | None) -> bytes:
+    # Rule 1: event, id, retry, in that order (data lines follow).
     head = b""
     if event is not None:
-        _check_event(event)
-        head += b"event: " + event.encode() + b"\n"
+        head += b"event: " + _check_event(event) + b"\n"
     if id is not None:
-        _check_id(id)
-        head += b"id: " + id.encode() + b"\n"
+        head += b"id: " + _check_id(id) + b"\n"
     if retry is not None:
         head += b"retry: %d\n" % _check_retry(retry)
     return head
@@ -87,16 +98,27 @@ def _header_lines(event: str | None, id: str | None, retry: int | None) -> bytes
 
 def _data_lines(data: Any) -> bytes:
     if isinstance(data, str):
-        if "\n" not in data and "\r" not in data:
-            return b"data: " + data.encode() + b"\n"
-        return b"".join(b"data: " + line.encode() + b"\n" for line in _LINE_BREAK.split(data))
-    if isinstance(data, bytes | bytearray | memoryview):
+        raw = _utf8("data", data)
+    elif isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
-        raw.decode("utf-8")  # bytes data must be text; raises UnicodeDecodeError (a ValueError)
-        if b"\n" not in raw and b"\r" not in raw:
-            return b"data: " + raw + b"\n"
-        return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
-    return b"data: " + dumps(data) + b"\n"
+        try:
+            raw.decode("utf-8")  # rule 4: bytes data must be text
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"data bytes are not UTF-8 text: {exc}") from exc
+    else:
+        return b"data: " + _dumps("data", data) + b"\n"
+    # Rule 3: one data: line per CRLF-, CR- or LF-separated line. CR and LF never occur inside
+    # a UTF-8 multi-byte sequence, so splitting the bytes splits the text.
+    if b"\n" not in raw and b"\r" not in raw:
+        return b"data: " + raw + b"\n"
+    return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
+
+
+def _dumps(field: str, value: Any) -> bytes:
+    try:
+        return dumps(value)
+    except TypeError as exc:  # orjson's JSONEncodeError: not serialisable, or out of range
+        raise ValueError(f"{field} is not JSON-serialisable: {exc}") from exc
 
 
 def encode_event(
@@ -110,8 +132,8 @@ def encode_event(
 
     ``data`` is a ``str`` (split into one ``data:`` line per line), UTF-8 ``bytes`` (the same),
     or any JSON-serialisable value (dict, list, number, bool, None, dataclass), encoded with
-    orjson. Raises ``ValueError`` naming the field when ``event``, ``id`` or ``retry`` cannot
-    be represented on the wire.
+    orjson. Raises ``ValueError`` naming the field when ``data``, ``event``, ``id`` or
+    ``retry`` cannot be represented on the wire.
     """
     return _header_lines(event, id, retry) + _data_lines(data) + b"\n"
 
@@ -120,10 +142,15 @@ def encode_json_data(value: Any, *, id: str | None = None, event: str | None = N
     """Encode one JSON value as a single-``data:``-line frame: the chat hot path.
 
     No scanning of the payload: orjson never emits a raw CR or LF, so the JSON is one line.
+    Raises ``ValueError`` naming the field for a value orjson cannot encode, or an invalid
+    ``event`` or ``id``.
     """
-    if id is None and event is None:
-        return b"data: " + dumps(value) + b"\n\n"
-    return _header_lines(event, id, None) + b"data: " + dumps(value) + b"\n\n"
+    try:
+        if id is None and event is None:
+            return b"data: " + dumps(value) + b"\n\n"
+        return _header_lines(event, id, None) + b"data: " + dumps(value) + b"\n\n"
+    except TypeError as exc:  # orjson's JSONEncodeError; the try costs nothing until it raises
+        raise ValueError(f"data is not JSON-serialisable: {exc}") from exc
 
 
 def encode_comment(text: str = "") -> bytes:
@@ -133,7 +160,8 @@ def encode_comment(text: str = "") -> bytes:
     """
     if not text:
         return b":\n\n"
-    return b"".join(b": " + line.encode() + b"\n" for line in _LINE_BREAK.split(text)) + b"\n"
+    raw = _utf8("comment", text)
+    return b"".join(b": " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw)) + b"\n"
 
 
 def encode_retry(retry_ms: int) -> bytes:
