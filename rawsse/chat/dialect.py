@@ -1,0 +1,231 @@
+"""A dialect: one vendor's wire format for chat, as a pure translator from deltas to frames.
+
+Contract: a ``Dialect`` names a wire format and knows, without any I/O, how to read its requests
+(``parse_request``), where its clients put the API key (``api_key``), how its errors look as a
+JSON body (``error_body``, sent with ``error.status``), and how to start a ``DialectStream`` for
+one generation. A ``DialectStream`` turns the neutral deltas into complete SSE frames (``bytes``),
+in this life cycle::
+
+    stream = dialect.new_stream(request, stream_id, created)   # may raise ChatError (4xx)
+    frames = stream.start()                  # opening frames (optional: feed starts it too)
+    for delta in backend(request):
+        frames = stream.feed(delta)          # may raise ChatError 500 on a broken backend
+    frames = stream.finish()                 # closing frames: finish reasons, usage, [DONE]...
+    # or, on any exception after new_stream: frames = stream.fail(as_chat_error(exc))
+    body = stream.response_body()            # the non-streaming answer, from what was fed
+
+Rules every stream keeps:
+
+1. Every data frame carries an ``id:`` line with its sequence number in the stream, 1, 2, 3 ...
+   (``last_event_id`` is the last one written; resume keys on it). Heartbeats carry none. A
+   dialect whose SDK cannot read ``id:`` lines (Gemini) numbers its frames without writing them.
+2. ``finish`` and ``fail`` end the stream: afterwards they return ``[]`` and ``feed`` raises
+   ``RuntimeError``. ``fail`` writes the dialect's in-band error frame and its end of stream.
+3. Frames are returned whole; a frame is never split across two returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rawsse.chat.auth import presented_key
+from rawsse.chat.deltas import Citations, Delta, Finish, ReasoningDelta, TextDelta, ToolCallDelta
+from rawsse.chat.deltas import Usage as UsageDelta
+from rawsse.chat.errors import ChatError
+from rawsse.chat.request import ChatRequest
+from rawsse.chat.transcript import ChoiceState, ToolCallState, Transcript
+from rawsse.sse import encode_comment, encode_event, encode_json_data
+
+__all__ = ["SSE_CONTENT_TYPE", "Dialect", "DialectStream"]
+
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
+class DialectStream:
+    """The frames of one generation in one dialect; subclasses write the vendor's shapes.
+
+    Subclasses implement the ``_on_*`` hooks, ``_finish``, ``_fail`` and ``response_body``;
+    this class keeps the life cycle, the transcript and the frame numbering.
+    """
+
+    event_ids: ClassVar[bool] = True
+    """Whether frames carry their ``id:`` line (see rule 1 of the module docstring)."""
+
+    def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
+        self.request = request
+        self.stream_id = stream_id
+        self.created = created
+        self.transcript = Transcript(request, self._tool_id)
+        self.last_event_id = 0
+        self._started = False
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """True once ``finish`` or ``fail`` ran."""
+        return self._ended
+
+    # -- framing ---------------------------------------------------------------------------
+
+    def _next_id(self) -> str | None:
+        self.last_event_id += 1
+        return str(self.last_event_id) if self.event_ids else None
+
+    def _json(self, value: Any, event: str | None = None) -> bytes:
+        """One numbered frame whose data is ``value`` as JSON."""
+        return encode_json_data(value, id=self._next_id(), event=event)
+
+    def _data(self, data: str, event: str | None = None) -> bytes:
+        """One numbered frame whose data is the text ``data`` (``[DONE]``)."""
+        return encode_event(data, event=event, id=self._next_id())
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> list[bytes]:
+        """The stream's opening frames (``[]`` if already started or ended)."""
+        if self._started or self._ended:
+            return []
+        self._started = True
+        return self._start()
+
+    def feed(self, item: str | Delta) -> list[bytes]:
+        """The frames for one delta (a ``str`` is answer text for choice 0)."""
+        if self._ended:
+            raise RuntimeError("feed() after the stream ended")
+        frames = [] if self._started else self.start()
+        transcript = self.transcript
+        if isinstance(item, str):  # the hot path: plain text for choice 0
+            state = transcript.choice(0)
+            frames += self._on_text(state, item, transcript.add_text(state, "text", item))
+        elif isinstance(item, TextDelta):
+            state = transcript.choice(item.choice)
+            frames += self._on_text(state, item.text, transcript.add_text(state, "text", item.text))
+        elif isinstance(item, ReasoningDelta):
+            state = transcript.choice(item.choice)
+            new_block = transcript.add_text(state, "reasoning", item.text)
+            frames += self._on_reasoning(state, item.text, new_block)
+        elif isinstance(item, ToolCallDelta):
+            state = transcript.choice(item.choice)
+            call, first = transcript.add_tool_fragment(
+                state, item.index, item.id, item.name, item.arguments
+            )
+            frames += self._on_tool(state, call, first, item.arguments)
+        elif isinstance(item, Finish):
+            state = transcript.choice(item.choice)
+            transcript.set_finish(state, item.reason)
+            frames += self._on_finish(state)
+        elif isinstance(item, Citations):
+            transcript.citations = item.urls
+            frames += self._on_citations()
+        elif isinstance(item, UsageDelta):
+            transcript.set_usage(item)
+        else:
+            raise ChatError.server_error(
+                "The model backend broke the delta protocol: it yielded a "
+                f"{type(item).__name__}, not a str or a delta."
+            )
+        return frames
+
+    def finish(self) -> list[bytes]:
+        """The closing frames after the backend ended normally (``[]`` once ended).
+
+        Choices the backend did not finish get ``tool_calls`` if they called tools, else
+        ``stop``. May raise ``ChatError`` 500 if what was fed cannot be expressed (the stream
+        is then still open, for ``fail``).
+        """
+        if self._ended:
+            return []
+        frames = [] if self._started else self.start()
+        frames += self._finish()
+        self._ended = True
+        return frames
+
+    def fail(self, error: ChatError) -> list[bytes]:
+        """The dialect's in-band error frame for ``error`` and its end (``[]`` once ended)."""
+        if self._ended:
+            return []
+        self._ended = True
+        return self._fail(error)
+
+    def response_body(self) -> dict[str, Any]:
+        """The non-streaming answer built from everything fed."""
+        raise NotImplementedError
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _tool_id(self, choice: int, index: int) -> str:
+        """An id for a tool call whose backend gave none."""
+        return f"call_{self.stream_id}_{choice}_{index}"
+
+    def _start(self) -> list[bytes]:
+        return []
+
+    def _on_text(self, state: ChoiceState, text: str, new_block: bool) -> list[bytes]:
+        raise NotImplementedError
+
+    def _on_reasoning(self, state: ChoiceState, text: str, new_block: bool) -> list[bytes]:
+        raise NotImplementedError
+
+    def _on_tool(
+        self, state: ChoiceState, call: ToolCallState, first: bool, arguments: str
+    ) -> list[bytes]:
+        raise NotImplementedError
+
+    def _on_finish(self, state: ChoiceState) -> list[bytes]:
+        return []
+
+    def _on_citations(self) -> list[bytes]:
+        return []
+
+    def _finish(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def _fail(self, error: ChatError) -> list[bytes]:
+        raise NotImplementedError
+
+
+RequestParser = Callable[[Any, str | None, bool | None], ChatRequest]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """One vendor's wire format: request parsing, key lookup, error bodies, streams.
+
+    ``key_header`` is the vendor's own key header (lower-case; ``Authorization: Bearer`` is
+    always accepted too) and ``key_query`` a query parameter that may carry the key.
+    """
+
+    name: str
+    stream_type: type[DialectStream]
+    parser: RequestParser
+    error_renderer: Callable[[ChatError], dict[str, Any]]
+    heartbeat_frame: bytes = encode_comment()
+    content_type: str = SSE_CONTENT_TYPE
+    key_header: str | None = None
+    key_query: str | None = None
+
+    def parse_request(
+        self, body: Any, *, model: str | None = None, stream: bool | None = None
+    ) -> ChatRequest:
+        """Validate a decoded JSON body; ``model`` and ``stream`` come from the URL for
+        dialects that put them there (Gemini). Raises ``ChatError`` 400."""
+        return self.parser(body, model, stream)
+
+    def new_stream(self, request: ChatRequest, stream_id: str, created: int) -> DialectStream:
+        """Start the frames of one generation. ``stream_id`` is an opaque token of letters,
+        digits, ``_`` and ``-`` that makes the vendor ids (``chatcmpl-{stream_id}``);
+        ``created`` is the Unix time in seconds. Raises ``ChatError`` 400 when this dialect
+        cannot express the request (``n > 1`` where it has no choices)."""
+        return self.stream_type(request, stream_id, created)
+
+    def error_body(self, error: ChatError) -> dict[str, Any]:
+        """``error`` as this vendor's JSON error body (send it with ``error.status``)."""
+        return self.error_renderer(error)
+
+    def api_key(
+        self, headers: Mapping[str, str], query: Mapping[str, str] | None = None
+    ) -> str | None:
+        """The API key the request presents, where this vendor's clients put it."""
+        return presented_key(headers, query, header=self.key_header, query_param=self.key_query)
