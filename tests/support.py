@@ -157,3 +157,14 @@ async def assert_still_serving(port: int) -> None:
     responses = await request(port, get("/ping"))
     assert [r.status for r in responses] == [200], responses
     assert responses[0].body == b"pong"
+
+
+async def recv_some(sock: socket.socket, timeout: float = IO_TIMEOUT_S) -> bytes:
+    """Receive from a plain socket without blocking the event loop."""
+    sock.setblocking(False)
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                return sock.recv(65536)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
