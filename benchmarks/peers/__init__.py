@@ -1,0 +1,1 @@
+"""Peer servers for the benchmarks: each serves the workload of ``workload.py``."""
