@@ -1,0 +1,449 @@
+"""The load generator's engine: many concurrent SSE streams on anyio, measured at the wire.
+
+Contract: ``run_bench(config, state)`` drives the workload ``config`` describes and fills
+``state`` (a ``BenchState``) as it goes, so a progress display can read it live. It returns when
+the workload is done; it never raises for a failed stream, it counts it by kind:
+
+- ``connect``: the TCP connection failed or took over ``connect_timeout_s``;
+- ``status`` / ``content_type``: not 200, or not ``text/event-stream``;
+- ``protocol``: a malformed response head or chunked framing;
+- ``timeout``: no bytes for ``read_timeout_s``;
+- ``disconnect``: the connection closed or reset before the body ended;
+- ``in_band``: the stream carried an error frame (``data: {"error"...``, ``event: error``);
+- ``truncated``: the body ended without the terminal frame (``[DONE]``, ``message_stop``);
+- ``check``: with ``check`` on, an event whose data is not JSON, or a grammar violation.
+
+Workloads: a fixed number of ``streams`` (workers), each running requests back to back until
+``requests`` have started or ``duration_s`` has passed; or, with ``rate``, an open loop: request
+``k`` is *scheduled* at ``t0 + k / rate`` and every latency is measured from that scheduled time,
+so a slow server cannot hide its latency by slowing the load (no coordinated omission; at most
+``streams`` are in flight). ``hold_s`` instead opens ``streams`` streams once and holds them all
+open until ``hold_s`` after the last one's start, counting heartbeats (comment frames).
+Connections ramp up over ``ramp_s``; idle keep-alive connections are reused.
+
+Per stream, latencies are measured from its reference time: time to the first response byte
+(``ttfb``), to the complete head (``headers``), to the first event (``first_event``), and the gaps
+between events as the client sees them (events that arrive in one read have a gap of 0).
+The per-read work is the lean chunked decoder and ``FrameCounter``: no per-event parsing
+unless ``check`` is on.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from rawsse.bench_frames import FrameCounter
+from rawsse.bench_stats import Histogram
+from rawsse.client_body import CloseBody
+from rawsse.client_errors import SSEConnectionError, SSEProtocolError
+from rawsse.client_http import Exchange, Target
+from rawsse.jsonio import JSONDecodeError, loads
+from rawsse.parser import EventParser, EventTooLarge
+
+__all__ = ["ERROR_KINDS", "BenchConfig", "BenchState", "run_bench"]
+
+ERROR_KINDS = (
+    "connect",
+    "status",
+    "content_type",
+    "protocol",
+    "timeout",
+    "disconnect",
+    "in_band",
+    "truncated",
+    "check",
+)
+_RECV_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to run: the request, the concurrency and the stopping rule."""
+
+    target: Target
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    streams: int = 64
+    requests: int | None = None
+    duration_s: float | None = None
+    rate: float | None = None
+    hold_s: float | None = None
+    ramp_s: float = 0.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    # After ``duration_s``, streams in flight get this long to finish before being cancelled.
+    grace_s: float = 10.0
+    # The terminal frame's data (``[DONE]``) or event type (``message_stop``); None: any end.
+    terminal: str | None = None
+    check: bool = False
+    keepalive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.streams < 1:
+            raise ValueError("streams must be at least 1")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("rate must be positive")
+        if self.hold_s is None and self.requests is None and self.duration_s is None:
+            raise ValueError("give requests, duration_s or hold_s")
+
+
+@dataclass
+class BenchState:
+    """Live and final results; every latency histogram is in microseconds."""
+
+    started: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    active: int = 0
+    peak_active: int = 0
+    events: int = 0
+    comments: int = 0
+    bytes: int = 0
+    payload_bytes: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    error_samples: dict[str, str] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+    connect_us: Histogram = field(default_factory=Histogram)
+    ttfb_us: Histogram = field(default_factory=Histogram)
+    headers_us: Histogram = field(default_factory=Histogram)
+    first_event_us: Histogram = field(default_factory=Histogram)
+    gap_us: Histogram = field(default_factory=Histogram)
+    heartbeat_gap_us: Histogram = field(default_factory=Histogram)
+    stream_us: Histogram = field(default_factory=Histogram)
+    t_start: float = 0.0
+    t_end: float = 0.0
+
+    @property
+    def error_count(self) -> int:
+        """All failed streams, whatever the kind."""
+        return sum(self.errors.values())
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds from the start of the run to its end (or to now while it runs)."""
+        end = self.t_end or time.perf_counter()
+        return max(end - self.t_start, 1e-9) if self.t_start else 0.0
+
+    def fail(self, kind: str, detail: str) -> None:
+        """Count a failed stream of ``kind``; keep the first detail of each kind."""
+        self.errors[kind] += 1
+        self.error_samples.setdefault(kind, detail)
+
+
+class _Failed(Exception):
+    """One stream failed; ``kind`` is one of ``ERROR_KINDS``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+class _Checker:
+    """``check`` mode: parse every event and verify the data, exactly."""
+
+    __slots__ = ("events", "failure", "in_band", "last", "parser")
+
+    def __init__(self) -> None:
+        self.parser = EventParser()
+        self.events = 0
+        self.in_band = 0
+        self.last: tuple[str, str] | None = None  # (event type, data) of the last event
+        self.failure = ""
+
+    def feed(self, payload: bytes) -> None:
+        try:
+            events = self.parser.feed(payload)
+        except EventTooLarge as exc:
+            self.failure = self.failure or str(exc)
+            return
+        for event in events:
+            self.events += 1
+            self.last = (event.event, event.data)
+            if event.event == "error":
+                self.in_band += 1
+                continue
+            if event.data == "[DONE]":
+                continue
+            try:
+                value = loads(event.data)
+            except JSONDecodeError:
+                self.failure = self.failure or f"event data is not JSON: {event.data[:80]!r}"
+                continue
+            if isinstance(value, dict) and "error" in value:
+                self.in_band += 1
+
+    def ends_with(self, marker: str) -> bool:
+        """Whether the last event is the terminal one: its data or its type is ``marker``."""
+        return self.last is not None and marker in self.last
+
+
+class _Runner:
+    def __init__(self, config: BenchConfig, state: BenchState, address: str) -> None:
+        self.config = config
+        self.state = state
+        self.address = address
+        self.idle: list[anyio.abc.SocketStream] = []
+        self.tickets = 0
+        self.hold_deadline = math.inf
+
+    async def _open(self) -> anyio.abc.SocketStream:
+        config = self.config
+        t0 = time.perf_counter()
+        try:
+            with anyio.fail_after(config.connect_timeout_s):
+                sock = await anyio.connect_tcp(self.address, config.target.port)
+        except TimeoutError as exc:
+            raise _Failed(
+                "connect", f"connect timed out after {config.connect_timeout_s} s"
+            ) from exc
+        except OSError as exc:
+            raise _Failed("connect", f"connect failed: {exc}") from exc
+        self.state.connect_us.record(int((time.perf_counter() - t0) * 1e6))
+        return sock
+
+    async def stream(self, t_ref: float) -> None:
+        """Run one request; count its outcome. Cancellation (end of the run) propagates."""
+        state = self.state
+        state.started += 1
+        state.active += 1
+        state.peak_active = max(state.peak_active, state.active)
+        sock: anyio.abc.SocketStream | None = None
+        done = False
+        try:
+            reused = bool(self.idle)
+            first = sock = self.idle.pop() if reused else await self._open()
+            try:
+                sock = await self._exchange(first, t_ref, reused)
+            except _Failed as exc:
+                if exc.kind != "stale":
+                    raise
+                # The server closed an idle keep-alive connection before we used it: not a
+                # failure of this request, which goes again on a fresh connection.
+                sock = None
+                await anyio.aclose_forcefully(first)
+                sock = fresh = await self._open()
+                sock = await self._exchange(fresh, t_ref, False)
+            done = True
+            state.completed += 1
+        except _Failed as exc:
+            done = True
+            state.fail(exc.kind, str(exc))
+        finally:
+            state.active -= 1
+            if not done:
+                state.cancelled += 1
+            if sock is not None:
+                await anyio.aclose_forcefully(sock)
+
+    async def _exchange(
+        self, sock: anyio.abc.SocketStream, t_ref: float, reused: bool
+    ) -> anyio.abc.SocketStream | None:
+        """Run one request on ``sock``; return the socket if it is closed or still needed."""
+        config = self.config
+        state = self.state
+        exchange = Exchange(config.target, config.method, list(config.headers), config.body)
+        try:
+            await sock.send(exchange.request_bytes)
+        except (OSError, anyio.BrokenResourceError) as exc:
+            if reused:
+                raise _Failed("stale", str(exc)) from exc
+            raise _Failed("disconnect", f"sending the request failed: {exc}") from exc
+        timeout_s = config.read_timeout_s
+        counter = FrameCounter()
+        checker = _Checker() if config.check else None
+        gap = state.gap_us
+        heartbeat_gap = state.heartbeat_gap_us
+        head = None
+        decoder = None
+        t_first = 0.0
+        t_last_event = 0.0
+        t_last_comment = 0.0
+        wire = 0
+        payload_total = 0
+        held = False
+        with anyio.CancelScope() as scope:
+            scope.deadline = min(anyio.current_time() + timeout_s, self.hold_deadline)
+            next_extend = time.perf_counter() + timeout_s / 2
+            try:
+                while True:
+                    try:
+                        data = await sock.receive(_RECV_BYTES)
+                    except anyio.EndOfStream:
+                        data = b""
+                    t = time.perf_counter()
+                    if t > next_extend:
+                        # Moving a deadline costs a timer update: do it every timeout/2 only.
+                        now = anyio.current_time()
+                        scope.deadline = min(now + timeout_s, self.hold_deadline)
+                        next_extend = t + timeout_s / 2
+                    wire += len(data)
+                    state.bytes += len(data)
+                    if head is None:
+                        if not data:
+                            if reused and not wire:
+                                raise _Failed("stale", "keep-alive connection was closed")
+                            raise _Failed("disconnect", "closed before a response head arrived")
+                        if not t_first:
+                            t_first = t
+                            state.ttfb_us.record(int((t - t_ref) * 1e6))
+                        head = exchange.feed_head(data)
+                        if head is None:
+                            continue
+                        state.headers_us.record(int((t - t_ref) * 1e6))
+                        state.statuses[head.status] = state.statuses.get(head.status, 0) + 1
+                        if head.status != 200:
+                            raise _Failed("status", f"{head.status} {head.reason}")
+                        if head.media_type != "text/event-stream":
+                            raise _Failed("content_type", f"Content-Type {head.media_type!r}")
+                        decoder = exchange.body_decoder(head)
+                        data = exchange.unused
+                    assert decoder is not None
+                    if not data:
+                        decoder.feed_eof()
+                        break
+                    payload = decoder.feed(data)
+                    if payload:
+                        payload_total += len(payload)
+                        events, comments = counter.feed(payload)
+                        state.events += events
+                        state.comments += comments
+                        if checker is not None:
+                            checker.feed(payload)
+                        if events > 0:
+                            if t_last_event:
+                                gap.record(int((t - t_last_event) * 1e6))
+                            else:
+                                state.first_event_us.record(int((t - t_ref) * 1e6))
+                            if events > 1:
+                                gap.record(0, events - 1)
+                            t_last_event = t
+                        if comments > 0:
+                            if t_last_comment:
+                                heartbeat_gap.record(int((t - t_last_comment) * 1e6))
+                            t_last_comment = t
+                    if decoder.done:
+                        break
+            except SSEProtocolError as exc:
+                raise _Failed("protocol", str(exc)) from exc
+            except SSEConnectionError as exc:
+                raise _Failed("disconnect", str(exc)) from exc
+            except (OSError, anyio.BrokenResourceError) as exc:
+                raise _Failed("disconnect", f"connection lost: {exc}") from exc
+            finally:
+                state.payload_bytes += payload_total
+                if checker is not None:
+                    # the parsed count is the exact one: replace the fast estimate
+                    state.events += checker.events - counter.events
+                state.stream_us.record(int((time.perf_counter() - t_ref) * 1e6))
+        if scope.cancelled_caught:
+            if anyio.current_time() < self.hold_deadline or decoder is None:
+                raise _Failed("timeout", f"no data for {timeout_s} s")
+            held = True
+        assert decoder is not None
+        assert head is not None
+        self._judge(counter, checker, held)
+        if (
+            config.keepalive
+            and not held
+            and head.keep_alive
+            and not decoder.unused
+            and not isinstance(decoder, CloseBody)
+        ):
+            self.idle.append(sock)
+            return None
+        return sock
+
+    def _judge(self, counter: FrameCounter, checker: _Checker | None, held: bool) -> None:
+        terminal = self.config.terminal
+        if checker is not None:
+            if checker.failure:
+                raise _Failed("check", checker.failure)
+            if checker.in_band:
+                raise _Failed("in_band", "the stream carried an error frame")
+            if held:
+                return
+            if terminal is not None and not checker.ends_with(terminal):
+                raise _Failed("truncated", f"the stream ended without {terminal!r}")
+            return
+        if counter.error_frames:
+            raise _Failed("in_band", "the stream carried an error frame")
+        if held:
+            return
+        if terminal is not None and not counter.ends_with(terminal.encode()):
+            raise _Failed("truncated", f"the stream ended without {terminal!r}")
+
+    def take_ticket(self) -> int | None:
+        """The next request's number, or ``None`` when the request budget is spent."""
+        k = self.tickets
+        if self.config.requests is not None and k >= self.config.requests:
+            return None
+        self.tickets += 1
+        return k
+
+    async def worker(self, index: int) -> None:
+        config = self.config
+        state = self.state
+        if config.ramp_s and index:
+            await anyio.sleep(config.ramp_s * index / config.streams)
+        if config.hold_s is not None:
+            await self.stream(time.perf_counter())
+            return
+        end = state.t_start + config.duration_s if config.duration_s is not None else math.inf
+        while True:
+            k = self.take_ticket()
+            if k is None:
+                return
+            if config.rate is not None:
+                t_ref = state.t_start + k / config.rate
+                wait = t_ref - time.perf_counter()
+                if t_ref >= end:
+                    return
+                if wait > 0:
+                    await anyio.sleep(wait)
+            else:
+                t_ref = time.perf_counter()
+                if t_ref >= end:
+                    return
+            await self.stream(t_ref)
+
+
+async def _resolve(host: str, port: int) -> str:
+    """Resolve once: 10,000 connections must not mean 10,000 name lookups."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    return str(infos[0][4][0])
+
+
+async def run_bench(config: BenchConfig, state: BenchState) -> None:
+    """Run the workload of ``config``, filling ``state`` (see the module contract)."""
+    try:
+        address = await _resolve(config.target.host, config.target.port)
+    except OSError as exc:
+        state.t_start = state.t_end = time.perf_counter()
+        state.fail("connect", f"cannot resolve {config.target.host!r}: {exc}")
+        return
+    runner = _Runner(config, state, address)
+    state.t_start = time.perf_counter()
+    if config.hold_s is not None:
+        runner.hold_deadline = anyio.current_time() + config.ramp_s + config.hold_s
+    limit = math.inf
+    if config.duration_s is not None:
+        limit = config.duration_s + config.grace_s
+    try:
+        with anyio.move_on_after(limit):
+            async with anyio.create_task_group() as tg:
+                for index in range(config.streams):
+                    tg.start_soon(runner.worker, index)
+    finally:
+        state.t_end = time.perf_counter()
+        for sock in runner.idle:
+            await anyio.aclose_forcefully(sock)
+        runner.idle.clear()
