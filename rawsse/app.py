@@ -111,17 +111,36 @@ class App:
         """Register a POST handler."""
         return self.route(path, ("POST",))
 
-    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
-        """Find the route for ``path`` and its path parameters."""
+    def match(self, path: str, method: str | None = None) -> tuple[Route, dict[str, str]] | None:
+        """Find the route for ``path`` (preferring one that answers ``method``) and its
+        path parameters. Templates may overlap (``/v1/models/{model}`` and
+        ``/v1/models/{model}:generateContent``): the first that answers the method wins."""
+        route = self._static.get(path)
+        if route is not None and (method is None or route.handler_for(method) is not None):
+            return route, {}
+        fallback = (route, {}) if route is not None else None
+        for candidate in self._dynamic:
+            assert candidate.regex is not None
+            found = candidate.regex.match(path)
+            if found is None:
+                continue
+            if method is None or candidate.handler_for(method) is not None:
+                return candidate, found.groupdict()
+            if fallback is None:
+                fallback = (candidate, found.groupdict())
+        return fallback
+
+    def allowed_methods(self, path: str) -> list[str]:
+        """Every method some route for ``path`` answers."""
+        methods: set[str] = set()
         route = self._static.get(path)
         if route is not None:
-            return route, {}
-        for route in self._dynamic:
-            assert route.regex is not None
-            found = route.regex.match(path)
-            if found is not None:
-                return route, found.groupdict()
-        return None
+            methods.update(route.allowed_methods)
+        for candidate in self._dynamic:
+            assert candidate.regex is not None
+            if candidate.regex.match(path):
+                methods.update(candidate.allowed_methods)
+        return sorted(methods)
 
     @property
     def routes(self) -> list[Route]:
@@ -137,15 +156,14 @@ class App:
             return await self._dispatch(request)
         allowed = "*" if "*" in self.cors_origins else origin
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
-            found = self.match(request.path)
-            if found is None:
+            if self.match(request.path) is None:
                 raise HTTPError(404, "not found")
             return Response(
                 b"",
                 204,
                 [
                     ("access-control-allow-origin", allowed),
-                    ("access-control-allow-methods", ", ".join(found[0].allowed_methods)),
+                    ("access-control-allow-methods", ", ".join(self.allowed_methods(request.path))),
                     (
                         "access-control-allow-headers",
                         request.headers.get("access-control-request-headers", ""),
@@ -163,18 +181,15 @@ class App:
         return response
 
     async def _dispatch(self, request: Request) -> Response | StreamingResponse:
-        found = self.match(request.path)
+        found = self.match(request.path, request.method)
         if found is None:
             raise HTTPError(404, "not found")
         route, params = found
         handler = route.handler_for(request.method)
         if handler is None:
+            allow = ", ".join(self.allowed_methods(request.path))
             if request.method == "OPTIONS":
-                return Response(b"", 204, [("allow", ", ".join(route.allowed_methods))])
-            raise HTTPError(
-                405,
-                f"method {request.method} not allowed",
-                headers=[("allow", ", ".join(route.allowed_methods))],
-            )
+                return Response(b"", 204, [("allow", allow)])
+            raise HTTPError(405, f"method {request.method} not allowed", headers=[("allow", allow)])
         request.path_params = params
         return await handler(request)

@@ -19,7 +19,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -91,6 +92,7 @@ class Server:
         bind = getattr(handler, "bind_server", None)
         if callable(bind):
             bind(self)
+        self._services: anyio.abc.TaskGroup | None = None
         self._accept_scope: anyio.CancelScope | None = None
         self._serve_scope: anyio.CancelScope | None = None
         self._shutdown_requested = False
@@ -102,6 +104,13 @@ class Server:
         """The base URL clients reach this server at."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``func(*args)`` as a background task of the server (it outlives the request
+        that started it, and is cancelled when the server has shut down)."""
+        if self._services is None:
+            raise RuntimeError("the server is not running")
+        self._services.start_soon(func, *args)
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent; safe to call from a signal task)."""
@@ -128,6 +137,7 @@ class Server:
             with anyio.CancelScope() as serve_scope:
                 self._serve_scope = serve_scope
                 async with anyio.create_task_group() as services:
+                    self._services = services
                     services.start_soon(self.reactor.run)
                     async with anyio.create_task_group() as connections:
                         with anyio.CancelScope() as accept_scope:

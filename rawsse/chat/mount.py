@@ -1,0 +1,459 @@
+"""Mounting model backends on an App, behind every dialect's endpoints.
+
+Contract: ``mount_chat(app, models, ...)`` adds the chat routes (table below) for a mapping of
+model name to ``ModelBackend``. For each request it authenticates (constant-time key check),
+validates the body with the dialect's parser, finds the model, and either answers the whole
+completion as JSON or streams the dialect's frames through an ``EventStream``. It never writes a
+socket itself. Every error a client can cause is answered in the vendor's error shape and status.
+
+Streaming runs in one of two modes:
+
+1. *Inline* (the default): the backend runs inside the response. A client that leaves cancels
+   it at once (its generator is closed), and the frames it produced, plus the dialect's error
+   frame saying the stream was cancelled, stay in the replay store for the resume route.
+2. *Background* (``resume_grace_s > 0`` or ``status_commit_s``): the backend runs as a server
+   task writing into the replay store, and each client (the first, and any that resume) follows
+   the store. When the last client leaves, the producer gets ``resume_grace_s`` more seconds
+   before it is cancelled. With ``status_commit_s`` the response head waits for the backend's
+   first delta (up to that long), so an early failure still gets a real HTTP status.
+
+Routes::
+
+    POST /v1/chat/completions                    OpenAI (streaming and not)
+    GET  /v1/chat/completions/{id}/events        resume a stream after Last-Event-ID
+    GET  /v1/models, /v1/models/{model}          OpenAI model list / model
+    POST /v1/messages                            Anthropic
+    POST /v1beta/models/{model}:streamGenerateContent   Gemini (also under /v1/)
+    POST /v1beta/models/{model}:generateContent          Gemini, not streaming
+    POST /backend-api/conversation               ChatGPT-web ``event: delta`` format
+    POST /v1/envelope/completions                the generic envelope format
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
+
+import anyio
+
+from rawsse.app import App
+from rawsse.chat.auth import check_api_key
+from rawsse.chat.deltas import ModelBackend
+from rawsse.chat.dialect import Dialect, DialectStream
+from rawsse.chat.errors import ChatError, as_chat_error
+from rawsse.chat.request import ChatRequest
+from rawsse.errors import ClientDisconnected
+from rawsse.jsonio import loads
+from rawsse.replay import MemoryReplayStore, ReplayStore
+from rawsse.request import Request
+from rawsse.response import JSONResponse, Response
+from rawsse.stream import EventStream
+
+__all__ = ["ChatService", "mount_chat"]
+
+logger = logging.getLogger("rawsse.chat")
+
+# Prefixes of the ids clients see (chatcmpl-..., msg_...), stripped to find the stream.
+_ID_PREFIXES = ("chatcmpl-", "msg_", "resp_")
+# A backend gets this long to run its cleanup when its stream is cancelled.
+_ACLOSE_TIMEOUT_S = 5.0
+
+
+def _cancelled_error() -> ChatError:
+    return ChatError(
+        500,
+        "The stream was cancelled before it finished: its client disconnected and no "
+        "resume grace was configured, so generation stopped.",
+        code="stream_cancelled",
+    )
+
+
+class _Generation:
+    """A background producer and the clients following it (background mode)."""
+
+    __slots__ = ("dialect", "first", "followers", "grace_s", "scope")
+
+    def __init__(self, dialect: Dialect, grace_s: float) -> None:
+        self.dialect = dialect
+        self.grace_s = grace_s
+        self.followers = 0
+        self.scope = anyio.CancelScope(deadline=anyio.current_time() + max(grace_s, 1.0))
+        # Set once the backend produced its first delta, ended or failed (status commit).
+        self.first = anyio.Event()
+
+    def attach(self) -> None:
+        self.followers += 1
+        self.scope.deadline = math.inf
+
+    def detach(self) -> None:
+        self.followers -= 1
+        if self.followers <= 0:
+            self.scope.deadline = anyio.current_time() + self.grace_s
+
+
+class ChatService:
+    """The chat routes of one App; created by ``mount_chat``."""
+
+    def __init__(
+        self,
+        app: App,
+        models: Mapping[str, ModelBackend],
+        *,
+        api_keys: Collection[str] = (),
+        replay_store: ReplayStore | None = None,
+        resume_grace_s: float = 0.0,
+        status_commit_s: float | None = None,
+    ) -> None:
+        if resume_grace_s < 0:
+            raise ValueError("resume_grace_s must be >= 0")
+        self.app = app
+        self.models = dict(models)
+        self.api_keys = tuple(api_keys)
+        self.store: ReplayStore = replay_store or MemoryReplayStore()
+        self.resume_grace_s = resume_grace_s
+        self.status_commit_s = status_commit_s
+        self.created = int(time.time())
+        self._generations: dict[str, _Generation] = {}
+
+    # -- shared steps ----------------------------------------------------------------------
+
+    @staticmethod
+    def _error(dialect: Dialect, error: ChatError) -> Response:
+        headers = [("www-authenticate", "Bearer")] if error.status == 401 else []
+        return JSONResponse(dialect.error_body(error), error.status, headers)
+
+    def _authenticate(self, dialect: Dialect, request: Request) -> None:
+        if not self.api_keys:
+            return
+        presented = dialect.api_key(request.headers, request.query)
+        if not check_api_key(self.api_keys, presented):
+            raise ChatError.unauthorized(presented is not None)
+
+    @staticmethod
+    def _json_body(request: Request) -> Any:
+        try:
+            return loads(request.body)
+        except ValueError as exc:
+            raise ChatError.invalid(
+                f"We could not parse the JSON body of your request: {exc}"
+            ) from exc
+
+    def _backend(self, chat_request: ChatRequest) -> ModelBackend:
+        backend = self.models.get(chat_request.model)
+        if backend is None:
+            raise ChatError.model_not_found(chat_request.model)
+        return backend
+
+    async def handle(
+        self,
+        dialect: Dialect,
+        request: Request,
+        *,
+        model: str | None = None,
+        stream: bool | None = None,
+    ) -> Response | EventStream:
+        """Answer one chat request in ``dialect``."""
+        try:
+            self._authenticate(dialect, request)
+            if dialect.name == "anthropic" and "anthropic-version" not in request.headers:
+                raise ChatError.invalid("anthropic-version: header is required")
+            chat_request = dialect.parse_request(self._json_body(request), model=model, stream=stream)
+            backend = self._backend(chat_request)
+            stream_id = secrets.token_urlsafe(18)
+            frames = dialect.new_stream(chat_request, stream_id, int(time.time()))
+        except ChatError as error:
+            return self._error(dialect, error)
+        if not chat_request.stream:
+            return await self._complete(dialect, frames, backend, chat_request)
+        if self.resume_grace_s > 0 or self.status_commit_s:
+            return await self._stream_background(dialect, frames, backend, chat_request, stream_id)
+        return self._stream_inline(dialect, frames, backend, chat_request, stream_id)
+
+    # -- non-streaming ---------------------------------------------------------------------
+
+    async def _complete(
+        self, dialect: Dialect, frames: DialectStream, backend: ModelBackend, req: ChatRequest
+    ) -> Response:
+        deltas = backend(req)
+        try:
+            async for delta in deltas:
+                frames.feed(delta)
+            frames.finish()
+        except Exception as exc:
+            if not isinstance(exc, ChatError):
+                logger.exception("model %r failed", req.model)
+            return self._error(dialect, as_chat_error(exc))
+        finally:
+            await _close(deltas)
+        return JSONResponse(frames.response_body())
+
+    # -- streaming, inline -----------------------------------------------------------------
+
+    def _stream_inline(
+        self,
+        dialect: Dialect,
+        frames: DialectStream,
+        backend: ModelBackend,
+        req: ChatRequest,
+        stream_id: str,
+    ) -> EventStream:
+        store = self.store
+
+        async def produce(stream: EventStream) -> None:
+            deltas = backend(req)
+            try:
+                await _emit(stream, store, stream_id, frames, frames.start())
+                async for delta in deltas:
+                    await _emit(stream, store, stream_id, frames, frames.feed(delta))
+                await _emit(stream, store, stream_id, frames, frames.finish())
+            except ClientDisconnected:
+                raise
+            except Exception as exc:
+                if not isinstance(exc, ChatError):
+                    logger.exception("model %r failed mid-stream", req.model)
+                await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _close(deltas)
+                    if not frames.ended:
+                        # Cancelled: the client left. Record why the stream stops, for resume.
+                        await _record(store, stream_id, frames, frames.fail(_cancelled_error()))
+                    await store.finish(stream_id)
+
+        return EventStream(
+            produce, heartbeat=dialect.heartbeat_frame, headers=_stream_headers(stream_id)
+        )
+
+    # -- streaming, background -------------------------------------------------------------
+
+    async def _stream_background(
+        self,
+        dialect: Dialect,
+        frames: DialectStream,
+        backend: ModelBackend,
+        req: ChatRequest,
+        stream_id: str,
+    ) -> Response | EventStream:
+        server = self.app.server
+        if server is None:
+            raise RuntimeError("background chat streams need the App to be served by a Server")
+        generation = _Generation(dialect, self.resume_grace_s)
+        self._generations[stream_id] = generation
+        failure: list[ChatError] = []
+        server.spawn(self._produce_background, generation, frames, backend, req, stream_id, failure)
+        if self.status_commit_s:
+            with anyio.move_on_after(self.status_commit_s):
+                await generation.first.wait()
+            if failure:
+                # Failed before its first delta: the client still gets a real status.
+                return self._error(dialect, failure[0])
+        return EventStream(
+            self._follow(generation, stream_id, None),
+            heartbeat=dialect.heartbeat_frame,
+            headers=_stream_headers(stream_id),
+        )
+
+    async def _produce_background(
+        self,
+        generation: _Generation,
+        frames: DialectStream,
+        backend: ModelBackend,
+        req: ChatRequest,
+        stream_id: str,
+        failure: list[ChatError],
+    ) -> None:
+        store = self.store
+        deltas = backend(req)
+        try:
+            with generation.scope:
+                await _record(store, stream_id, frames, frames.start())
+                started = False
+                try:
+                    async for delta in deltas:
+                        if not started:
+                            started = True
+                            generation.first.set()
+                        await _record(store, stream_id, frames, frames.feed(delta))
+                    await _record(store, stream_id, frames, frames.finish())
+                except Exception as exc:
+                    if not isinstance(exc, ChatError):
+                        logger.exception("model %r failed mid-stream", req.model)
+                    error = as_chat_error(exc)
+                    if not started:
+                        failure.append(error)
+                    await _record(store, stream_id, frames, frames.fail(error))
+        finally:
+            generation.first.set()
+            with anyio.CancelScope(shield=True):
+                await _close(deltas)
+                if not frames.ended:
+                    await _record(store, stream_id, frames, frames.fail(_cancelled_error()))
+                await store.finish(stream_id)
+            self._generations.pop(stream_id, None)
+
+    async def _follow(
+        self, generation: _Generation | None, stream_id: str, last_id: str | None
+    ) -> AsyncIterator[bytes]:
+        if generation is not None:
+            generation.attach()
+        try:
+            async for frame in self.store.follow(stream_id, last_id):
+                yield frame
+        finally:
+            if generation is not None:
+                generation.detach()
+
+    # -- resume and models -----------------------------------------------------------------
+
+    async def resume(self, request: Request, dialect: Dialect) -> Response | EventStream:
+        """``GET .../{id}/events``: replay after ``Last-Event-ID``, then follow live."""
+        try:
+            self._authenticate(dialect, request)
+        except ChatError as error:
+            return self._error(dialect, error)
+        stream_id = request.path_params["id"]
+        for prefix in _ID_PREFIXES:
+            if stream_id.startswith(prefix):
+                stream_id = stream_id[len(prefix) :]
+                break
+        if not self.store.exists(stream_id):
+            return self._error(
+                dialect,
+                ChatError(404, "No stream with this id is kept for resuming.", code="stream_not_found"),
+            )
+        last_id = request.last_event_id
+        plan = await self.store.plan(stream_id, last_id)
+        generation = self._generations.get(stream_id)
+        headers = [
+            *_stream_headers(stream_id),
+            ("x-rawsse-replay-from", plan.first_id or ""),
+            ("x-rawsse-replay-gap", "1" if plan.gap else "0"),
+        ]
+        return EventStream(
+            self._follow(generation, stream_id, last_id),
+            heartbeat=generation.dialect.heartbeat_frame if generation else "comment",
+            headers=headers,
+        )
+
+    async def list_models(self, request: Request) -> Response:
+        """``GET /v1/models`` in OpenAI's list format."""
+        return JSONResponse(
+            {"object": "list", "data": [self._model_card(name) for name in self.models]}
+        )
+
+    async def get_model(self, request: Request, dialect: Dialect) -> Response:
+        """``GET /v1/models/{model}``."""
+        name = request.path_params["model"]
+        if name not in self.models:
+            return self._error(dialect, ChatError.model_not_found(name))
+        return JSONResponse(self._model_card(name))
+
+    def _model_card(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "rawsse"}
+
+
+def _stream_headers(stream_id: str) -> list[tuple[str, str]]:
+    return [("x-rawsse-stream-id", stream_id)]
+
+
+async def _emit(
+    stream: EventStream,
+    store: ReplayStore,
+    stream_id: str,
+    frames: DialectStream,
+    batch: list[bytes],
+) -> None:
+    await _record(store, stream_id, frames, batch)
+    for frame in batch:
+        await stream.send_raw(frame)
+
+
+async def _record(
+    store: ReplayStore, stream_id: str, frames: DialectStream, batch: list[bytes]
+) -> None:
+    # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
+    first = frames.last_event_id - len(batch) + 1
+    append_nowait = getattr(store, "append_nowait", None)
+    for offset, frame in enumerate(batch):
+        if append_nowait is not None:
+            append_nowait(stream_id, str(first + offset), frame)
+        else:
+            await store.append(stream_id, str(first + offset), frame)
+
+
+async def _close(deltas: AsyncIterator[Any]) -> None:
+    aclose = getattr(deltas, "aclose", None)
+    if aclose is not None:
+        with anyio.move_on_after(_ACLOSE_TIMEOUT_S):
+            await aclose()
+
+
+def mount_chat(
+    app: App,
+    models: Mapping[str, ModelBackend],
+    *,
+    api_keys: Collection[str] = (),
+    replay_store: ReplayStore | None = None,
+    resume_grace_s: float = 0.0,
+    status_commit_s: float | None = None,
+) -> ChatService:
+    """Mount the chat routes of every dialect on ``app`` for ``models`` (name -> backend).
+
+    ``api_keys`` empty means no authentication. ``replay_store`` defaults to a bounded
+    in-memory ring. See the module docstring for ``resume_grace_s`` and ``status_commit_s``.
+    """
+    from rawsse.chat.anthropic_dialect import ANTHROPIC
+    from rawsse.chat.gemini_dialect import GEMINI
+    from rawsse.chat.openai_dialect import OPENAI
+
+    service = ChatService(
+        app,
+        models,
+        api_keys=api_keys,
+        replay_store=replay_store,
+        resume_grace_s=resume_grace_s,
+        status_commit_s=status_commit_s,
+    )
+
+    def route(dialect: Dialect, **fixed: Any) -> Any:
+        async def handler(request: Request) -> Response | EventStream:
+            model = request.path_params.get("model")
+            return await service.handle(dialect, request, model=model, **fixed)
+
+        return handler
+
+    async def resume(request: Request) -> Response | EventStream:
+        return await service.resume(request, OPENAI)
+
+    async def get_model(request: Request) -> Response:
+        return await service.get_model(request, OPENAI)
+
+    app.add_route("/v1/chat/completions", route(OPENAI), ("POST",))
+    app.add_route("/v1/chat/completions/{id}/events", resume, ("GET",))
+    app.add_route("/v1/models", service.list_models, ("GET",))
+    app.add_route("/v1/models/{model}", get_model, ("GET",))
+    app.add_route("/v1/messages", route(ANTHROPIC), ("POST",))
+    for version in ("v1beta", "v1"):
+        app.add_route(
+            f"/{version}/models/{{model}}:streamGenerateContent", route(GEMINI, stream=True), ("POST",)
+        )
+        app.add_route(
+            f"/{version}/models/{{model}}:generateContent", route(GEMINI, stream=False), ("POST",)
+        )
+    extra: list[tuple[str, str, str]] = [
+        ("rawsse.chat.chatgpt_web_dialect", "CHATGPT_WEB", "/backend-api/conversation"),
+        ("rawsse.chat.envelope_dialect", "ENVELOPE", "/v1/envelope/completions"),
+    ]
+    import importlib
+
+    for module_name, attribute, path in extra:
+        try:
+            dialect = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError):  # pragma: no cover - dialect not built yet
+            continue
+        app.add_route(path, route(dialect, stream=True), ("POST",))
+    return service
