@@ -99,11 +99,6 @@ _set_id = Event.__dict__["id"].__set__
 _set_retry = Event.__dict__["retry"].__set__
 
 
-def _decode(raw: bytes) -> str:
-    # Rule 1: "the UTF-8 decode algorithm"; errors become U+FFFD, as the standard's decoder does.
-    return raw.decode("utf-8", "replace")
-
-
 def _parse_retry(value: bytes) -> int | None:
     # Rule 11: "If the field value consists of only ASCII digits, then interpret the field value
     # as an integer in base ten ... Otherwise, ignore the field." (bytes.isdigit is ASCII-only
@@ -243,10 +238,15 @@ class EventParser:
                     # Rule 13: "If the data buffer is an empty string, ... return."
                     if data:
                         # Rule 13: drop the data buffer's final LF (the join puts none there).
+                        # Rule 1: "the UTF-8 decode algorithm", where errors become U+FFFD:
+                        # "replace" (every decode here is that one).
                         event = _new_event(Event)
-                        _set_data(event, _decode(b"\n".join(data)))
+                        _set_data(event, b"\n".join(data).decode("utf-8", "replace"))
                         # Rule 13: "message" unless the event type buffer is not empty.
-                        _set_type(event, _decode(event_type) if event_type else "message")
+                        _set_type(
+                            event,
+                            event_type.decode("utf-8", "replace") if event_type else "message",
+                        )
                         _set_id(event, event_id)
                         _set_retry(event, event_retry)
                         events.append(event)
@@ -260,47 +260,59 @@ class EventParser:
                     # of the last event ID buffer." (whether or not an event fired)
                     last_event_id = id_buffer
                     continue
+                # Fast paths for the lines chat streams are made of: "data: ", "event: " and
+                # "id: " are rules 5 and 8-10 below with the field known from the prefix.
                 if line[:6] == b"data: ":
-                    # The common line, first: rule 9 with rule 5's leading space removed.
                     value = line[6:]
-                    data.append(value)
-                    data_bytes += len(value) + 1
-                    if data_bytes > max_bytes:
-                        self._fail(data_bytes, events)
+                elif line[:7] == b"event: ":
+                    event_type = line[7:]
                     continue
-                # Rule 5: the field is what comes before the first colon, the value what
-                # follows; rule 6: with no colon, the whole line is the field, the value empty.
-                field, _, value = line.partition(b":")
-                if not field:
-                    # Rule 4: "If the line starts with a U+003A COLON character (:)": "Ignore
-                    # the line."
-                    continue
-                if value[:1] == b" ":
-                    # Rule 5: "If value starts with a U+0020 SPACE character, remove it from
-                    # value."
-                    value = value[1:]
-                # Rule 7: "Field names must be compared literally, with no case folding".
-                if field == b"data":
-                    # Rule 9: "Append the field value to the data buffer, then append a single
-                    # U+000A LINE FEED (LF) character" (the LF is the join at dispatch).
-                    data.append(value)
-                    data_bytes += len(value) + 1
-                    if data_bytes > max_bytes:
-                        self._fail(data_bytes, events)
-                elif field == b"event":
-                    # Rule 8: "Set the event type buffer to the field value."
-                    event_type = value
-                elif field == b"id":
-                    # Rule 10: "If the field value does not contain U+0000 NULL, then set the
-                    # last event ID buffer to the field value. Otherwise, ignore the field."
+                elif line[:4] == b"id: ":
+                    value = line[4:]
                     if b"\0" not in value:
-                        id_buffer = event_id = _decode(value)
-                elif field == b"retry":
-                    # Rule 11: only ASCII digits set "the event stream's reconnection time".
-                    retry = _parse_retry(value)
-                    if retry is not None:
-                        self.retry = event_retry = retry
-                # Rule 12: any other field: "The field is ignored."
+                        id_buffer = event_id = value.decode("utf-8", "replace")
+                    continue
+                else:
+                    # Rule 5: the field is what comes before the first colon, the value what
+                    # follows; rule 6: with no colon, the whole line is the field and the
+                    # value is empty.
+                    field, _, value = line.partition(b":")
+                    if not field:
+                        # Rule 4: "If the line starts with a U+003A COLON character (:)":
+                        # "Ignore the line."
+                        continue
+                    if value[:1] == b" ":
+                        # Rule 5: "If value starts with a U+0020 SPACE character, remove it
+                        # from value."
+                        value = value[1:]
+                    # Rule 7: "Field names must be compared literally, with no case folding".
+                    if field == b"event":
+                        # Rule 8: "Set the event type buffer to the field value."
+                        event_type = value
+                        continue
+                    if field == b"id":
+                        # Rule 10: "If the field value does not contain U+0000 NULL, then set
+                        # the last event ID buffer to the field value. Otherwise, ignore the
+                        # field."
+                        if b"\0" not in value:
+                            id_buffer = event_id = value.decode("utf-8", "replace")
+                        continue
+                    if field == b"retry":
+                        # Rule 11: only ASCII digits set "the event stream's reconnection time".
+                        retry = _parse_retry(value)
+                        if retry is not None:
+                            self.retry = event_retry = retry
+                        continue
+                    if field != b"data":
+                        # Rule 12: any other field: "The field is ignored."
+                        continue
+                # Rule 9: "Append the field value to the data buffer, then append a single
+                # U+000A LINE FEED (LF) character to the data buffer" (the LF is the join at
+                # dispatch; it counts towards the size limit now).
+                data.append(value)
+                data_bytes += len(value) + 1
+                if data_bytes > max_bytes:
+                    self._fail(data_bytes, events)
         finally:
             self._data_bytes = data_bytes
             self._id_buffer = id_buffer
