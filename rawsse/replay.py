@@ -40,6 +40,9 @@ class Replay:
 class ReplayStore(Protocol):
     """What a resumable stream needs from storage (in memory, Redis Streams, ...)."""
 
+    async def create(self, key: str) -> None:
+        """Start an empty stream ``key`` (followers may attach before its first frame)."""
+
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """Add ``frame`` (complete frame bytes) with ``event_id`` to stream ``key``."""
 
@@ -122,6 +125,12 @@ class MemoryReplayStore:
         """True while stream ``key`` is kept."""
         self._expire()
         return key in self._logs
+
+    async def create(self, key: str) -> None:
+        """Start an empty stream ``key`` so followers can attach before its first frame."""
+        if key not in self._logs:
+            self._expire()
+            self._logs[key] = _Log()
 
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """Add one frame to stream ``key`` (created on first append)."""

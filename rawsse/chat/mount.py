@@ -161,7 +161,9 @@ class ChatService:
             self._authenticate(dialect, request)
             if dialect.name == "anthropic" and "anthropic-version" not in request.headers:
                 raise ChatError.invalid("anthropic-version: header is required")
-            chat_request = dialect.parse_request(self._json_body(request), model=model, stream=stream)
+            chat_request = dialect.parse_request(
+                self._json_body(request), model=model, stream=stream
+            )
             backend = self._backend(chat_request)
             stream_id = secrets.token_urlsafe(18)
             frames = dialect.new_stream(chat_request, stream_id, int(time.time()))
@@ -204,6 +206,7 @@ class ChatService:
         store = self.store
 
         async def produce(stream: EventStream) -> None:
+            await store.create(stream_id)
             deltas = backend(req)
             try:
                 await _emit(stream, store, stream_id, frames, frames.start())
@@ -243,6 +246,7 @@ class ChatService:
             raise RuntimeError("background chat streams need the App to be served by a Server")
         generation = _Generation(dialect, self.resume_grace_s)
         self._generations[stream_id] = generation
+        await self.store.create(stream_id)
         failure: list[ChatError] = []
         server.spawn(self._produce_background, generation, frames, backend, req, stream_id, failure)
         if self.status_commit_s:
@@ -323,7 +327,9 @@ class ChatService:
         if not self.store.exists(stream_id):
             return self._error(
                 dialect,
-                ChatError(404, "No stream with this id is kept for resuming.", code="stream_not_found"),
+                ChatError(
+                    404, "No stream with this id is kept for resuming.", code="stream_not_found"
+                ),
             )
         last_id = request.last_event_id
         plan = await self.store.plan(stream_id, last_id)
@@ -439,7 +445,9 @@ def mount_chat(
     app.add_route("/v1/messages", route(ANTHROPIC), ("POST",))
     for version in ("v1beta", "v1"):
         app.add_route(
-            f"/{version}/models/{{model}}:streamGenerateContent", route(GEMINI, stream=True), ("POST",)
+            f"/{version}/models/{{model}}:streamGenerateContent",
+            route(GEMINI, stream=True),
+            ("POST",),
         )
         app.add_route(
             f"/{version}/models/{{model}}:generateContent", route(GEMINI, stream=False), ("POST",)
