@@ -97,28 +97,29 @@ def _header_lines(event: str | None, id: str | None, retry: int | None) -> bytes
 
 
 def _data_lines(data: Any) -> bytes:
+    # The data: lines and the blank line that ends the frame.
     if isinstance(data, str):
-        raw = _utf8("data", data)
-    elif isinstance(data, bytes | bytearray | memoryview):
+        try:
+            raw = data.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate has no UTF-8 form
+            raise ValueError(f"data is not valid Unicode text: {data!r}") from exc
+    elif isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: faster than a union
         raw = bytes(data)
         try:
             raw.decode("utf-8")  # rule 4: bytes data must be text
         except UnicodeDecodeError as exc:
             raise ValueError(f"data bytes are not UTF-8 text: {exc}") from exc
     else:
-        return b"data: " + _dumps("data", data) + b"\n"
+        try:
+            # Rule 4: orjson's compact JSON never holds a raw CR or LF: one line, no scan.
+            return b"data: " + dumps(data) + b"\n\n"
+        except TypeError as exc:  # orjson's JSONEncodeError: not serialisable, or out of range
+            raise ValueError(f"data is not JSON-serialisable: {exc}") from exc
     # Rule 3: one data: line per CRLF-, CR- or LF-separated line. CR and LF never occur inside
     # a UTF-8 multi-byte sequence, so splitting the bytes splits the text.
     if b"\n" not in raw and b"\r" not in raw:
-        return b"data: " + raw + b"\n"
-    return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
-
-
-def _dumps(field: str, value: Any) -> bytes:
-    try:
-        return dumps(value)
-    except TypeError as exc:  # orjson's JSONEncodeError: not serialisable, or out of range
-        raise ValueError(f"{field} is not JSON-serialisable: {exc}") from exc
+        return b"data: " + raw + b"\n\n"
+    return b"".join([b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw)]) + b"\n"
 
 
 def encode_event(
@@ -135,7 +136,9 @@ def encode_event(
     orjson. Raises ``ValueError`` naming the field when ``data``, ``event``, ``id`` or
     ``retry`` cannot be represented on the wire.
     """
-    return _header_lines(event, id, retry) + _data_lines(data) + b"\n"
+    if event is None and id is None and retry is None:
+        return _data_lines(data)
+    return _header_lines(event, id, retry) + _data_lines(data)
 
 
 def encode_json_data(value: Any, *, id: str | None = None, event: str | None = None) -> bytes:
