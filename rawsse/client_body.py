@@ -4,8 +4,9 @@ Contract: a body decoder turns raw bytes after the response head into payload by
 ``feed(data)`` returns the payload in ``data`` (possibly ``b""``); ``done`` turns true once the
 body is complete, and ``unused`` then holds any bytes that followed it. ``feed_eof()`` says the
 peer closed: fine for a close-delimited body, ``SSEConnectionError`` for one cut short.
-Malformed framing raises ``SSEProtocolError``. With ``framing`` set to a list, the chunked
-decoder also appends a ``ChunkHeader``/``ChunkData``/``BodyEnd`` record per step (for trace).
+Malformed framing raises ``SSEProtocolError``. With ``framing`` set to a list (for trace), the
+chunked decoder also appends a ``ChunkHeader``/``ChunkData``/``BodyEnd`` record per step, and
+the other decoders a ``BodyData`` record per piece and a ``BodyEnd``.
 
 The chunked grammar kept (RFC 9112 section 7.1), as strict as h11's:
 1. ``chunk-size [ chunk-ext ] CRLF``: 1 to 16 hex digits, optional whitespace and ``;ext``; a line
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
-from rawsse.client_wire import BodyEnd, ChunkData, ChunkHeader, WireRecord
+from rawsse.client_wire import BodyData, BodyEnd, ChunkData, ChunkHeader, WireRecord
 
 __all__ = ["BodyDecoder", "ChunkedBody", "CloseBody", "LengthBody"]
 
@@ -72,8 +73,8 @@ class ChunkedBody:
                 i += take
                 self._remaining -= take
                 if framing is not None:
-                    end = self._remaining == 0
-                    framing.append(ChunkData(take, self._start, end))
+                    piece = data[i - take : i]
+                    framing.append(ChunkData(piece, self._start, self._remaining == 0))
                 self._start = False
                 if self._remaining:
                     break
@@ -160,8 +161,12 @@ class LengthBody:
             return b""
         if len(data) < self._remaining:
             self._remaining -= len(data)
+            if self.framing is not None:
+                self.framing.append(BodyData(data))
             return data
         payload = data[: self._remaining]
+        if self.framing is not None and payload:
+            self.framing.append(BodyData(payload))
         self.unused = data[self._remaining :]
         self._remaining = 0
         self.done = True
@@ -189,6 +194,8 @@ class CloseBody:
 
     def feed(self, data: bytes) -> bytes:
         """Everything until EOF is body."""
+        if self.framing is not None:
+            self.framing.append(BodyData(data))
         return data
 
     def feed_eof(self) -> None:

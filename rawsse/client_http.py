@@ -20,7 +20,7 @@ from rawsse.client_body import BodyDecoder, ChunkedBody, CloseBody, LengthBody
 from rawsse.client_errors import SSEProtocolError
 from rawsse.client_wire import WireRecord
 
-__all__ = ["Exchange", "ResponseHead", "Target"]
+__all__ = ["Exchange", "ResponseHead", "Target", "head_end"]
 
 # h11's own default for a header section (it copied it from other servers): 16 KiB is tight
 # for some proxies' responses, so the client allows 64 KiB.
@@ -130,7 +130,7 @@ class Exchange:
         """Feed bytes read after the request; return the final response head once complete."""
         buf = self._buf + data if self._buf else data
         while True:
-            end = _head_end(buf)
+            end = head_end(buf)
             if end < 0:
                 if len(buf) > _MAX_HEAD_BYTES:
                     raise SSEProtocolError("response head larger than 64 KiB")
@@ -173,7 +173,7 @@ class Exchange:
         return CloseBody(framing)
 
 
-def _head_end(buf: bytes) -> int:
+def head_end(buf: bytes) -> int:
     """Index just past the blank line ending a head, or -1 (h11 also accepts bare LF lines)."""
     crlf = buf.find(b"\r\n\r\n")
     lf = buf.find(b"\n\n")

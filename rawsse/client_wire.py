@@ -8,6 +8,7 @@ timestamp (monotonic, sub-microsecond) and ``record`` one of:
 - ``ChunkHeader``: a chunk-size line of a chunked body, raw, with its parsed size;
 - ``ChunkData``: a piece of one chunk's payload, with whether it starts and ends the chunk (the
   same markers as h11's ``Data(chunk_start, chunk_end)``);
+- ``BodyData``: a piece of a body that is not chunked (``Content-Length`` or until close);
 - ``BodyEnd``: the body is complete (for chunked bodies: the last chunk and trailer section).
 
 Records from one read come right after that read's ``Received``, with the same ``t``.
@@ -18,7 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["BodyEnd", "ChunkData", "ChunkHeader", "Received", "Sent", "WireHook", "WireRecord"]
+__all__ = [
+    "BodyData",
+    "BodyEnd",
+    "ChunkData",
+    "ChunkHeader",
+    "Received",
+    "Sent",
+    "WireHook",
+    "WireRecord",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +55,23 @@ class ChunkHeader:
 
 @dataclass(frozen=True, slots=True)
 class ChunkData:
-    """``size`` payload bytes of the current chunk; whether they start and end it."""
+    """A piece of the current chunk's payload; whether it starts and ends the chunk."""
 
-    size: int
+    data: bytes
     chunk_start: bool
     chunk_end: bool
+
+    @property
+    def size(self) -> int:
+        """The piece's length in bytes."""
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyData:
+    """A piece of a body that is not chunked."""
+
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,5 +81,5 @@ class BodyEnd:
     trailers: bytes = b""
 
 
-WireRecord = Sent | Received | ChunkHeader | ChunkData | BodyEnd
+WireRecord = Sent | Received | ChunkHeader | ChunkData | BodyData | BodyEnd
 WireHook = Callable[[float, WireRecord], None]
