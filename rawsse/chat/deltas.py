@@ -147,7 +147,8 @@ Delta: TypeAlias = TextDelta | ReasoningDelta | ToolCallDelta | Citations | Fini
 ModelBackend: TypeAlias = Callable[[ChatRequest], AsyncIterator[str | Delta]]
 """A model: called with the validated request, returns the async iterator of its deltas.
 
-Write it as an async generator function. The mount closes the generator when the client leaves,
-so code after a ``yield`` may be cancelled; raise ``ChatError`` for an error with a status (before
-the first yield it can still become the HTTP status), anything else becomes a 500.
+Write it as an async generator function, or as a function that checks the request (raising
+``ChatError`` at once) and returns an async generator. The mount closes the generator when the
+client leaves, so code after a ``yield`` may be cancelled. Raise ``ChatError`` for an error with
+a status (before the first delta it can still become the HTTP status); anything else is a 500.
 """

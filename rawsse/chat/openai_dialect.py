@@ -35,7 +35,13 @@ from rawsse.chat.parse_openai import parse_openai
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState
 
-__all__ = ["OPENAI", "OpenAIStream", "openai_error_body", "openai_models_body"]
+__all__ = [
+    "OPENAI",
+    "OpenAIStream",
+    "openai_error_body",
+    "openai_models_body",
+    "openai_request_parser",
+]
 
 SYSTEM_FINGERPRINT = "fp_rawsse"
 """The ``system_fingerprint`` of every answer: the backend configuration is rawsse's."""
@@ -189,14 +195,15 @@ class OpenAIStream(DialectStream):
         return body
 
 
-def _parse(body: Any, model: str | None, stream: bool | None) -> ChatRequest:
+def openai_request_parser(body: Any, model: str | None, stream: bool | None) -> ChatRequest:
+    """``parse_openai`` as a ``Dialect.parser``: the model and stream flag are in the body."""
     return parse_openai(body)
 
 
 OPENAI = Dialect(
     name="openai",
     stream_type=OpenAIStream,
-    parser=_parse,
+    parser=openai_request_parser,
     error_renderer=openai_error_body,
 )
 """``POST /v1/chat/completions``: keys in ``Authorization: Bearer``; heartbeats ``:`` comments."""
