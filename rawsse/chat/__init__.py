@@ -1,0 +1,105 @@
+"""The chat layer: mount a model behind the endpoints LLM clients already speak.
+
+A model backend yields one neutral stream of deltas (``rawsse.chat.deltas``); a dialect turns it
+into one vendor's frames (OpenAI, Anthropic, Gemini, ChatGPT web, the generic envelope). All of
+it is pure: no sockets here.
+"""
+
+from rawsse.chat.anthropic_dialect import ANTHROPIC, AnthropicStream, anthropic_error_body
+from rawsse.chat.auth import authenticate, check_api_key, presented_key
+from rawsse.chat.chatgpt_web_dialect import CHATGPT_WEB, ChatGPTWebStream
+from rawsse.chat.deltas import (
+    Citations,
+    Delta,
+    Finish,
+    FinishReason,
+    ModelBackend,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from rawsse.chat.dialect import SSE_CONTENT_TYPE, Dialect, DialectStream
+from rawsse.chat.envelope_dialect import ENVELOPE, EnvelopeStream
+from rawsse.chat.errors import ChatError, as_chat_error
+from rawsse.chat.fields import load_json_body
+from rawsse.chat.gemini_dialect import GEMINI, GeminiStream, gemini_error_body
+from rawsse.chat.grammar import (
+    AnthropicGrammar,
+    GrammarError,
+    OpenAIGrammar,
+    check_anthropic_stream,
+    check_openai_stream,
+)
+from rawsse.chat.models import ModelOptions, demo_models, parse_model_options
+from rawsse.chat.openai_dialect import (
+    OPENAI,
+    OpenAIStream,
+    openai_error_body,
+    openai_models_body,
+)
+from rawsse.chat.parse_anthropic import parse_anthropic
+from rawsse.chat.parse_gemini import parse_gemini
+from rawsse.chat.parse_openai import parse_openai
+from rawsse.chat.request import (
+    MAX_CHOICES,
+    ChatRequest,
+    Message,
+    Role,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+
+__all__ = [
+    "ANTHROPIC",
+    "CHATGPT_WEB",
+    "ENVELOPE",
+    "GEMINI",
+    "MAX_CHOICES",
+    "OPENAI",
+    "SSE_CONTENT_TYPE",
+    "AnthropicGrammar",
+    "AnthropicStream",
+    "ChatError",
+    "ChatGPTWebStream",
+    "ChatRequest",
+    "Citations",
+    "Delta",
+    "Dialect",
+    "DialectStream",
+    "EnvelopeStream",
+    "Finish",
+    "FinishReason",
+    "GeminiStream",
+    "GrammarError",
+    "Message",
+    "ModelBackend",
+    "ModelOptions",
+    "OpenAIGrammar",
+    "OpenAIStream",
+    "ReasoningDelta",
+    "Role",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "Usage",
+    "anthropic_error_body",
+    "as_chat_error",
+    "authenticate",
+    "check_anthropic_stream",
+    "check_api_key",
+    "check_openai_stream",
+    "demo_models",
+    "gemini_error_body",
+    "load_json_body",
+    "openai_error_body",
+    "openai_models_body",
+    "parse_anthropic",
+    "parse_gemini",
+    "parse_model_options",
+    "parse_openai",
+    "presented_key",
+]
