@@ -118,7 +118,7 @@ class App:
         route = self._static.get(path)
         if route is not None and (method is None or route.handler_for(method) is not None):
             return route, {}
-        fallback = (route, {}) if route is not None else None
+        fallback: tuple[Route, dict[str, str]] | None = (route, {}) if route is not None else None
         for candidate in self._dynamic:
             assert candidate.regex is not None
             found = candidate.regex.match(path)

@@ -50,9 +50,7 @@ class Broadcast:
         finally:
             self._subscribers.discard(body)
 
-    def publish(
-        self, data: Any, *, event: str | None = None, id: str | None = None
-    ) -> int:
+    def publish(self, data: Any, *, event: str | None = None, id: str | None = None) -> int:
         """Send one event to every subscriber; returns how many it was queued for."""
         if event is None and id is None:
             frame = encode_item(data) if not isinstance(data, bytes) else encode_event(data)

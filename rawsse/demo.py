@@ -42,8 +42,8 @@ def create_demo_app(options: DemoOptions | None = None) -> App:
         ("GET",),
     )
     try:
-        from rawsse.chat.mount import mount_chat
         from rawsse.chat.models import demo_models
+        from rawsse.chat.mount import mount_chat
     except ImportError:  # pragma: no cover - only while the chat layer is being built
         return app
     mount_chat(

@@ -169,7 +169,9 @@ class Connection:
         self.sock = sock
         self.client = client
         self._ctx = ctx
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes)
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes
+        )
         self._handler_scope: anyio.CancelScope | None = None
         self._idle_scope: anyio.CancelScope | None = None
         self._body_writer: BodyWriter | None = None
@@ -277,9 +279,7 @@ class Connection:
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             detail = (
-                "request header section too large"
-                if status == 431
-                else f"malformed request: {exc}"
+                "request header section too large" if status == 431 else f"malformed request: {exc}"
             )
             await self._send_error(status, detail)
             return None
@@ -456,15 +456,17 @@ class Connection:
                     h11.Response(status_code=status, headers=headers, reason=_status_phrase(status))
                 )
                 if body and request.method != "HEAD":
-                    data += conn.send(h11.Data(data=body))  # type: ignore[operator]
-                data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
+                    data += conn.send(h11.Data(data=body))
+                data += conn.send(h11.EndOfMessage())
                 ctx.reactor.unwatch(self)
-                await self._send_all(data)  # type: ignore[arg-type]
+                await self._send_all(data)
                 sent_bytes = len(body)
             else:
                 sent_bytes = await self._stream(request, response)
         except h11.LocalProtocolError as exc:
-            error_logger.error("cannot send response to %s %s: %s", request.method, request.path, exc)
+            error_logger.error(
+                "cannot send response to %s %s: %s", request.method, request.path, exc
+            )
             await self._send_error(500, "internal server error")
             return False
         except (ClientDisconnected, TimeoutError):

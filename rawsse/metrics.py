@@ -74,7 +74,9 @@ _HELP: list[tuple[str, str, str]] = [
 ]
 
 
-def _samples(metrics: StreamMetrics, stats: ServerStats | None) -> Iterator[tuple[str, str, str, Any]]:
+def _samples(
+    metrics: StreamMetrics, stats: ServerStats | None
+) -> Iterator[tuple[str, str, str, Any]]:
     values = {
         "rawsse_streams_active": metrics.streams_active,
         "rawsse_streams_total": metrics.streams_total,
@@ -133,7 +135,11 @@ def register_with_prometheus_client(
     Returns False (and does nothing) when ``prometheus_client`` is not importable.
     """
     try:
-        from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import (  # type: ignore[import-not-found,unused-ignore]
+            REGISTRY,
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
     except ImportError:
         return False
 
@@ -152,5 +158,5 @@ def register_with_prometheus_client(
                 family.add_metric([str(status)], count)
             yield family
 
-    REGISTRY.register(_Collector())  # type: ignore[arg-type]
+    REGISTRY.register(_Collector())
     return True

@@ -19,6 +19,7 @@ Callbacks run synchronously in the reactor task and must not block.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -158,10 +159,8 @@ class Reactor:
             return
         del self._watched[fd]
         del self._masks[fd]
-        try:
+        with contextlib.suppress(OSError, KeyError):  # already gone with its socket
             self._poller.unregister(fd)
-        except (OSError, KeyError):  # pragma: no cover - already gone with its socket
-            pass
         self.watched_count = len(self._watched)
 
     def want_writable(self, target: SocketWatch, wanted: bool) -> None:
@@ -211,13 +210,15 @@ class Reactor:
 
     async def _run_watcher(self) -> None:
         poller = self._poller
-        if isinstance(poller, select.epoll) if _HAS_EPOLL else False:
+        if _HAS_EPOLL:
             epoll = poller
+            assert isinstance(epoll, select.epoll)
             while True:
                 # No deadline: woken by socket activity, cancelled with the server.
                 await anyio.wait_readable(epoll.fileno())
                 self._dispatch(epoll.poll(0, 4096))
         else:  # pragma: no cover - off Linux
+            assert isinstance(poller, select.poll)
             while True:
                 await anyio.sleep(_POLL_INTERVAL_S)
                 self._dispatch(poller.poll(0))

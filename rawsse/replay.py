@@ -60,7 +60,7 @@ class ReplayStore(Protocol):
 
 
 class _Log:
-    __slots__ = ("appended", "dropped", "ended", "ended_at", "entries", "ids", "next_seq", "nbytes")
+    __slots__ = ("appended", "dropped", "ended", "ended_at", "entries", "ids", "nbytes", "next_seq")
 
     def __init__(self) -> None:
         # (seq, event id, frame); seq numbers are the store's own, increasing by one.

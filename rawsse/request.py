@@ -40,7 +40,7 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._mapping()[name.lower()]
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         """Return the first value of header ``name`` (any case), or ``default``."""
         return self._mapping().get(name.lower(), default)
 

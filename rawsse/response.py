@@ -19,7 +19,9 @@ __all__ = ["JSONResponse", "Response", "StreamingResponse"]
 HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
-def _header_list(headers: HeadersLike | None, content_type: str | None) -> list[tuple[bytes, bytes]]:
+def _header_list(
+    headers: HeadersLike | None, content_type: str | None
+) -> list[tuple[bytes, bytes]]:
     items = headers.items() if isinstance(headers, Mapping) else (headers or ())
     out = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in items]
     if content_type is not None and not any(name.lower() == b"content-type" for name, _ in out):

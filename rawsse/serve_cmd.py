@@ -26,7 +26,9 @@ _DEFAULTS = ServerLimits()
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``rawsse serve`` options to ``parser``."""
     parser.add_argument(
-        "app", nargs="?", metavar="APP",
+        "app",
+        nargs="?",
+        metavar="APP",
         help="import path module:attribute of a rawsse App (default: the built-in demo app)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -35,27 +37,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio backend)")
     parser.add_argument(
-        "--api-key", action="append", default=None, metavar="KEY",
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="KEY",
         help="accepted API key (repeatable; also RAWSSE_API_KEYS=a,b; none = no auth)",
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=15.0, metavar="SECONDS",
+        "--heartbeat",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
         help="heartbeat after this much silence on a stream (default 15; 0 = off)",
     )
     parser.add_argument(
-        "--retry-ms", type=int, default=None, metavar="MS",
+        "--retry-ms",
+        type=int,
+        default=None,
+        metavar="MS",
         help="send a retry: hint at the start of each stream (default: none)",
     )
     parser.add_argument(
-        "--resume-grace", type=float, default=0.0, metavar="SECONDS",
+        "--resume-grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
         help="keep a chat stream's producer running this long after its client left (default 0)",
     )
     parser.add_argument(
-        "--token-delay", type=float, default=0.02, metavar="SECONDS",
+        "--token-delay",
+        type=float,
+        default=0.02,
+        metavar="SECONDS",
         help="pace of the demo models (default 0.02)",
     )
     parser.add_argument(
-        "--max-connections", type=int, default=_DEFAULTS.max_connections, metavar="N",
+        "--max-connections",
+        type=int,
+        default=_DEFAULTS.max_connections,
+        metavar="N",
         help="concurrent connections before new ones get 503 (default: no limit)",
     )
     parser.add_argument("--max-header-bytes", type=int, default=_DEFAULTS.max_header_bytes)
@@ -65,18 +85,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout_s)
     parser.add_argument("--keepalive-timeout", type=float, default=_DEFAULTS.keepalive_timeout_s)
     parser.add_argument(
-        "--send-timeout", type=float, default=_DEFAULTS.send_timeout_s,
+        "--send-timeout",
+        type=float,
+        default=_DEFAULTS.send_timeout_s,
         help="evict a client that takes no data for this long (default 30)",
     )
     parser.add_argument(
-        "--shutdown-grace", type=float, default=_DEFAULTS.shutdown_grace_s,
+        "--shutdown-grace",
+        type=float,
+        default=_DEFAULTS.shutdown_grace_s,
         help="seconds open requests and streams get to finish on shutdown (default 5)",
     )
     parser.add_argument(
-        "--cors-origin", action="append", default=None, metavar="ORIGIN",
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
         help="allow cross-origin requests from ORIGIN (repeatable; '*' for any). Default: off",
     )
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     parser.add_argument("--no-access-log", action="store_true", help="no line per request")
 
 
@@ -154,7 +183,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1 and not os.environ.get(WORKER_ENV):
         argv = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
         return supervise(
-            _serve_argv_without_workers(argv), args.workers, args.host, args.port, args.shutdown_grace
+            _serve_argv_without_workers(argv),
+            args.workers,
+            args.host,
+            args.port,
+            args.shutdown_grace,
         )
 
     from rawsse.server import Server, serve_until_signalled

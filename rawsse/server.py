@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -105,7 +105,7 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``func(*args)`` as a background task of the server (it outlives the request
         that started it, and is cancelled when the server has shut down)."""
         if self._services is None:
@@ -131,7 +131,9 @@ class Server:
         on_ready: Callable[[Server], None] | None = None,
     ) -> None:
         """Accept and serve connections until shut down; reports the bound port when ready."""
-        lsock = self._sock or bind_socket(self.host, self._requested_port, reuse_port=self.reuse_port)
+        lsock = self._sock or bind_socket(
+            self.host, self._requested_port, reuse_port=self.reuse_port
+        )
         self.port = lsock.getsockname()[1]
         try:
             with anyio.CancelScope() as serve_scope:
@@ -192,7 +194,10 @@ class Server:
                 sock.setblocking(False)
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if limits.max_connections and ctx.stats.connections_active >= limits.max_connections:
+                if (
+                    limits.max_connections
+                    and ctx.stats.connections_active >= limits.max_connections
+                ):
                     self._refuse(sock, tg)
                     continue
                 client = (addr[0], addr[1]) if isinstance(addr, tuple) else None

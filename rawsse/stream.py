@@ -24,7 +24,6 @@ Source items may be ``bytes`` (complete pre-encoded frames, sent as they are), `
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -89,8 +88,8 @@ class EventStream(StreamingResponse):
         "farewell",
         "heartbeat_frame",
         "heartbeat_s",
-        "max_lifetime_s",
         "lifetime_jitter",
+        "max_lifetime_s",
         "metrics",
         "retry_ms",
         "send_timeout_s",
@@ -240,7 +239,9 @@ class EventStream(StreamingResponse):
                     if self._ended_by_server is not None:
                         scope.cancel()
                     if self.max_lifetime_s:
-                        lifetime = self.max_lifetime_s * (1 - self.lifetime_jitter * random.random())
+                        lifetime = self.max_lifetime_s * (
+                            1 - self.lifetime_jitter * random.random()
+                        )
                         scope.deadline = anyio.current_time() + lifetime
                     await self._produce(body)
                 if scope.cancelled_caught:
@@ -269,7 +270,9 @@ class EventStream(StreamingResponse):
             for callback in self._close_callbacks:
                 callback(reason)
 
-    def _write_terminal(self, body: BodyWriter, make: Callable[[Any], bytes | None] | None, arg: Any) -> None:
+    def _write_terminal(
+        self, body: BodyWriter, make: Callable[[Any], bytes | None] | None, arg: Any
+    ) -> None:
         if make is None or body.closed:
             return
         frame = make(arg)

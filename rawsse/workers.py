@@ -72,9 +72,7 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def supervise(
-    serve_argv: Sequence[str], workers: int, host: str, port: int, grace_s: float
-) -> int:
+def supervise(serve_argv: Sequence[str], workers: int, host: str, port: int, grace_s: float) -> int:
     """Run ``workers`` children of ``rawsse serve``; returns the exit status."""
     reservation = _reserve_port(host, port)
     real_port = reservation.getsockname()[1]

@@ -193,7 +193,9 @@ async def test_bad_json_is_400() -> None:
     from tests.support import running_server
 
     async with running_server(make_app()) as server:
-        raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope"
+        raw = (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope"
+        )
         [response] = await request(server.port, raw)
         assert response.status == 400
         assert b"not valid JSON" in response.body
@@ -207,7 +209,9 @@ async def test_bad_json_is_400() -> None:
             bytes.fromhex("16030100f4010000f00303") + b"\x00" * 40 + b"\r\n\r\n", id="tls-hello"
         ),
         pytest.param(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n", id="header-no-colon"),
-        pytest.param(b"GET /ping HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", id="bad-length"),
+        pytest.param(
+            b"GET /ping HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", id="bad-length"
+        ),
         pytest.param(
             b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

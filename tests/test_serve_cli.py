@@ -19,7 +19,9 @@ READY_PREFIX = "rawsse listening on http://"
 
 
 @contextmanager
-def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def serve(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Start ``python -m rawsse serve --port 0 ARGS``; yield the process and its real port."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rawsse", "serve", "--port", "0", "--no-access-log", *args],

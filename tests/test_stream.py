@@ -87,9 +87,7 @@ def sse_app(state: dict[str, Any]) -> App:
             await stream.send("one")
             raise RuntimeError("backend exploded")
 
-        return EventStream(
-            producer, error_frame=lambda exc: encode_event("failed", event="error")
-        )
+        return EventStream(producer, error_frame=lambda exc: encode_event("failed", event="error"))
 
     @app.get("/forever")
     async def forever(req: Request) -> EventStream:
@@ -112,7 +110,7 @@ def sse_app(state: dict[str, Any]) -> App:
             for _ in range(1000):
                 try:
                     await anyio.sleep(0.05)
-                except BaseException:  # noqa: BLE001 - the point: user code swallows cancellation
+                except BaseException:
                     state["swallowed"] = state.get("swallowed", 0) + 1
                 if stream.disconnected:
                     state["noticed"] = True
@@ -148,10 +146,9 @@ async def test_stream_headers_and_events() -> None:
 
 
 async def test_retry_line_comes_before_first_event() -> None:
-    async with running_server(sse_app({})) as server:
-        async with RawClient.connect(server.port) as client:
-            await client.send(get("/paced?n=2&retry=2500"))
-            [response] = parse_responses(await client.read_until_close())
+    async with running_server(sse_app({})) as server, RawClient.connect(server.port) as client:
+        await client.send(get("/paced?n=2&retry=2500"))
+        [response] = parse_responses(await client.read_until_close())
     assert response.body.startswith(b"retry: 2500\n\n")
     parser = EventParser()
     parser.feed(response.body)
@@ -175,10 +172,9 @@ async def test_heartbeat_cadence_and_reset_on_data() -> None:
 
 
 async def test_named_ping_heartbeat() -> None:
-    async with running_server(sse_app({})) as server:
-        async with RawClient.connect(server.port) as client:
-            await client.send(get("/paced?n=2&delay=0.35&hb=0.2&ping=1"))
-            [response] = parse_responses(await client.read_until_close())
+    async with running_server(sse_app({})) as server, RawClient.connect(server.port) as client:
+        await client.send(get("/paced?n=2&delay=0.35&hb=0.2&ping=1"))
+        [response] = parse_responses(await client.read_until_close())
     pings = [e for e in events_of(response.body) if e.event == "ping"]
     assert pings and pings[0].data == '{"type": "ping"}'
 
@@ -258,10 +254,9 @@ async def test_client_that_never_reads_is_bounded_and_evicted() -> None:
 
 
 async def test_exception_in_producer_ends_with_error_frame_and_terminator() -> None:
-    async with running_server(sse_app({})) as server:
-        async with RawClient.connect(server.port) as client:
-            await client.send(get("/fails"))
-            [response] = parse_responses(await client.read_until_close())
+    async with running_server(sse_app({})) as server, RawClient.connect(server.port) as client:
+        await client.send(get("/fails"))
+        [response] = parse_responses(await client.read_until_close())
     events = events_of(response.body)
     assert [(e.event, e.data) for e in events] == [("message", "one"), ("error", "failed")]
 
@@ -279,10 +274,9 @@ async def test_shutdown_sends_farewell_and_terminator() -> None:
 
 
 async def test_max_lifetime_ends_stream_cleanly() -> None:
-    async with running_server(sse_app({})) as server:
-        async with RawClient.connect(server.port) as client:
-            await client.send(get("/forever?lifetime=0.2"))
-            [response] = parse_responses(await client.read_until_close())
+    async with running_server(sse_app({})) as server, RawClient.connect(server.port) as client:
+        await client.send(get("/forever?lifetime=0.2"))
+        [response] = parse_responses(await client.read_until_close())
     assert events_of(response.body)[-1].event == "bye"
     assert events_of(response.body)[-1].data == "lifetime"
 
@@ -310,7 +304,10 @@ async def test_broadcast_one_encode_many_subscribers_one_stalled() -> None:
 
         async def read_all(i: int) -> None:
             with anyio.move_on_after(5):
-                while not received[i].endswith(b"\n\n\r\n") or b"id: 399\n" not in received[i][-17000:]:
+                while (
+                    not received[i].endswith(b"\n\n\r\n")
+                    or b"id: 399\n" not in received[i][-17000:]
+                ):
                     received[i] += await readers[i].receive()
 
         async with anyio.create_task_group() as tg:
@@ -319,7 +316,9 @@ async def test_broadcast_one_encode_many_subscribers_one_stalled() -> None:
             for i in range(400):
                 channel.publish(payload, id=str(i))
                 await anyio.sleep(0.005)
-        assert [r.count(b"id: 399\n") for r in received] == [1] * len(readers), [len(r) for r in received]
+        assert [r.count(b"id: 399\n") for r in received] == [1] * len(readers), [
+            len(r) for r in received
+        ]
         # The stalled subscriber is evicted on its own.
         await wait_for(lambda: channel.subscriber_count == 5, timeout=4)
         channel.close()
@@ -335,5 +334,12 @@ async def test_broadcast_one_encode_many_subscribers_one_stalled() -> None:
 
 
 def test_stream_end_reasons_are_documented() -> None:
-    reasons: tuple[StreamEnd, ...] = ("complete", "disconnected", "evicted", "error", "shutdown", "lifetime")
+    reasons: tuple[StreamEnd, ...] = (
+        "complete",
+        "disconnected",
+        "evicted",
+        "error",
+        "shutdown",
+        "lifetime",
+    )
     assert len(set(reasons)) == 6
