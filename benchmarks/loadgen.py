@@ -189,16 +189,19 @@ async def open_conn(host: str, port: int, stats: Stats) -> Conn:
 
 
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
-    host, port, payload = build_request(args.url, BODY)
+    body = args.body.encode() if args.body is not None else BODY
+    host, port, payload = build_request(args.url, body)
     stats = Stats()
     stats.counting = args.warmup <= 0
     stop = False
     started = 0
     conns: list[Conn] = []
 
-    async def slot() -> None:
+    async def slot(index: int) -> None:
         nonlocal started
         conn: Conn | None = None
+        if args.ramp > 0:
+            await asyncio.sleep(args.ramp * index / args.streams)
         while not stop and (args.requests is None or started < args.requests):
             started += 1
             try:
@@ -223,7 +226,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    tasks = [asyncio.create_task(slot()) for _ in range(args.streams)]
+    tasks = [asyncio.create_task(slot(i)) for i in range(args.streams)]
     if args.warmup > 0:
         await asyncio.sleep(args.warmup)
         stats.counting = True
@@ -350,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument("--requests", type=int, default=None)
     run_p.add_argument("--warmup", type=float, default=0.0)
     run_p.add_argument("--timeout", type=float, default=120.0)
+    run_p.add_argument("--ramp", type=float, default=0.0, help="spread slot starts over S s")
+    run_p.add_argument("--body", default=None, help="request body (JSON text)")
     hold_p = sub.add_parser("hold", help="open idle streams and hold them")
     hold_p.add_argument("url")
     hold_p.add_argument("--streams", type=int, default=1000)

@@ -25,6 +25,7 @@ async function stream(req, res, q) {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
   });
+  res.flushHeaders();  // send the head now, as the other peers do, even before the first event
   let closed = false;
   res.on("close", () => { closed = true; });
   for (let i = 0; i < n && !closed; i++) {
