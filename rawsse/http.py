@@ -76,6 +76,7 @@ class ConnectionContext:
 
     __slots__ = (
         "access_log",
+        "all_closed",
         "connections",
         "handler",
         "limits",
@@ -100,6 +101,8 @@ class ConnectionContext:
         self.access_log = access_log
         self.shutting_down = False
         self.connections: set[Connection] = set()
+        # Set by the last connection to close once the server is draining them.
+        self.all_closed: anyio.Event | None = None
 
 
 class _DateHeader:
@@ -234,6 +237,8 @@ class Connection:
         finally:
             ctx.connections.discard(self)
             ctx.stats.connections_active -= 1
+            if not ctx.connections and ctx.all_closed is not None:
+                ctx.all_closed.set()
             ctx.reactor.unwatch(self)
             self.sock.close()
 

@@ -162,10 +162,10 @@ class Server:
         ctx.shutting_down = True
         for connection in list(ctx.connections):
             connection.begin_shutdown()
-        deadline = time.monotonic() + self.limits.shutdown_grace_s
-        # Bounded by the grace period; polling keeps the per-connection path free of bookkeeping.
-        while ctx.connections and time.monotonic() < deadline:
-            await anyio.sleep(0.02)
+        if ctx.connections:
+            ctx.all_closed = anyio.Event()
+            with anyio.move_on_after(self.limits.shutdown_grace_s):
+                await ctx.all_closed.wait()
 
     async def _accept_loop(self, lsock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         ctx = self.context
