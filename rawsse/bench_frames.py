@@ -97,8 +97,10 @@ class FrameCounter:
         return frames - comments, comments
 
     def ends_with(self, marker: bytes) -> bool:
-        """Whether ``marker`` is in the last frame(s) of the stream so far."""
-        return marker in self._tail
+        """Whether ``marker`` is in the stream's last frame (as far as the last 64 bytes go)."""
+        body = self._tail.rstrip(b"\r\n")
+        start = body.rfind(self._sep) if self._sep else -1
+        return marker in (body[start + len(self._sep) :] if start >= 0 else body)
 
     def _decide_separator(self, payload: bytes) -> bool:
         lf = payload.find(b"\n")

@@ -304,6 +304,8 @@ class _Runner:
                             raise _Failed("content_type", f"Content-Type {head.media_type!r}")
                         decoder = exchange.body_decoder(head)
                         data = exchange.unused
+                        if not data and not decoder.done:
+                            continue  # the head came alone: the body is in later reads
                     assert decoder is not None
                     if not data:
                         decoder.feed_eof()
@@ -335,7 +337,7 @@ class _Runner:
             except SSEConnectionError as exc:
                 raise _Failed("disconnect", str(exc)) from exc
             except (OSError, anyio.BrokenResourceError) as exc:
-                raise _Failed("disconnect", f"connection lost: {exc}") from exc
+                raise _Failed("disconnect", f"connection lost: {exc!r}") from exc
             finally:
                 state.payload_bytes += payload_total
                 if checker is not None:

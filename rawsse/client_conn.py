@@ -148,7 +148,7 @@ class ClientConnection:
         except TimeoutError as exc:
             raise SSETimeoutError(f"no data from the server for {read_timeout_s} s") from exc
         except (OSError, anyio.BrokenResourceError) as exc:
-            raise SSEConnectionError(f"connection lost: {exc}") from exc
+            raise SSEConnectionError(f"connection lost: {exc!r}") from exc
         if self._hook is not None:
             self._read_t = time.perf_counter()
             self._hook(self._read_t, Received(data))

@@ -57,7 +57,7 @@ class RawServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-async def _read_request(stream: anyio.abc.SocketStream, index: int) -> RawRequest | None:
+async def _read_request(stream: anyio.abc.SocketStream) -> RawRequest | None:
     buf = b""
     while b"\r\n\r\n" not in buf:
         try:
@@ -75,7 +75,7 @@ async def _read_request(stream: anyio.abc.SocketStream, index: int) -> RawReques
     length = int(headers.get("content-length", "0"))
     while len(body) < length:
         body += await stream.receive()
-    return RawRequest(method, path, headers, body, index)
+    return RawRequest(method, path, headers, body, index=-1)
 
 
 @asynccontextmanager
@@ -87,9 +87,11 @@ async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
 
     async def serve_one(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            request = await _read_request(stream, len(server.requests))
+            request = await _read_request(stream)
             if request is None:
                 return
+            # numbered in the order requests complete, which is unique across connections
+            request.index = len(server.requests)
             server.requests.append(request)
             # the client may leave first: fine for a test server
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -192,3 +194,34 @@ def rawsse_server(*args: str) -> Iterator[str]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# What the misbehaving chat server does with request k, by k % 5, and how bench must count it.
+MISBEHAVIOURS = ("ok", "status", "in_band", "truncated", "disconnect")
+
+
+async def misbehaving_chat(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+    """A chat server that fails on purpose in a different way for each request in turn.
+
+    ``ok``: three chunks and ``[DONE]``; ``status``: 503 with a JSON error; ``in_band``: one
+    chunk, an error frame, ``[DONE]``; ``truncated``: two chunks then a clean end of the body
+    without ``[DONE]``; ``disconnect``: one chunk then a TCP reset mid-body.
+    """
+    kind = MISBEHAVIOURS[request.index % len(MISBEHAVIOURS)]
+    if kind == "status":
+        body = b'{"error":{"message":"overloaded","type":"server_error"}}'
+        await s.send(plain_response("503 Service Unavailable", "application/json", body))
+        return
+    await s.send(sse_head())
+    if kind == "ok":
+        frames = [chat_chunk("a"), chat_chunk("b"), chat_chunk("c"), DONE_FRAME]
+    elif kind == "in_band":
+        frames = [chat_chunk("a"), ERROR_FRAME, DONE_FRAME]
+    elif kind == "truncated":
+        frames = [chat_chunk("a"), chat_chunk("b")]
+    else:
+        await s.send(chunk(chat_chunk("a")))
+        await anyio.sleep(0.01)
+        await reset(s)
+        return
+    await s.send(b"".join(chunk(frame) for frame in frames) + LAST_CHUNK)

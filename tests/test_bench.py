@@ -1,0 +1,298 @@
+"""``rawsse bench``: its histograms and frame counter, and the command run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rawsse.bench_frames import FrameCounter
+from rawsse.bench_stats import Histogram
+from rawsse.parser import EventParser
+from tests.tools_support import (
+    DONE_FRAME,
+    LAST_CHUNK,
+    MISBEHAVIOURS,
+    RawRequest,
+    chat_chunk,
+    chunk,
+    closed_port,
+    misbehaving_chat,
+    plain_response,
+    raw_server,
+    run_rawsse,
+    sse_head,
+)
+
+# ---------------------------------------------------------------- histogram
+
+
+def test_histogram_percentiles_within_bucket_precision() -> None:
+    rng = random.Random(7)
+    values = [int(rng.lognormvariate(8, 1.5)) for _ in range(20_000)]
+    histogram = Histogram()
+    for value in values:
+        histogram.record(value)
+    values.sort()
+    for p in (50, 90, 99, 99.9):
+        exact = values[max(0, -(-len(values) * p // 100) - 1).__int__()]
+        assert abs(histogram.percentile(p) - exact) <= exact / 64 + 1, p
+    assert histogram.max == values[-1]
+    assert histogram.min == values[0]
+    assert histogram.count == len(values)
+    assert histogram.mean == pytest.approx(sum(values) / len(values))
+
+
+def test_histogram_memory_is_bounded_by_range_not_count() -> None:
+    histogram = Histogram()
+    for value in range(0, 3_600_000_000, 997_001):  # up to an hour in microseconds
+        histogram.record(value)
+    assert len(histogram._counts) < 2200
+
+
+def test_histogram_small_values_exact_counts_and_merge() -> None:
+    a = Histogram()
+    a.record(5, count=99)
+    a.record(100)
+    b = Histogram()
+    b.record(1_000_000)
+    a.merge(b)
+    assert a.percentile(50) == 5
+    assert a.percentile(98) == 5
+    assert a.percentile(99) == 100  # rank ceil(101 * 0.99) = 100: the 100th value
+    assert a.max == 1_000_000
+    assert a.count == 101
+    assert a.summary_ms()["max"] == 1000.0
+    assert Histogram().percentile(50) == 0.0
+    negative = Histogram()
+    negative.record(-3)
+    assert negative.min == 0
+
+
+# ---------------------------------------------------------------- frame counter
+
+FRAMES = st.sampled_from(
+    [
+        b"data: x\n\n",
+        b": heartbeat\n\n",
+        b":\n\n",
+        b'data: {"error":{"message":"m"}}\n\n',
+        b"event: error\ndata: {}\n\n",
+        b"id: 3\nevent: tick\ndata: a\ndata: b\n\n",
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.lists(FRAMES, min_size=1, max_size=12),
+    crlf=st.booleans(),
+    cuts=st.lists(st.integers(min_value=1, max_value=9), max_size=40),
+)
+def test_frame_counter_agrees_with_the_parser(
+    frames: list[bytes], crlf: bool, cuts: list[int]
+) -> None:
+    stream = b"".join(frames)
+    if crlf:
+        stream = stream.replace(b"\n", b"\r\n")
+    counter = FrameCounter()
+    returned_events = returned_comments = 0
+    i = 0
+    for cut in [*cuts, len(stream)]:
+        events, comments = counter.feed(stream[i : i + cut])
+        returned_events += events
+        returned_comments += comments
+        i += cut
+        if i >= len(stream):
+            break
+    parsed = EventParser().feed(stream)
+    comment_frames = sum(frame.startswith(b":") for frame in frames)
+    assert counter.events == len(parsed) == returned_events
+    assert counter.comments == comment_frames == returned_comments
+    assert counter.error_frames == sum(b"error" in frame for frame in frames)
+    assert counter.ends_with(b"[DONE]") == (frames[-1] == b"data: [DONE]\n\n")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _result(stdout: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stdout)
+    return result
+
+
+async def _bench(*args: str, backend: str) -> tuple[int, dict[str, Any], bytes]:
+    done = await run_rawsse("bench", *args, "--json", "--backend", backend)
+    return done.returncode, _result(done.stdout) if done.stdout else {}, done.stderr
+
+
+@pytest.mark.anyio
+async def test_counts_every_kind_of_failure_exactly(anyio_backend: str) -> None:
+    async with raw_server(misbehaving_chat) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        status, result, stderr = await _bench(
+            base, "--requests", "20", "--streams", "4", backend=anyio_backend
+        )
+    assert status == 0, stderr
+    per_kind = 20 // len(MISBEHAVIOURS)
+    assert result["requests"] == 20
+    assert result["completed"] == per_kind
+    assert result["errors"] == 20 - per_kind
+    kinds = result["error_kinds"]
+    for kind in ("status", "in_band", "truncated", "disconnect"):
+        assert kinds[kind] == per_kind, (kind, result["error_samples"])
+    assert kinds["connect"] == kinds["protocol"] == kinds["timeout"] == 0
+    assert result["statuses"] == {"200": 16, "503": 4}
+    assert "503" in result["error_samples"]["status"]
+    # events: ok 3 + [DONE], in_band 3 (chunk, error, [DONE]), truncated 2, disconnect 1
+    assert result["events"] == per_kind * (4 + 3 + 2 + 1)
+    assert all(request.path == "/v1/chat/completions" for request in server.requests)
+    body = server.requests[0].json()
+    assert body["model"] == "lorem"
+    assert body["max_tokens"] == 16
+    assert body["stream"] is True
+    for key in ("ttfb_ms", "headers_ms", "first_event_ms", "gap_ms"):
+        assert set(result[key]) >= {"p50", "p90", "p99", "max"}
+    assert result["ttfb_ms"]["count"] == 20
+    assert result["first_event_ms"]["count"] == 16
+
+
+@pytest.mark.anyio
+async def test_connection_failures_are_counted_not_fatal(anyio_backend: str) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1/chat/completions"
+    status, result, _ = await _bench(
+        url, "--requests", "6", "--streams", "2", backend=anyio_backend
+    )
+    assert status == 1  # nothing completed
+    assert result["completed"] == 0
+    assert result["errors"] == result["error_kinds"]["connect"] == 6
+    assert "connect" in result["error_samples"]["connect"]
+
+
+async def _slow_ok(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+    await anyio.sleep(0.1)
+    await s.send(sse_head() + chunk(chat_chunk("a")) + chunk(DONE_FRAME) + LAST_CHUNK)
+
+
+@pytest.mark.anyio
+async def test_open_loop_measures_from_the_schedule(anyio_backend: str) -> None:
+    # 10 arrivals 20 ms apart, 2 in flight, 100 ms each: the server is too slow, so later
+    # requests start late, and their latency must include the wait (no coordinated omission).
+    async with raw_server(_slow_ok) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        common = ("--requests", "10", "--streams", "2")
+        _, open_loop, _ = await _bench(base, *common, "--rate", "50", backend=anyio_backend)
+        _, closed, _ = await _bench(base, *common, backend=anyio_backend)
+    assert open_loop["mode"] == "open-loop"
+    assert open_loop["completed"] == closed["completed"] == 10
+    assert closed["ttfb_ms"]["max"] < 250
+    assert open_loop["ttfb_ms"]["max"] > 300
+    assert open_loop["ttfb_ms"]["p50"] > closed["ttfb_ms"]["p50"] + 50
+
+
+@pytest.mark.anyio
+async def test_hold_counts_heartbeats_and_their_jitter(anyio_backend: str) -> None:
+    async def heartbeats(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        await s.send(sse_head() + chunk(b"data: hello\n\n"))
+        for _ in range(200):
+            await anyio.sleep(0.05)
+            await s.send(chunk(b": ping\n\n"))
+
+    async with raw_server(heartbeats) as server:
+        status, result, stderr = await _bench(
+            server.url("/idle"), "--hold", "0.6", "--streams", "5", backend=anyio_backend
+        )
+    assert status == 0, stderr
+    assert result["mode"] == "hold"
+    assert result["completed"] == 5
+    assert result["errors"] == 0
+    assert result["peak_streams"] == 5
+    assert result["events"] == 5
+    assert 5 * 8 <= result["heartbeats"] <= 5 * 13
+    assert 40 <= result["heartbeat_gap_ms"]["p50"] <= 70
+    assert result["heartbeat_jitter_ms"] >= 0
+    assert all(request.method == "GET" for request in server.requests)
+
+
+@pytest.mark.anyio
+async def test_check_mode_and_duration(anyio_backend: str) -> None:
+    async def handler(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        bad = request.index % 2 == 1
+        first = b"data: not json\n\n" if bad else chat_chunk("a")
+        await s.send(sse_head() + chunk(first) + chunk(DONE_FRAME) + LAST_CHUNK)
+
+    async with raw_server(handler) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        _, checked, _ = await _bench(
+            base, "--requests", "10", "--streams", "2", "--check", backend=anyio_backend
+        )
+        _, unchecked, _ = await _bench(
+            base, "--requests", "10", "--streams", "2", backend=anyio_backend
+        )
+        _, timed, _ = await _bench(
+            base, "--duration", "0.5", "--streams", "2", backend=anyio_backend
+        )
+    assert checked["errors"] == checked["error_kinds"]["check"] == 5
+    assert "not JSON" in checked["error_samples"]["check"]
+    assert checked["events"] == 20
+    assert unchecked["errors"] == 0  # the fast path does not look inside the data
+    assert 0.45 <= timed["duration_s"] < 2.0
+    assert timed["completed"] >= 10
+    assert timed["errors"] == 0
+
+
+@pytest.mark.anyio
+async def test_keepalive_reuses_connections(anyio_backend: str) -> None:
+    async def keepalive(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        # answers every request on this connection, in turn, with keep-alive framing
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+        body = chunk(b"data: x\n\n") + LAST_CHUNK
+        await s.send(head + body)
+        served = 1
+        buf = b""
+        while served < 50:
+            try:
+                buf += await s.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            while b"\r\n\r\n" in buf:
+                _, _, buf = buf.partition(b"\r\n\r\n")
+                await s.send(head + body)
+                served += 1
+
+    async with raw_server(keepalive) as server:
+        status, result, stderr = await _bench(
+            server.url("/events"), "--requests", "30", "--streams", "3", backend=anyio_backend
+        )
+    assert status == 0, stderr
+    assert result["completed"] == 30
+    assert result["connect_ms"]["count"] == 3  # one connection per stream, reused
+    assert len(server.requests) == 3
+
+
+@pytest.mark.anyio
+async def test_table_output_and_bad_options(anyio_backend: str) -> None:
+    async def handler(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        await s.send(plain_response("200 OK", "text/plain", b"not a stream"))
+
+    async with raw_server(handler) as server:
+        done = await run_rawsse(
+            "bench", server.url("/x"), "--requests", "3", "--streams", "1",
+            "--backend", anyio_backend,
+        )  # fmt: skip
+    assert done.returncode == 1
+    text = done.stdout.decode()
+    assert "completed 0" in text
+    assert "content_type 3" in text
+    assert "first byte" in text
+    bad = await run_rawsse("bench", "http://127.0.0.1:1/", "--requests", "1", "--duration", "1")
+    assert bad.returncode == 2
+    assert b"at most one" in bad.stderr
