@@ -94,7 +94,11 @@ def test_thinking_text_and_tool_use_blocks() -> None:
     frames, stream = run(ANTHROPIC, request(), deltas)
     data = check(frames)
     shapes = [
-        (value["type"], value.get("index"), (value.get("delta") or value.get("content_block") or {}))
+        (
+            value["type"],
+            value.get("index"),
+            (value.get("delta") or value.get("content_block") or {}),
+        )
         for value in data[2:-3]
     ]
     assert shapes == [

@@ -109,7 +109,9 @@ def test_function_calls_are_sent_whole_at_the_end() -> None:
     frames, stream = run(GEMINI, request(), deltas)
     parsed = responses(frames)
     assert len(parsed) == 1
-    assert parsed[0].function_calls == [types.FunctionCall(name="get_weather", args={"city": "Paris"})]
+    assert parsed[0].function_calls == [
+        types.FunctionCall(name="get_weather", args={"city": "Paris"})
+    ]
     assert parsed[0].candidates is not None
     assert parsed[0].candidates[0].finish_reason == types.FinishReason.STOP
     assert stream.response_body()["candidates"][0]["content"]["parts"] == [

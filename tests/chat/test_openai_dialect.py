@@ -192,7 +192,11 @@ def test_n2_interleaved_by_index() -> None:
     frames, stream = run(OPENAI, req, deltas)
     data = check(frames, req)
     got = [
-        (value["choices"][0]["index"], value["choices"][0]["delta"], value["choices"][0]["finish_reason"])
+        (
+            value["choices"][0]["index"],
+            value["choices"][0]["delta"],
+            value["choices"][0]["finish_reason"],
+        )
         for value in data[:-2]
     ]
     assert got == [
@@ -284,16 +288,20 @@ def test_feed_starts_the_stream_and_start_is_idempotent() -> None:
     [
         ([TextDelta("x", 1)], "choice 1, but the request has n=1"),
         ([Finish("stop"), "x"], "choice 0 after its Finish"),
-        ([ToolCallDelta(0, arguments="{}")], "first fragment of tool call 0 (choice 0) has no name"),
+        (
+            [ToolCallDelta(0, arguments="{}")],
+            "first fragment of tool call 0 (choice 0) has no name",
+        ),
         ([ToolCallDelta(0, name="a"), ToolCallDelta(0, name="b")], "renamed from 'a' to 'b'"),
         ([42], "yielded a int, not a str or a delta"),
     ],
 )
 def test_backend_protocol_errors_are_500(deltas: list[Any], message: str) -> None:
     stream = OPENAI.new_stream(request(), STREAM_ID, CREATED)
+    for delta in deltas[:-1]:
+        stream.feed(delta)
     with pytest.raises(ChatError) as info:
-        for delta in deltas:
-            stream.feed(delta)
+        stream.feed(deltas[-1])
     assert info.value.status == 500
     assert message in info.value.message
     # The stream is still open, so the mount can end it with the error frame.
