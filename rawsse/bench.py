@@ -36,6 +36,8 @@ _DEFAULT_PATH = "/v1/chat/completions"
 # Connections opened per second while ramping up: fast enough for 10,000 streams in 5 s, slow
 # enough that a listen backlog (often 128 to 4096) is not overrun into SYN retries.
 _RAMP_PER_S = 2000
+# Anthropic's Messages API requires this header; its value is the API version it speaks.
+_ANTHROPIC_VERSION = "2023-06-01"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="one JSON object on stdout")
     output.add_argument(
-        "--check", action="store_true", help="parse every event and check its data is JSON"
+        "--check",
+        action="store_true",
+        help="parse every event, check its data is JSON and (chat paths) the vendor's grammar",
     )
     output.add_argument("--no-progress", action="store_true", help="no progress line")
     run_group = parser.add_argument_group("process")
@@ -122,16 +126,22 @@ def _parse_headers(values: list[str]) -> list[tuple[str, str]]:
     return headers
 
 
+def _dialect(path: str) -> str | None:
+    """The chat dialect a path speaks (for ``--check``'s grammar), if any."""
+    path = path.split("?", 1)[0]
+    if path.endswith("/chat/completions"):
+        return "openai"
+    if path.endswith("/messages"):
+        return "anthropic"
+    return None
+
+
 def _terminal(option: str, path: str) -> str | None:
     if option == "none":
         return None
     if option != "auto":
         return option
-    if path.split("?", 1)[0].endswith("/chat/completions"):
-        return "[DONE]"
-    if path.split("?", 1)[0].endswith("/messages"):
-        return "message_stop"
-    return None
+    return {"openai": "[DONE]", "anthropic": "message_stop", None: None}[_dialect(path)]
 
 
 def build_config(args: argparse.Namespace, url: str) -> BenchConfig:
@@ -158,8 +168,11 @@ def build_config(args: argparse.Namespace, url: str) -> BenchConfig:
         body = dumps(chat)
     else:
         body = None
-    if body is not None and not any(name.lower() == "content-type" for name, _ in headers):
+    names = {name.lower() for name, _ in headers}
+    if body is not None and "content-type" not in names:
         headers.append(("Content-Type", "application/json"))
+    if _dialect(target.path) == "anthropic" and "anthropic-version" not in names:
+        headers.append(("anthropic-version", _ANTHROPIC_VERSION))
     headers.append(("Accept", "text/event-stream"))
     modes = [args.requests is not None, args.duration is not None, args.hold is not None]
     if sum(modes) > 1:
@@ -183,6 +196,7 @@ def build_config(args: argparse.Namespace, url: str) -> BenchConfig:
         read_timeout_s=args.timeout,
         terminal=_terminal(args.terminal, target.path),
         check=args.check,
+        dialect=_dialect(target.path) if args.check and body is not None else None,
         keepalive=not args.no_keepalive,
     )
 

@@ -34,6 +34,7 @@ import math
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -45,6 +46,10 @@ from rawsse.client_errors import SSEConnectionError, SSEProtocolError
 from rawsse.client_http import Exchange, Target
 from rawsse.jsonio import JSONDecodeError, loads
 from rawsse.parser import EventParser, EventTooLarge
+from rawsse.sse import Event
+
+if TYPE_CHECKING:
+    from rawsse.chat.grammar import AnthropicGrammar, OpenAIGrammar
 
 __all__ = ["ERROR_KINDS", "BenchConfig", "BenchState", "run_bench"]
 
@@ -83,6 +88,8 @@ class BenchConfig:
     # The terminal frame's data (``[DONE]``) or event type (``message_stop``); None: any end.
     terminal: str | None = None
     check: bool = False
+    # With ``check``: the chat grammar to validate against ("openai", "anthropic") or None.
+    dialect: str | None = None
     keepalive: bool = True
 
     def __post_init__(self) -> None:
@@ -146,16 +153,22 @@ class _Failed(Exception):
 
 
 class _Checker:
-    """``check`` mode: parse every event and verify the data, exactly."""
+    """``check`` mode: parse every event, verify its data is JSON and, for a chat dialect,
+    that the stream follows its grammar (``rawsse.chat.grammar``)."""
 
-    __slots__ = ("events", "failure", "in_band", "last", "parser")
+    __slots__ = ("events", "failure", "grammar", "in_band", "last", "parser")
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: str | None) -> None:
         self.parser = EventParser()
         self.events = 0
         self.in_band = 0
         self.last: tuple[str, str] | None = None  # (event type, data) of the last event
         self.failure = ""
+        self.grammar: OpenAIGrammar | AnthropicGrammar | None = None
+        if dialect is not None:
+            from rawsse.chat.grammar import AnthropicGrammar, OpenAIGrammar
+
+            self.grammar = OpenAIGrammar() if dialect == "openai" else AnthropicGrammar()
 
     def feed(self, payload: bytes) -> None:
         try:
@@ -166,6 +179,7 @@ class _Checker:
         for event in events:
             self.events += 1
             self.last = (event.event, event.data)
+            self._check_grammar(event)
             if event.event == "error":
                 self.in_band += 1
                 continue
@@ -178,6 +192,27 @@ class _Checker:
                 continue
             if isinstance(value, dict) and "error" in value:
                 self.in_band += 1
+
+    def _check_grammar(self, event: Event) -> None:
+        if self.grammar is None or self.failure:
+            return
+        from rawsse.chat.grammar import GrammarError
+
+        try:
+            self.grammar.feed(event)
+        except GrammarError as exc:
+            self.failure = str(exc)
+
+    def finish(self) -> None:
+        """The stream ended: the grammar's end-of-stream rules."""
+        if self.grammar is None or self.failure:
+            return
+        from rawsse.chat.grammar import GrammarError
+
+        try:
+            self.grammar.end()
+        except GrammarError as exc:
+            self.failure = str(exc)
 
     def ends_with(self, marker: str) -> bool:
         """Whether the last event is the terminal one: its data or its type is ``marker``."""
@@ -257,7 +292,7 @@ class _Runner:
             raise _Failed("disconnect", f"sending the request failed: {exc}") from exc
         timeout_s = config.read_timeout_s
         counter = FrameCounter()
-        checker = _Checker() if config.check else None
+        checker = _Checker(config.dialect) if config.check else None
         gap = state.gap_us
         heartbeat_gap = state.heartbeat_gap_us
         head = None
@@ -373,6 +408,9 @@ class _Runner:
                 return
             if terminal is not None and not checker.ends_with(terminal):
                 raise _Failed("truncated", f"the stream ended without {terminal!r}")
+            checker.finish()
+            if checker.failure:
+                raise _Failed("check", checker.failure)
             return
         if counter.error_frames:
             raise _Failed("in_band", "the stream carried an error frame")

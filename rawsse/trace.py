@@ -44,6 +44,8 @@ __all__ = ["add_arguments", "run"]
 _CHAT_PATH = "/v1/chat/completions"
 # Anthropic requires max_tokens; 1024 is what its own examples use.
 _ANTHROPIC_MAX_TOKENS = 1024
+# Anthropic's Messages API requires this header; its value is the API version it speaks.
+_ANTHROPIC_VERSION = "2023-06-01"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,8 +280,12 @@ def _build_request(args: argparse.Namespace) -> _Request:
             body = dumps(loads(args.data))
         except JSONDecodeError as exc:
             raise ValueError(f"--data is not JSON: {exc}") from exc
-    if body is not None and not any(name.lower() == "content-type" for name, _ in headers):
+    names = {name.lower() for name, _ in headers}
+    if body is not None and "content-type" not in names:
         headers.append(("Content-Type", "application/json"))
+    anthropic = target.path.split("?", 1)[0].endswith("/messages")
+    if args.chat is not None and anthropic and "anthropic-version" not in names:
+        headers.append(("anthropic-version", _ANTHROPIC_VERSION))
     return _Request(url, args.method, headers, body)
 
 

@@ -26,6 +26,7 @@ from tests.tools_support import (
     misbehaving_chat,
     plain_response,
     raw_server,
+    rawsse_server,
     run_rawsse,
     sse_head,
 )
@@ -229,20 +230,22 @@ async def test_check_mode_and_duration(anyio_backend: str) -> None:
         await s.send(sse_head() + chunk(first) + chunk(DONE_FRAME) + LAST_CHUNK)
 
     async with raw_server(handler) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        _, checked, _ = await _bench(
-            base, "--requests", "10", "--streams", "2", "--check", backend=anyio_backend
-        )
-        _, unchecked, _ = await _bench(
-            base, "--requests", "10", "--streams", "2", backend=anyio_backend
-        )
+        url = server.url("/stream")  # not a chat path: GET, data checked as JSON only
+        chat = server.url("/v1/chat/completions")
+        common = ("--requests", "10", "--streams", "2")
+        _, checked, _ = await _bench(url, *common, "--check", backend=anyio_backend)
+        _, unchecked, _ = await _bench(url, *common, backend=anyio_backend)
+        _, grammar, _ = await _bench(chat, *common, "--check", backend=anyio_backend)
         _, timed, _ = await _bench(
-            base, "--duration", "0.5", "--streams", "2", backend=anyio_backend
+            url, "--duration", "0.5", "--streams", "2", backend=anyio_backend
         )
     assert checked["errors"] == checked["error_kinds"]["check"] == 5
     assert "not JSON" in checked["error_samples"]["check"]
     assert checked["events"] == 20
     assert unchecked["errors"] == 0  # the fast path does not look inside the data
+    # on a chat path --check also applies the OpenAI grammar: these chunks lack "created"
+    assert grammar["error_kinds"]["check"] == 10
+    assert "created" in grammar["error_samples"]["check"]
     assert 0.45 <= timed["duration_s"] < 2.0
     assert timed["completed"] >= 10
     assert timed["errors"] == 0
@@ -296,3 +299,43 @@ async def test_table_output_and_bad_options(anyio_backend: str) -> None:
     bad = await run_rawsse("bench", "http://127.0.0.1:1/", "--requests", "1", "--duration", "1")
     assert bad.returncode == 2
     assert b"at most one" in bad.stderr
+
+
+# ---------------------------------------------------------------- against `rawsse serve`
+
+
+@pytest.mark.anyio
+async def test_embedded_default_server_checked(anyio_backend: str) -> None:
+    # no URL: bench starts `rawsse serve` itself, benchmarks it, and stops it
+    status, result, stderr = await _bench(
+        "--requests", "40", "--streams", "4", "--max-tokens", "5", "--check",
+        backend=anyio_backend,
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert result["url"].startswith("http://127.0.0.1:")
+    assert result["url"].endswith("/v1/chat/completions")
+    assert result["completed"] == 40
+    assert result["errors"] == 0
+    # role chunk, 5 tokens, finish chunk, [DONE]
+    assert result["events"] == 40 * 8
+    assert result["first_event_ms"]["count"] == 40
+    assert result["events_per_s"] > 0
+
+
+@pytest.mark.anyio
+async def test_rawsse_url_pace_and_anthropic(anyio_backend: str) -> None:
+    with rawsse_server("--token-delay", "0.01") as url:
+        _, openai, _ = await _bench(
+            url, "--requests", "8", "--streams", "4", "--max-tokens", "6",
+            backend=anyio_backend,
+        )  # fmt: skip
+        _, anthropic, _ = await _bench(
+            url, "--path", "/v1/messages", "--requests", "8", "--streams", "4",
+            "--max-tokens", "3", "--check", backend=anyio_backend,
+        )  # fmt: skip
+    assert openai["completed"] == 8
+    # tokens come one per 10 ms after the first: the gaps between events show it
+    assert 7 <= openai["gap_ms"]["p90"] <= 60
+    assert openai["first_event_ms"]["p50"] < openai["stream_ms"]["p50"]
+    assert anthropic["completed"] == 8, anthropic["error_samples"]
+    assert anthropic["errors"] == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from collections.abc import Iterator
 
 import anyio
 import anyio.abc
@@ -32,6 +34,7 @@ from tests.tools_support import (
     closed_port,
     plain_response,
     raw_server,
+    rawsse_server,
     sse_head,
 )
 
@@ -375,3 +378,73 @@ async def test_close_delimited_and_event_too_large() -> None:
         async with connect(server.url(), max_event_bytes=1000) as response:
             with pytest.raises(SSEProtocolError, match="too large"):
                 await response.next_event()
+
+
+# ---------------------------------------------------------------- against `rawsse serve`
+
+
+@pytest.fixture(scope="module")
+def rawsse_url() -> Iterator[str]:
+    with rawsse_server("tests.tools_support:client_test_app") as url:
+        yield url
+
+
+async def test_rawsse_reconnect_retry_last_event_id_and_204(rawsse_url: str) -> None:
+    started = time.monotonic()
+    async with stream(rawsse_url + "/ticks") as events:
+        received = [event async for event in events]
+    elapsed = time.monotonic() - started
+    assert received == [Event("a", id="1"), Event("b", id="2")]
+    assert events.retry_ms == 80  # the server's retry: hint replaced the 3 s default
+    assert events.reconnects == 2  # once to get "b", once more to be told 204
+    assert events.last_event_id == "2"
+    assert 0.16 <= elapsed < 2.0
+
+
+async def test_rawsse_wrong_content_type_and_status(rawsse_url: str) -> None:
+    with pytest.raises(SSEContentTypeError) as wrong_type:
+        await _drain(rawsse_url + "/v1/models", retry_ms=10)
+    assert wrong_type.value.content_type == "application/json"
+    assert b'"object":"list"' in wrong_type.value.body_excerpt
+    with pytest.raises(SSEStatusError) as wrong_status:
+        await _drain(
+            rawsse_url + "/v1/chat/completions",
+            json={"model": "no-such-model", "messages": [{"role": "user", "content": "x"}],
+                  "stream": True},
+        )  # fmt: skip
+    assert wrong_status.value.status == 404
+    assert b"no-such-model" in wrong_status.value.body_excerpt
+
+
+async def test_rawsse_chat_stream_then_resume_across_reconnects(rawsse_url: str) -> None:
+    request = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "one two three four"}],
+        "stream": True,
+    }
+    async with connect(rawsse_url + "/v1/chat/completions", json=request) as response:
+        stream_id = response.head.header("x-rawsse-stream-id")
+        first = [await response.next_event(), await response.next_event()]
+    # we left after two events; the server keeps producing (resume grace) and we resume with
+    # Last-Event-ID. A read timeout shorter than the token delay (0.2 s) cuts each connection
+    # while the server is quiet, so the client has to reconnect, again with Last-Event-ID.
+    assert stream_id
+    assert all(event is not None for event in first)
+    last_id = first[-1].id if first[-1] is not None else None
+    assert last_id == "2"
+    resumed: list[Event] = []
+    url = f"{rawsse_url}/v1/chat/completions/{stream_id}/events"
+    async with stream(url, last_event_id=last_id, read_timeout_s=0.1, retry_ms=20) as events:
+        async for event in events:
+            resumed.append(event)
+            if event.data == "[DONE]":
+                break
+    assert events.reconnects >= 1
+    ids = [int(event.id or 0) for event in resumed]
+    assert ids == list(range(3, 3 + len(resumed)))  # no gap, no repeat across reconnections
+    text = "".join(
+        json.loads(event.data)["choices"][0]["delta"].get("content", "")
+        for event in [*first, *resumed]
+        if event is not None and event.data != "[DONE]"
+    )
+    assert text == "one two three four"

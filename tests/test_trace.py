@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from tests.tools_support import (
     chunk,
     closed_port,
     raw_server,
+    rawsse_server,
     run_rawsse,
     sse_head,
 )
@@ -232,3 +234,44 @@ async def test_bad_command_line() -> None:
     done = await run_rawsse("trace", "http://127.0.0.1:1/", "-H", "no colon")
     assert done.returncode == 2
     assert b"Name: value" in done.stderr
+
+
+# ---------------------------------------------------------------- against `rawsse serve`
+
+
+@pytest.fixture(scope="module")
+def rawsse_url() -> Iterator[str]:
+    with rawsse_server("--token-delay", "0.02") as url:
+        yield url
+
+
+async def test_trace_rawsse_chat_openai_and_anthropic(rawsse_url: str, anyio_backend: str) -> None:
+    openai = await run_rawsse(
+        "trace", rawsse_url, "--chat", "hello big world", "--validate", "openai", "--json",
+        "--backend", anyio_backend,
+    )  # fmt: skip
+    anthropic = await run_rawsse(
+        "trace", rawsse_url + "/v1/messages", "--chat", "hi", "--validate", "anthropic",
+        "--json", "--backend", anyio_backend,
+    )  # fmt: skip
+    assert openai.returncode == 0, openai.stdout
+    records = _records(openai.stdout)
+    assert not [r for r in records if r["type"] in ("invalid", "error")]
+    head = next(r for r in records if r["type"] == "head")
+    assert head["status"] == 200
+    events = [r for r in records if r["type"] == "event"]
+    assert events[-1]["data"] == "[DONE]"
+    assert [e["id"] for e in events] == [str(n) for n in range(1, len(events) + 1)]
+    text = "".join(
+        json.loads(e["data"])["choices"][0]["delta"].get("content", "") for e in events[:-1]
+    )
+    assert text == "hello big world"
+    summary = records[-1]
+    # three tokens, the first at once and then one per 20 ms: the gaps show the pace
+    assert summary["gaps_ms"]["max"] >= 15
+    assert summary["total_ms"] >= 35
+    assert summary["chunks"] >= 3
+    assert anthropic.returncode == 0, anthropic.stdout
+    types = [r["event"] for r in _records(anthropic.stdout) if r["type"] == "event"]
+    assert types[0] == "message_start"
+    assert types[-1] == "message_stop"

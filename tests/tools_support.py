@@ -24,6 +24,13 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
+from rawsse.app import App
+from rawsse.demo import DemoOptions, create_demo_app
+from rawsse.request import Request
+from rawsse.response import Response
+from rawsse.sse import Event
+from rawsse.stream import EventStream
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -225,3 +232,31 @@ async def misbehaving_chat(request: RawRequest, s: anyio.abc.SocketStream) -> No
         await reset(s)
         return
     await s.send(b"".join(chunk(frame) for frame in frames) + LAST_CHUNK)
+
+
+async def _events(*events: Event) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+
+
+def client_test_app() -> App:
+    """What the client tests serve with ``rawsse serve tests.tools_support:client_test_app``.
+
+    The demo app (token delay 0.2 s, so a stream lasts long enough to be cut and resumed;
+    resume grace 5 s) plus ``GET /ticks``, a stream that ends after each event, the way a
+    browser-style reconnect is exercised: the first connection gets ``retry: 80``, ``id: 1``;
+    a reconnection with ``Last-Event-ID: 1`` gets ``id: 2``; one with ``Last-Event-ID: 2`` gets
+    ``204 No Content``, which must stop the client.
+    """
+    app = create_demo_app(DemoOptions(token_delay_s=0.2, resume_grace_s=5.0))
+
+    async def ticks(request: Request) -> Response | EventStream:
+        last = request.last_event_id
+        if last is None:
+            return EventStream(_events(Event("a", id="1")), retry_ms=80)
+        if last == "1":
+            return EventStream(_events(Event("b", id="2")))
+        return Response(b"", status=204)
+
+    app.add_route("/ticks", ticks)
+    return app
