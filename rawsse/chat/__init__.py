@@ -6,6 +6,7 @@ it is pure: no sockets here.
 """
 
 from rawsse.chat.anthropic_dialect import ANTHROPIC, AnthropicStream, anthropic_error_body
+from rawsse.chat.anthropic_request import parse_anthropic
 from rawsse.chat.auth import authenticate, check_api_key, presented_key
 from rawsse.chat.chatgpt_web_dialect import CHATGPT_WEB, ChatGPTWebStream
 from rawsse.chat.deltas import (
@@ -24,6 +25,7 @@ from rawsse.chat.envelope_dialect import ENVELOPE, EnvelopeStream
 from rawsse.chat.errors import ChatError, as_chat_error
 from rawsse.chat.fields import load_json_body
 from rawsse.chat.gemini_dialect import GEMINI, GeminiStream, gemini_error_body
+from rawsse.chat.gemini_request import parse_gemini
 from rawsse.chat.grammar import (
     AnthropicGrammar,
     GrammarError,
@@ -38,9 +40,7 @@ from rawsse.chat.openai_dialect import (
     openai_error_body,
     openai_models_body,
 )
-from rawsse.chat.parse_anthropic import parse_anthropic
-from rawsse.chat.parse_gemini import parse_gemini
-from rawsse.chat.parse_openai import parse_openai
+from rawsse.chat.openai_request import parse_openai
 from rawsse.chat.request import (
     MAX_CHOICES,
     ChatRequest,

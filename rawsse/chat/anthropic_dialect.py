@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rawsse.chat.anthropic_request import parse_anthropic
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError
-from rawsse.chat.parse_anthropic import parse_anthropic
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import Block, ChoiceState, ToolCallState
 from rawsse.jsonio import JSONDecodeError, loads

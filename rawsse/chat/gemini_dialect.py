@@ -30,7 +30,7 @@ from typing import Any
 
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError
-from rawsse.chat.parse_gemini import parse_gemini
+from rawsse.chat.gemini_request import parse_gemini
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState
 from rawsse.jsonio import JSONDecodeError, loads

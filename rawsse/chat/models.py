@@ -67,7 +67,13 @@ from rawsse.chat.fields import as_enum, as_int, as_number
 from rawsse.chat.request import ChatRequest
 from rawsse.jsonio import dumps
 
-__all__ = ["DEFAULT_LOREM_TOKENS", "ModelOptions", "demo_models", "parse_model_options"]
+__all__ = [
+    "DEFAULT_LOREM_TOKENS",
+    "ModelOptions",
+    "TokenGaps",
+    "demo_models",
+    "parse_model_options",
+]
 
 DEFAULT_LOREM_TOKENS = 16
 """``lorem``'s answer length when the request sets no ``max_tokens``."""
@@ -210,8 +216,8 @@ def _pieces(
     return pieces
 
 
-class _Gaps:
-    """The pauses between tokens, drawn from the requested distribution."""
+class TokenGaps:
+    """The pauses between tokens, drawn from ``options``' distribution with its seed."""
 
     def __init__(self, options: ModelOptions) -> None:
         self.mean_s = options.token_delay_s
@@ -219,6 +225,7 @@ class _Gaps:
         self.random = random.Random(options.seed)
 
     def next_s(self) -> float:
+        """The next pause, in seconds."""
         if self.mean_s <= 0 or self.dist == "fixed":
             return self.mean_s
         if self.dist == "uniform":
@@ -242,7 +249,7 @@ async def _generate(
         f"Injected failure after {options.fail_after} tokens (rawsse.fail_after).",
         code="injected_failure",
     )
-    gaps = _Gaps(options)
+    gaps = TokenGaps(options)
     if options.ttft_s > 0:
         await anyio.sleep(options.ttft_s)
     for step in range(len(plans[0])):

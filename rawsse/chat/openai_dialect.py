@@ -31,7 +31,7 @@ from typing import Any
 
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError
-from rawsse.chat.parse_openai import parse_openai
+from rawsse.chat.openai_request import parse_openai
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState
 
