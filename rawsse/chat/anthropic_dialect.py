@@ -199,7 +199,7 @@ class AnthropicStream(DialectStream):
     def _fail(self, error: ChatError) -> list[bytes]:
         return [self._event(anthropic_error_body(error))]
 
-    def response_body(self) -> dict[str, Any]:
+    def _response_body(self) -> dict[str, Any]:
         """A ``message`` with every content block, the stop reason and the usage.
 
         Raises ``ChatError`` 500 when a tool call's arguments are not a JSON object.

@@ -114,7 +114,7 @@ class ChatGPTWebStream(DialectStream):
         failure = {"error": error.message, "conversation_id": self.conversation_id}
         return [self._json(failure), self._data("[DONE]")]
 
-    def response_body(self) -> dict[str, Any]:
+    def _response_body(self) -> dict[str, Any]:
         """The finished message, as the stream's patches leave it, with ``conversation_id``."""
         state = self.transcript.choices[0]
         finish = _FINISH_TYPES[state.final_reason()]

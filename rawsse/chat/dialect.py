@@ -53,11 +53,16 @@ class DialectStream:
     event_ids: ClassVar[bool] = True
     """Whether frames carry their ``id:`` line (see rule 1 of the module docstring)."""
 
+    keeps_text: ClassVar[bool] = False
+    """Whether the stream's own frames need the whole text so far (else only a non-streaming
+    request keeps it; see ``Transcript``)."""
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
         self.request = request
         self.stream_id = stream_id
         self.created = created
-        self.transcript = Transcript(request, self._tool_id)
+        keep_text = self.keeps_text or not request.stream
+        self.transcript = Transcript(request, self._tool_id, keep_text=keep_text)
         self.last_event_id = 0
         self._started = False
         self._ended = False
@@ -150,8 +155,11 @@ class DialectStream:
         return self._fail(error)
 
     def response_body(self) -> dict[str, Any]:
-        """The non-streaming answer built from everything fed."""
-        raise NotImplementedError
+        """The non-streaming answer built from everything fed (a request with ``stream``
+        false; a streaming one does not keep its text, and this raises ``RuntimeError``)."""
+        if not self.transcript.keep_text:
+            raise RuntimeError("response_body() needs a non-streaming request: text not kept")
+        return self._response_body()
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -183,6 +191,9 @@ class DialectStream:
         raise NotImplementedError
 
     def _fail(self, error: ChatError) -> list[bytes]:
+        raise NotImplementedError
+
+    def _response_body(self) -> dict[str, Any]:
         raise NotImplementedError
 
 

@@ -36,6 +36,8 @@ __all__ = ["ENVELOPE", "EnvelopeStream"]
 class EnvelopeStream(DialectStream):
     """The frames of one generation as generic envelope objects."""
 
+    keeps_text = True  # the done frame carries the whole answer
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
         if request.n != 1:
             raise ChatError.invalid(
@@ -122,8 +124,7 @@ class EnvelopeStream(DialectStream):
         metadata = {"finish_reason": "error", "error": failure}
         return self._frame(self._envelope("done", metadata=metadata))
 
-    def response_body(self) -> dict[str, Any]:
-        """The ``done`` envelope: the whole answer, its usage and finish reason."""
+    def _response_body(self) -> dict[str, Any]:
         return self._done()
 
 

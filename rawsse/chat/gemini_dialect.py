@@ -129,7 +129,7 @@ class GeminiStream(DialectStream):
     def _fail(self, error: ChatError) -> list[bytes]:
         return [self._json(gemini_error_body(error))]
 
-    def response_body(self) -> dict[str, Any]:
+    def _response_body(self) -> dict[str, Any]:
         """A ``GenerateContentResponse`` with every candidate whole, and the usage.
 
         Raises ``ChatError`` 500 when a tool call's arguments are not a JSON object.

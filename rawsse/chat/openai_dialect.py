@@ -153,7 +153,7 @@ class OpenAIStream(DialectStream):
     def _fail(self, error: ChatError) -> list[bytes]:
         return [self._json(openai_error_body(error)), self._data("[DONE]")]
 
-    def response_body(self) -> dict[str, Any]:
+    def _response_body(self) -> dict[str, Any]:
         """A ``chat.completion`` with each choice's whole message, and the usage."""
         choices = []
         for state in self.transcript.choices:

@@ -13,6 +13,10 @@ the usage. It enforces the backend's side of the delta contract and raises ``Cha
 Usage: the completion tokens are the pieces yielded (text, reasoning and tool-call fragments,
 over all choices); the prompt tokens are ``ChatRequest.prompt_tokens()``; a ``Usage`` delta
 replaces both. Every dialect stream keeps one, and builds its non-streaming body from it.
+
+Memory: with ``keep_text`` false (a streaming request, whose frames already carried the text),
+text and reasoning pieces are counted but not kept, so a long stream costs no more memory than
+a short one; tool-call arguments are always kept.
 """
 
 from __future__ import annotations
@@ -87,13 +91,29 @@ class Transcript:
     """The accumulated generation; see the module docstring for the rules it enforces.
 
     ``make_tool_id(choice, index)`` invents an id, in the dialect's style, for a tool call whose
-    first fragment carried none.
+    first fragment carried none. ``keep_text`` false drops text and reasoning pieces once
+    counted.
     """
 
-    __slots__ = ("_estimate", "_usage", "choices", "citations", "make_tool_id", "request")
+    __slots__ = (
+        "_estimate",
+        "_usage",
+        "choices",
+        "citations",
+        "keep_text",
+        "make_tool_id",
+        "request",
+    )
 
-    def __init__(self, request: ChatRequest, make_tool_id: Callable[[int, int], str]) -> None:
+    def __init__(
+        self,
+        request: ChatRequest,
+        make_tool_id: Callable[[int, int], str],
+        *,
+        keep_text: bool = True,
+    ) -> None:
         self.request = request
+        self.keep_text = keep_text
         self.make_tool_id = make_tool_id
         self.choices = [ChoiceState(i) for i in range(request.n)]
         self.citations: tuple[str, ...] = ()
@@ -116,9 +136,10 @@ class Transcript:
         state.pieces += 1
         blocks = state.blocks
         if blocks and blocks[-1].kind == kind:
-            blocks[-1].pieces.append(text)
+            if self.keep_text:
+                blocks[-1].pieces.append(text)
             return False
-        blocks.append(Block(kind, [text]))
+        blocks.append(Block(kind, [text] if self.keep_text else []))
         return True
 
     def add_tool_fragment(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from rawsse.chat import ChatRequest, Delta, Dialect, DialectStream
@@ -24,6 +25,12 @@ def run(
         frames += stream.feed(delta)
     frames += stream.finish()
     return frames, stream
+
+
+def answer(dialect: Dialect, request: ChatRequest, deltas: Iterable[str | Delta]) -> Any:
+    """The non-streaming body for the same request (with ``stream`` false) and deltas."""
+    _, stream = run(dialect, replace(request, stream=False), deltas)
+    return stream.response_body()
 
 
 def parse_frames(frames: list[bytes]) -> list[Event]:

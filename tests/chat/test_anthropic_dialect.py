@@ -8,7 +8,7 @@ import pydantic
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
-from chat_support import CREATED, STREAM_ID, ids, parse_frames, payloads, run
+from chat_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 from rawsse.chat import (
     ANTHROPIC,
@@ -91,7 +91,7 @@ def test_thinking_text_and_tool_use_blocks() -> None:
         ToolCallDelta(1, id="toolu_given", name="get_time", arguments="{}"),
         Finish("tool_calls"),
     ]
-    frames, stream = run(ANTHROPIC, request(), deltas)
+    frames, _ = run(ANTHROPIC, request(), deltas)
     data = check(frames)
     shapes = [
         (
@@ -129,7 +129,7 @@ def test_thinking_text_and_tool_use_blocks() -> None:
     assert data[-3]["usage"] == {"output_tokens": 7}
     final = data[-1]
     assert final.content[2].input == {"city": "Paris"}
-    body = stream.response_body()
+    body = answer(ANTHROPIC, request(), deltas)
     Message.model_validate(body)
     assert body["content"] == [
         {"type": "thinking", "thinking": "Let me think.", "signature": ""},
@@ -146,13 +146,12 @@ def test_thinking_text_and_tool_use_blocks() -> None:
 
 
 def test_max_tokens_stop_reason_and_backend_usage() -> None:
-    frames, stream = run(
-        ANTHROPIC, request(max_tokens=2), ["a", "b", Usage(5, 9), Finish("length")]
-    )
+    deltas: list[str | Delta] = ["a", "b", Usage(5, 9), Finish("length")]
+    frames, _ = run(ANTHROPIC, request(max_tokens=2), deltas)
     data = check(frames)
     assert data[-3]["delta"]["stop_reason"] == "max_tokens"
     assert data[-3]["usage"]["output_tokens"] == 9
-    body = stream.response_body()
+    body = answer(ANTHROPIC, request(max_tokens=2), deltas)
     assert (body["stop_reason"], body["usage"]) == (
         "max_tokens",
         {"input_tokens": 5, "output_tokens": 9},
@@ -160,7 +159,7 @@ def test_max_tokens_stop_reason_and_backend_usage() -> None:
 
 
 def test_empty_answer_has_no_blocks() -> None:
-    frames, stream = run(ANTHROPIC, request(), [])
+    frames, _ = run(ANTHROPIC, request(), [])
     data = check(frames)
     assert [value["type"] for value in data[:-1]] == [
         "message_start",
@@ -168,7 +167,7 @@ def test_empty_answer_has_no_blocks() -> None:
         "message_delta",
         "message_stop",
     ]
-    assert stream.response_body()["content"] == []
+    assert answer(ANTHROPIC, request(), [])["content"] == []
 
 
 def test_error_mid_stream() -> None:
@@ -194,9 +193,8 @@ def test_interleaved_tool_calls_cannot_be_expressed() -> None:
 
 
 def test_non_object_tool_arguments_fail_the_body() -> None:
-    _, stream = run(ANTHROPIC, request(), [ToolCallDelta(0, name="a", arguments="[1]")])
     with pytest.raises(ChatError, match="not a JSON object"):
-        stream.response_body()
+        answer(ANTHROPIC, request(), [ToolCallDelta(0, name="a", arguments="[1]")])
 
 
 @pytest.mark.parametrize(

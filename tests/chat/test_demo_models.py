@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -209,7 +210,8 @@ async def test_gap_distributions() -> None:
 async def test_models_through_dialects_keep_the_grammar() -> None:
     models = demo_models(token_delay_s=0.001)
     req = request("one two three", n=2, stream=True, stream_options={"include_usage": True})
-    stream = OPENAI.new_stream(req, STREAM_ID, CREATED)
+    # stream=False keeps the text, for response_body (the frames are the same).
+    stream = OPENAI.new_stream(replace(req, stream=False), STREAM_ID, CREATED)
     frames = stream.start()
     async for delta in models["echo"](req):
         frames += stream.feed(delta)
@@ -227,7 +229,7 @@ async def test_models_through_dialects_keep_the_grammar() -> None:
             "rawsse": {"answer": "reasoning"},
         }
     )
-    stream = ANTHROPIC.new_stream(anthropic_req, STREAM_ID, CREATED)
+    stream = ANTHROPIC.new_stream(replace(anthropic_req, stream=False), STREAM_ID, CREATED)
     frames = stream.start()
     async for delta in models["lorem"](anthropic_req):
         frames += stream.feed(delta)

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chat_support import CREATED, STREAM_ID, parse_frames, payloads, run
+from chat_support import CREATED, STREAM_ID, answer, parse_frames, payloads, run
 from google.genai import types
 from google.genai._api_client import HttpResponse
 
@@ -78,7 +78,7 @@ def test_thoughts_max_tokens_and_candidates() -> None:
         Finish("length"),
         Finish("length", 1),
     ]
-    frames, stream = run(GEMINI, req, deltas)
+    frames, _ = run(GEMINI, req, deltas)
     parsed = responses(frames)
     assert payloads(parse_frames(frames))[0]["candidates"][0]["content"]["parts"] == [
         {"text": "hmm", "thought": True}
@@ -91,7 +91,7 @@ def test_thoughts_max_tokens_and_candidates() -> None:
     assert parsed[-2].usage_metadata is None
     assert parsed[-1].usage_metadata is not None
     assert parsed[-1].usage_metadata.candidates_token_count == 6
-    body = types.GenerateContentResponse.model_validate(stream.response_body())
+    body = types.GenerateContentResponse.model_validate(answer(GEMINI, req, deltas))
     assert body.candidates is not None
     assert [(c.index, c.content.parts if c.content else None) for c in body.candidates] == [
         (0, [types.Part(text="hmm", thought=True), types.Part(text="ac")]),
@@ -106,7 +106,7 @@ def test_function_calls_are_sent_whole_at_the_end() -> None:
         ToolCallDelta(0, arguments='"Paris"}'),
         Finish("tool_calls"),
     ]
-    frames, stream = run(GEMINI, request(), deltas)
+    frames, _ = run(GEMINI, request(), deltas)
     parsed = responses(frames)
     assert len(parsed) == 1
     assert parsed[0].function_calls == [
@@ -114,7 +114,7 @@ def test_function_calls_are_sent_whole_at_the_end() -> None:
     ]
     assert parsed[0].candidates is not None
     assert parsed[0].candidates[0].finish_reason == types.FinishReason.STOP
-    assert stream.response_body()["candidates"][0]["content"]["parts"] == [
+    assert answer(GEMINI, request(), deltas)["candidates"][0]["content"]["parts"] == [
         {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chat_support import CREATED, STREAM_ID, ids, parse_frames, payloads, run
+from chat_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -109,13 +109,14 @@ def test_usage_on_and_off() -> None:
 
 def test_backend_usage_replaces_the_count() -> None:
     req = request(stream_options={"include_usage": True})
-    frames, stream = run(OPENAI, req, ["Hi", Usage(prompt_tokens=10, completion_tokens=7)])
+    deltas: list[str | Delta] = ["Hi", Usage(prompt_tokens=10, completion_tokens=7)]
+    frames, _ = run(OPENAI, req, deltas)
     assert check(frames, req)[-2]["usage"] == {
         "prompt_tokens": 10,
         "completion_tokens": 7,
         "total_tokens": 17,
     }
-    assert stream.response_body()["usage"]["completion_tokens"] == 7
+    assert answer(OPENAI, req, deltas)["usage"]["completion_tokens"] == 7
 
 
 def test_tool_calls_name_only_in_first_fragment() -> None:
@@ -127,7 +128,7 @@ def test_tool_calls_name_only_in_first_fragment() -> None:
         ToolCallDelta(1, arguments="{}"),
         Finish("tool_calls"),
     ]
-    frames, stream = run(OPENAI, request(), deltas)
+    frames, _ = run(OPENAI, request(), deltas)
     data = check(frames, request())
     assert [value["choices"][0]["delta"] for value in data[1:6]] == [
         {
@@ -155,7 +156,7 @@ def test_tool_calls_name_only_in_first_fragment() -> None:
         {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
     ]
     assert data[6]["choices"][0]["finish_reason"] == "tool_calls"
-    body = stream.response_body()
+    body = answer(OPENAI, request(), deltas)
     message = ChatCompletion.model_validate(body).choices[0].message
     assert message.content is None
     assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []] == [
@@ -165,17 +166,19 @@ def test_tool_calls_name_only_in_first_fragment() -> None:
 
 
 def test_unfinished_choice_with_tools_ends_with_tool_calls() -> None:
-    frames, stream = run(OPENAI, request(), [ToolCallDelta(0, name="f", arguments="{}")])
+    deltas = [ToolCallDelta(0, name="f", arguments="{}")]
+    frames, _ = run(OPENAI, request(), deltas)
     assert check(frames, request())[-2]["choices"][0]["finish_reason"] == "tool_calls"
-    assert stream.response_body()["choices"][0]["finish_reason"] == "tool_calls"
+    assert answer(OPENAI, request(), deltas)["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_reasoning_content() -> None:
-    frames, stream = run(OPENAI, request(), [ReasoningDelta("think"), "answer"])
+    deltas: list[str | Delta] = [ReasoningDelta("think"), "answer"]
+    frames, _ = run(OPENAI, request(), deltas)
     data = check(frames, request())
     assert data[1]["choices"][0]["delta"] == {"reasoning_content": "think"}
     assert data[2]["choices"][0]["delta"] == {"content": "answer"}
-    message = stream.response_body()["choices"][0]["message"]
+    message = answer(OPENAI, request(), deltas)["choices"][0]["message"]
     assert (message["reasoning_content"], message["content"]) == ("think", "answer")
 
 
@@ -189,7 +192,7 @@ def test_n2_interleaved_by_index() -> None:
         Finish("length", 1),
         Finish("stop", 0),
     ]
-    frames, stream = run(OPENAI, req, deltas)
+    frames, _ = run(OPENAI, req, deltas)
     data = check(frames, req)
     got = [
         (
@@ -210,7 +213,7 @@ def test_n2_interleaved_by_index() -> None:
         (0, {}, "stop"),
     ]
     assert data[-2]["usage"]["completion_tokens"] == 4
-    body = ChatCompletion.model_validate(stream.response_body())
+    body = ChatCompletion.model_validate(answer(OPENAI, req, deltas))
     assert [(c.index, c.message.content, c.finish_reason) for c in body.choices] == [
         (0, "A0A1", "stop"),
         (1, "B0B1", "length"),
@@ -219,20 +222,21 @@ def test_n2_interleaved_by_index() -> None:
 
 def test_max_tokens_cut_reports_length() -> None:
     req = request(max_tokens=2)
-    frames, stream = run(OPENAI, req, ["a", "b", Finish("length")])
+    deltas: list[str | Delta] = ["a", "b", Finish("length")]
+    frames, _ = run(OPENAI, req, deltas)
     assert check(frames, req)[-2]["choices"][0]["finish_reason"] == "length"
-    assert stream.response_body()["choices"][0]["finish_reason"] == "length"
+    assert answer(OPENAI, req, deltas)["choices"][0]["finish_reason"] == "length"
 
 
 def test_citations_ride_on_later_chunks() -> None:
-    frames, stream = run(
-        OPENAI, request(), ["a", Citations(["https://a.example/", "https://b.example/"]), "b"]
-    )
+    urls = ["https://a.example/", "https://b.example/"]
+    deltas: list[str | Delta] = ["a", Citations(urls), "b"]
+    frames, _ = run(OPENAI, request(), deltas)
     data = check(frames, request())
     assert "citations" not in data[1]
-    assert data[2]["citations"] == ["https://a.example/", "https://b.example/"]
-    assert data[3]["citations"] == ["https://a.example/", "https://b.example/"]
-    assert stream.response_body()["citations"] == ["https://a.example/", "https://b.example/"]
+    assert data[2]["citations"] == urls
+    assert data[3]["citations"] == urls
+    assert answer(OPENAI, request(), deltas)["citations"] == urls
 
 
 def test_error_mid_stream_then_done() -> None:
@@ -309,9 +313,7 @@ def test_backend_protocol_errors_are_500(deltas: list[Any], message: str) -> Non
 
 
 def test_non_streaming_body_is_a_chat_completion() -> None:
-    req = request(stream=False)
-    _, stream = run(OPENAI, req, ["Hello", " world"])
-    body = stream.response_body()
+    body = answer(OPENAI, request(), ["Hello", " world"])
     assert body == {
         "id": f"chatcmpl-{STREAM_ID}",
         "object": "chat.completion",
@@ -329,6 +331,14 @@ def test_non_streaming_body_is_a_chat_completion() -> None:
         "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
     }
     ChatCompletion.model_validate(body)
+
+
+def test_streaming_requests_do_not_keep_their_text() -> None:
+    _, stream = run(OPENAI, request(), ["Hello"])
+    assert stream.transcript.choices[0].text == ""
+    assert stream.transcript.completion_tokens == 1
+    with pytest.raises(RuntimeError, match="non-streaming request"):
+        stream.response_body()
 
 
 def test_dialect_surface() -> None:

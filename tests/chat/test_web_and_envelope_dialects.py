@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chat_support import CREATED, STREAM_ID, ids, parse_frames, payloads, run
+from chat_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 from rawsse.chat import (
     CHATGPT_WEB,
@@ -27,7 +27,8 @@ def request(**fields: Any) -> ChatRequest:
 
 
 def test_chatgpt_web_golden_bytes() -> None:
-    frames, stream = run(CHATGPT_WEB, request(), ["Hi", " there", Finish("length")])
+    deltas: list[str | Finish] = ["Hi", " there", Finish("length")]
+    frames, _ = run(CHATGPT_WEB, request(), deltas)
     assert b"".join(frames).decode() == (
         'event: delta_encoding\nid: 1\ndata: "v1"\n\n'
         'event: delta\nid: 2\ndata: {"p":"","o":"add","v":{"message":{"id":"s1",'
@@ -45,7 +46,7 @@ def test_chatgpt_web_golden_bytes() -> None:
         "id: 7\ndata: [DONE]\n\n"
     )
     parse_frames(frames)
-    body = stream.response_body()
+    body = answer(CHATGPT_WEB, request(), deltas)
     assert body["message"]["content"]["parts"] == ["Hi there"]
     assert body["message"]["metadata"]["finish_details"] == {"type": "max_tokens"}
 
