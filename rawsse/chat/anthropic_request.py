@@ -153,7 +153,7 @@ def parse_anthropic(body: Any) -> ChatRequest:
         raise ChatError.invalid("Invalid body: expected a JSON object.", code="invalid_type")
     model = as_str(require(body, "model", "model"), "model", non_empty=True)
     max_tokens = as_int(require(body, "max_tokens", "max_tokens"), "max_tokens", minimum=1)
-    turns = as_list(require(body, "messages", "messages"), "messages", min_length=1)
+    turns = as_list(require(body, "messages", "messages"), "messages", non_empty=True)
     messages: list[Message] = []
     if (system := body.get("system")) is not None:
         messages.append(Message("system", _text_blocks(system, "system")))

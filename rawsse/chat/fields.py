@@ -144,24 +144,17 @@ def as_object(value: Any, param: str) -> dict[str, Any]:
 
 
 def as_list(
-    value: Any, param: str, *, min_length: int = 0, max_length: int | None = None
+    value: Any, param: str, *, non_empty: bool = False, max_length: int | None = None
 ) -> list[Any]:
-    """A JSON array with ``min_length`` to ``max_length`` items."""
+    """A JSON array, non-empty if asked, with at most ``max_length`` items."""
     if not isinstance(value, list):
         raise _invalid_type(value, param, "an array")
-    if len(value) < min_length:
-        if not value:
-            raise ChatError.invalid(
-                f"Invalid '{param}': empty array. Expected an array with minimum length "
-                f"{min_length}, but got an empty array instead.",
-                param=param,
-                code="empty_array",
-            )
+    if non_empty and not value:
         raise ChatError.invalid(
-            f"Invalid '{param}': array too short. Expected an array with minimum length "
-            f"{min_length}, but got an array with length {len(value)} instead.",
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
             param=param,
-            code="array_below_min_length",
+            code="empty_array",
         )
     if max_length is not None and len(value) > max_length:
         raise ChatError.invalid(

@@ -168,7 +168,7 @@ def parse_gemini(model: str, body: Any, *, stream: bool) -> ChatRequest:
     model = as_str(model, "model", non_empty=True)
     if not isinstance(body, dict):
         raise ChatError.invalid("Invalid body: expected a JSON object.", code="invalid_type")
-    contents = as_list(require(body, "contents", "contents"), "contents", min_length=1)
+    contents = as_list(require(body, "contents", "contents"), "contents", non_empty=True)
     messages: list[Message] = []
     system, system_key = _get(body, "systemInstruction")
     if system is not None:

@@ -190,7 +190,7 @@ def parse_openai(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise ChatError.invalid("Invalid body: expected a JSON object.", code="invalid_type")
     model = as_str(require(body, "model", "model"), "model", non_empty=True)
-    raw_messages = as_list(require(body, "messages", "messages"), "messages", min_length=1)
+    raw_messages = as_list(require(body, "messages", "messages"), "messages", non_empty=True)
     messages = tuple(_message(message, i) for i, message in enumerate(raw_messages))
 
     stream = False

@@ -104,6 +104,30 @@ def test_openai_valid_streams_pass() -> None:
             "event 3: tool call 0 of choice 0 repeats 'id' after its first fragment",
         ),
         ([ROLE, oa([ch(content=5)]), DONE], "event 2: choice 0's delta.content is not a string"),
+        ([oa([ch(role="assistant")], created="1"), DONE], "event 1: a chunk needs a string id"),
+        ([oa({"index": 0}), DONE], "event 1: choices is not an array"),
+        ([ROLE, STOP, oa(usage=[1]), DONE], "event 3: usage is not an object"),
+        (
+            [ROLE, STOP, oa(usage={"prompt_tokens": -1, "completion_tokens": 1}), DONE],
+            "event 3: usage.prompt_tokens is not a token count: -1",
+        ),
+        ([oa(["x"]), DONE], "event 1: a choice is not an object"),
+        ([oa([ch(-1, role="assistant")]), DONE], "event 1: choice index -1 is not a non-negative"),
+        ([oa([{"index": 0, "delta": None}]), DONE], "event 1: choice 0 has no delta object"),
+        ([ROLE, oa([ch(tool_calls=[])]), DONE], "choice 0's delta.tool_calls is not a non-empty"),
+        ([ROLE, oa([ch(tool_calls=[{"id": "c"}])]), DONE], "a tool call fragment without an index"),
+        (
+            [ROLE, oa([ch(tool_calls=[{**CALL, "function": "f"}])]), DONE],
+            "tool call 0 of choice 0: function is not an object",
+        ),
+        (
+            [
+                ROLE,
+                oa([ch(tool_calls=[{**CALL, "function": {"name": "f", "arguments": {}}}])]),
+                DONE,
+            ],
+            "tool call 0 of choice 0: arguments is not a string",
+        ),
     ],
 )
 def test_openai_broken_streams(events: list[Event], message: str) -> None:
@@ -242,6 +266,41 @@ def test_anthropic_valid_streams_pass() -> None:
         (
             [an("message_start", message={**json.loads(START.data)["message"], "content": [1]})],
             "message_start's message.content is [1], not []",
+        ),
+        (
+            [START, an("error", error={"type": "api_error"})],
+            "the error event's error has no message",
+        ),
+        ([START, an("content_block_pause", index=0)], "event 2: unknown event type"),
+        ([an("message_start")], "event 1: message_start has no message object"),
+        (
+            [an("message_start", message={**json.loads(START.data)["message"], "id": None})],
+            "message_start's message needs a string id and model",
+        ),
+        (
+            [an("message_start", message={**json.loads(START.data)["message"], "usage": {}})],
+            "message_start's message has no usage.input_tokens",
+        ),
+        ([START, an("content_block_stop")], "event 2: content_block_stop has no integer index"),
+        ([START, MDELTA, TEXT_START], "event 3: content_block_start after message_delta"),
+        ([START, an("content_block_start", index=0)], "block_start 0 has no content_block type"),
+        (
+            [
+                START,
+                an("content_block_start", index=0, content_block={"type": "tool_use", "input": {}}),
+            ],
+            "tool_use block 0 needs a string id and name",
+        ),
+        ([START, TEXT_START, an("content_block_delta", index=0)], "block 0 has no delta object"),
+        (
+            [
+                START,
+                TEXT_START,
+                STOP0,
+                TOOL_START,
+                an("content_block_delta", index=1, delta={"type": "input_json_delta"}),
+            ],
+            "input_json_delta for block 1 has no partial_json string",
         ),
     ],
 )
