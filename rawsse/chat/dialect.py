@@ -12,7 +12,7 @@ in this life cycle::
         frames = stream.feed(delta)          # may raise ChatError 500 on a broken backend
     frames = stream.finish()                 # closing frames: finish reasons, usage, [DONE]...
     # or, on any exception after new_stream: frames = stream.fail(as_chat_error(exc))
-    body = stream.response_body()            # the non-streaming answer, from what was fed
+    body = stream.response_body()            # non-streaming requests: the whole answer
 
 Rules every stream keeps:
 
@@ -22,6 +22,8 @@ Rules every stream keeps:
 2. ``finish`` and ``fail`` end the stream: afterwards they return ``[]`` and ``feed`` raises
    ``RuntimeError``. ``fail`` writes the dialect's in-band error frame and its end of stream.
 3. Frames are returned whole; a frame is never split across two returns.
+4. The whole text is kept only for a non-streaming request (``response_body``), so a
+   streaming one holds no more memory at its thousandth token than at its first.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 class DialectStream:
     """The frames of one generation in one dialect; subclasses write the vendor's shapes.
 
-    Subclasses implement the ``_on_*`` hooks, ``_finish``, ``_fail`` and ``response_body``;
+    Subclasses implement the ``_on_*`` hooks, ``_finish``, ``_fail`` and ``_response_body``;
     this class keeps the life cycle, the transcript and the frame numbering.
     """
 

@@ -138,11 +138,11 @@ class OpenAIStream(DialectStream):
         }
 
     def _finish(self) -> list[bytes]:
-        frames = []
+        frames: list[bytes] = []
         for state in self.transcript.choices:
             if state.finish_reason is None:
                 state.finish_reason = state.final_reason()
-                frames.append(self._on_finish(state)[0])
+                frames += self._on_finish(state)
         if self.request.include_usage:
             chunk = self._head.copy()
             chunk["usage"] = self._usage()
