@@ -55,6 +55,7 @@ class BodyWriter:
         "_watching_writable",
         "blocked_since",
         "bytes_sent",
+        "cancel_scope",
         "chunked",
         "closed",
         "evicted",
@@ -98,6 +99,8 @@ class BodyWriter:
         self._drained: anyio.Event | None = None
         self.closed = False
         self.evicted = False
+        # The scope the body is written in: cancelling it ends the producer (shutdown, lifetime).
+        self.cancel_scope: anyio.CancelScope | None = None
         # A frame written after ``keepalive_interval_s`` of silence (the SSE heartbeat).
         self.keepalive_frame = b""
         self.keepalive_interval_s = 0.0

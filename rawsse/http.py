@@ -521,7 +521,7 @@ class Connection:
         self._response = response
         try:
             with anyio.CancelScope() as scope:
-                self._handler_scope = scope
+                self._handler_scope = writer.cancel_scope = scope
                 try:
                     await response.write_body(writer)
                 except ClientDisconnected:

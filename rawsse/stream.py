@@ -51,6 +51,11 @@ SSE_HEADERS = [
     # Tells nginx (and proxies that honour it) not to buffer the stream.
     ("x-accel-buffering", "no"),
 ]
+# Encoded once and shared by every stream without headers of its own (memory per held stream).
+_SSE_HEADER_BYTES = [
+    *((name.encode(), value.encode()) for name, value in SSE_HEADERS),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]
 
 
 def encode_item(item: Any) -> bytes:
@@ -80,7 +85,6 @@ class EventStream(StreamingResponse):
         "_body",
         "_close_callbacks",
         "_ended_by_server",
-        "_producer_scope",
         "_source",
         "end_reason",
         "error_frame",
@@ -115,8 +119,17 @@ class EventStream(StreamingResponse):
         error_frame: Callable[[BaseException], bytes | None] | None = None,
         metrics: StreamMetrics = METRICS,
     ) -> None:
-        all_headers = [*SSE_HEADERS, *_items(headers)]
-        super().__init__(None, status, all_headers, content_type="text/event-stream; charset=utf-8")
+        if headers is None:
+            self.status = status
+            self.headers = _SSE_HEADER_BYTES
+            self._chunks = None
+        else:
+            super().__init__(
+                None,
+                status,
+                [*SSE_HEADERS, *_items(headers)],
+                content_type="text/event-stream; charset=utf-8",
+            )
         self._source = source
         self.heartbeat_s = self.default_heartbeat_s if heartbeat_s is None else heartbeat_s
         if heartbeat == "comment":
@@ -135,8 +148,7 @@ class EventStream(StreamingResponse):
         self.error_frame = error_frame
         self.metrics = metrics
         self._body: BodyWriter | None = None
-        self._producer_scope: anyio.CancelScope | None = None
-        self._close_callbacks: list[Callable[[StreamEnd], Any]] = []
+        self._close_callbacks: list[Callable[[StreamEnd], Any]] | None = None
         self._ended_by_server: StreamEnd | None = None
         self.end_reason: StreamEnd | None = None
         self.events_sent = 0
@@ -203,6 +215,8 @@ class EventStream(StreamingResponse):
 
     def on_close(self, callback: Callable[[StreamEnd], Any]) -> None:
         """Call ``callback(reason)`` when the stream ends, however it ends."""
+        if self._close_callbacks is None:
+            self._close_callbacks = []
         self._close_callbacks.append(callback)
 
     # -- server signals --------------------------------------------------------------------
@@ -215,13 +229,19 @@ class EventStream(StreamingResponse):
         """End the stream from outside the producer (the producer is cancelled)."""
         if self._ended_by_server is None:
             self._ended_by_server = reason
-        if self._producer_scope is not None:
-            self._producer_scope.cancel()
+        body = self._body
+        if body is not None and body.cancel_scope is not None:
+            body.cancel_scope.cancel()
 
     # -- driving ---------------------------------------------------------------------------
 
     async def write_body(self, body: BodyWriter) -> None:
-        """Run the producer and write its events (called once by the connection driver)."""
+        """Run the producer and write its events (called once by the connection driver).
+
+        The driver runs this inside a cancel scope (``body.cancel_scope``) that a departing
+        client, a server shutdown (``end``) or the stream's lifetime cancels. Writes are
+        synchronous, so the terminal frames still go out from the cancelled producer.
+        """
         self._body = body
         metrics = self.metrics
         metrics.streams_active += 1
@@ -231,35 +251,36 @@ class EventStream(StreamingResponse):
         body.enable_keepalive(self.heartbeat_frame, self.heartbeat_s, metrics.count_heartbeat)
         if self.retry_ms is not None:
             body.write(encode_retry(self.retry_ms))
+        scope = body.cancel_scope
+        if scope is not None:
+            if self._ended_by_server is not None:
+                scope.cancel()
+            if self.max_lifetime_s:
+                lifetime = self.max_lifetime_s * (1 - self.lifetime_jitter * random.random())
+                scope.deadline = anyio.current_time() + lifetime
         reason: StreamEnd = "complete"
         try:
-            try:
-                with anyio.CancelScope() as scope:
-                    self._producer_scope = scope
-                    if self._ended_by_server is not None:
-                        scope.cancel()
-                    if self.max_lifetime_s:
-                        lifetime = self.max_lifetime_s * (
-                            1 - self.lifetime_jitter * random.random()
-                        )
-                        scope.deadline = anyio.current_time() + lifetime
-                    await self._produce(body)
-                if scope.cancelled_caught:
-                    reason = self._ended_by_server or "lifetime"
-            except ClientDisconnected:
-                reason = "evicted" if body.evicted else "disconnected"
-            except Exception as exc:
-                reason = "error"
-                self._write_terminal(body, self.error_frame, exc)
-            if reason in ("shutdown", "lifetime") and not body.closed:
-                self._write_terminal(body, self.farewell, reason)
-        except BaseException:
-            # Cancelled from outside: the client went away (or the server is force-exiting).
+            await self._produce(body)
+        except ClientDisconnected:
             reason = "evicted" if body.evicted else "disconnected"
+        except Exception as exc:
+            reason = "error"
+            self._write_terminal(body, self.error_frame, exc)
+        except BaseException:
+            # Cancelled: by the client leaving, by ``end()``, or by the lifetime deadline.
+            if body.closed:
+                reason = "evicted" if body.evicted else "disconnected"
+            elif self._ended_by_server is not None:
+                reason = self._ended_by_server
+            elif scope is not None and anyio.current_time() >= scope.deadline:
+                reason = "lifetime"
+            else:
+                reason = "disconnected"  # the whole server is being cancelled
+            if reason in ("shutdown", "lifetime"):
+                self._write_terminal(body, self.farewell, reason)
             raise
         finally:
-            self._producer_scope = None
-            if body.closed and reason in ("complete", "error", "shutdown", "lifetime"):
+            if body.closed and reason in ("complete", "error"):
                 reason = "evicted" if body.evicted else "disconnected"
             self.end_reason = reason
             metrics.streams_active -= 1
@@ -267,7 +288,7 @@ class EventStream(StreamingResponse):
                 metrics.client_disconnects_total += 1
             elif reason == "evicted":
                 metrics.slow_client_evictions_total += 1
-            for callback in self._close_callbacks:
+            for callback in self._close_callbacks or ():
                 callback(reason)
 
     def _write_terminal(
