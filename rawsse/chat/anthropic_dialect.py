@@ -38,7 +38,6 @@ from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import Block, ChoiceState, ToolCallState
-from rawsse.jsonio import JSONDecodeError, loads
 from rawsse.sse import encode_json_data
 
 __all__ = ["ANTHROPIC", "AnthropicStream", "anthropic_error_body"]
@@ -62,23 +61,6 @@ def anthropic_error_body(error: ChatError) -> dict[str, Any]:
         error.status, "api_error" if error.status >= 500 else "invalid_request_error"
     )
     return {"type": "error", "error": {"type": kind, "message": error.message}}
-
-
-def _tool_input(call: ToolCallState) -> dict[str, Any]:
-    """A tool call's arguments as the object Anthropic's ``input`` must be."""
-    if not call.arguments:
-        return {}
-    try:
-        value = loads(call.arguments)
-    except JSONDecodeError as exc:
-        raise ChatError.server_error(
-            f"The model backend's arguments for tool call {call.index} are not JSON."
-        ) from exc
-    if not isinstance(value, dict):
-        raise ChatError.server_error(
-            f"The model backend's arguments for tool call {call.index} are not a JSON object."
-        )
-    return value
 
 
 class AnthropicStream(DialectStream):
@@ -213,7 +195,7 @@ class AnthropicStream(DialectStream):
                         "type": "tool_use",
                         "id": call.id,
                         "name": call.name,
-                        "input": _tool_input(call),
+                        "input": call.arguments_object(),
                     }
                 )
             elif block.kind == "text":

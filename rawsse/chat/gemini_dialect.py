@@ -33,7 +33,6 @@ from rawsse.chat.errors import ChatError
 from rawsse.chat.gemini_request import parse_gemini
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState
-from rawsse.jsonio import JSONDecodeError, loads
 
 __all__ = ["GEMINI", "GeminiStream", "gemini_error_body"]
 
@@ -59,19 +58,7 @@ def gemini_error_body(error: ChatError) -> dict[str, Any]:
 
 
 def _function_call(call: ToolCallState) -> dict[str, Any]:
-    args: Any = {}
-    if call.arguments:
-        try:
-            args = loads(call.arguments)
-        except JSONDecodeError as exc:
-            raise ChatError.server_error(
-                f"The model backend's arguments for tool call {call.index} are not JSON."
-            ) from exc
-    if not isinstance(args, dict):
-        raise ChatError.server_error(
-            f"The model backend's arguments for tool call {call.index} are not a JSON object."
-        )
-    return {"functionCall": {"name": call.name, "args": args}}
+    return {"functionCall": {"name": call.name, "args": call.arguments_object()}}
 
 
 class GeminiStream(DialectStream):

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rawsse.chat.deltas import FinishReason, Usage
 from rawsse.chat.errors import ChatError
 from rawsse.chat.request import ChatRequest
+from rawsse.jsonio import JSONDecodeError, loads
 
 __all__ = ["Block", "ChoiceState", "ToolCallState", "Transcript"]
 
@@ -40,6 +41,19 @@ class ToolCallState:
     id: str
     name: str
     arguments: str = ""
+
+    def arguments_object(self) -> dict[str, Any]:
+        """The arguments parsed, as the JSON object Anthropic's ``input`` and Gemini's ``args``
+        must be (``{}`` when there are none); ``ChatError`` 500 when they are not one."""
+        if not self.arguments:
+            return {}
+        try:
+            value = loads(self.arguments)
+        except JSONDecodeError as exc:
+            raise _protocol_error(f"the arguments of tool call {self.index} are not JSON.") from exc
+        if not isinstance(value, dict):
+            raise _protocol_error(f"the arguments of tool call {self.index} are not a JSON object.")
+        return value
 
 
 @dataclass(slots=True)

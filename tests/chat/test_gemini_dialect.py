@@ -130,7 +130,8 @@ def test_bad_function_arguments_leave_the_stream_open_for_fail() -> None:
         {
             "error": {
                 "code": 500,
-                "message": "The model backend's arguments for tool call 0 are not JSON.",
+                "message": "The model backend broke the delta protocol: "
+                "the arguments of tool call 0 are not JSON.",
                 "status": "INTERNAL",
             }
         }
