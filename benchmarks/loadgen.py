@@ -142,8 +142,10 @@ class Conn(asyncio.Protocol):
                 return
         if stats.counting:
             stats.bytes += len(data)
-        s = self.tail + data
-        k = s.count(b"\ndata:")
+        # Each pattern is counted over the new bytes plus a carry one byte shorter than the
+        # pattern, so an occurrence split across reads is counted once and none twice.
+        tail = self.tail
+        k = (tail[-5:] + data).count(b"\ndata:")
         if k:
             if stats.counting:
                 stats.events += k
@@ -155,14 +157,14 @@ class Conn(asyncio.Protocol):
                     stats.zero_gaps += k - 1
             self.first = False
             self.last_ev = now
-        h = s.count(b"\n:")
+        h = (tail[-1:] + data).count(b"\n:")
         if h:
             if stats.counting:
                 stats.heartbeats += h
                 if self.last_hb:
                     stats.hb_intervals.append(now - self.last_hb)
             self.last_hb = now
-        self.tail = s[-7:]
+        self.tail = (tail + data)[-7:]
         if self.tail == b"\r\n0\r\n\r\n":
             self.finish(True)
 

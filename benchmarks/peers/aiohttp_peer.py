@@ -24,9 +24,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
     async with sse_response(
         request, ping_interval=p.hb if p.hb > 0 else 1e9, allow_all_methods=True
     ) as resp:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for i in range(p.n):
-            if p.delay and i:
-                await asyncio.sleep(p.delay)
+            if p.delay and i:  # on a fixed schedule: lateness does not accumulate
+                await asyncio.sleep(max(0.0, start + i * p.delay - loop.time()))
             await resp.send(orjson.dumps(chunk_dict(i)).decode())
         if p.hold:
             await asyncio.sleep(p.hold)

@@ -25,9 +25,11 @@ async def stream(request: Request) -> EventSourceResponse:
     p = params_from_mapping(request.query_params)
 
     async def events() -> AsyncIterator[dict[str, str]]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for i in range(p.n):
-            if p.delay and i:
-                await asyncio.sleep(p.delay)
+            if p.delay and i:  # on a fixed schedule: lateness does not accumulate
+                await asyncio.sleep(max(0.0, start + i * p.delay - loop.time()))
             yield {"data": orjson.dumps(chunk_dict(i)).decode()}
         if p.hold:
             await asyncio.sleep(p.hold)

@@ -132,9 +132,11 @@ class FloorProtocol(asyncio.Protocol):
         write(SSE_HEAD)
         dumps = orjson.dumps
         delay = p.delay
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for i in range(p.n):
-            if delay and i:
-                await asyncio.sleep(delay)
+            if delay and i:  # on a fixed schedule: lateness does not accumulate
+                await asyncio.sleep(max(0.0, start + i * delay - loop.time()))
             payload = b"data: " + dumps(chunk_dict(i)) + b"\n\n"
             if self.transport is None:  # the client left: stop producing
                 return

@@ -28,8 +28,10 @@ async function stream(req, res, q) {
   res.flushHeaders();  // send the head now, as the other peers do, even before the first event
   let closed = false;
   res.on("close", () => { closed = true; });
+  const start = performance.now();
   for (let i = 0; i < n && !closed; i++) {
-    if (delay && i) await sleep(delay);
+    // On a fixed schedule: lateness does not accumulate.
+    if (delay && i) await sleep(Math.max(0, start + i * delay - performance.now()));
     if (!res.write("data: " + JSON.stringify(chunkDict(i)) + "\n\n")) {
       await new Promise((resolve) => { res.once("drain", resolve); res.once("close", resolve); });
     }

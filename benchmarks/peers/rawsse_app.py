@@ -25,9 +25,10 @@ async def stream(request: Request) -> EventStream:
 
     async def source() -> AsyncIterator[bytes]:
         delay = p.delay
+        start = anyio.current_time()
         for i in range(p.n):
-            if delay and i:
-                await anyio.sleep(delay)
+            if delay and i:  # on a fixed schedule: lateness does not accumulate
+                await anyio.sleep(max(0.0, start + i * delay - anyio.current_time()))
             yield encode_json_data(chunk_dict(i))
         if p.hold:
             await anyio.sleep(p.hold)

@@ -4,7 +4,9 @@
 - ``n`` events, each an OpenAI ``chat.completion.chunk`` built as a dict for that event and
   encoded with orjson (every Python peer uses orjson, so JSON cost is the same for all; Node uses
   ``JSON.stringify``), then ``data: [DONE]``.
-- ``delay`` seconds between events (the paced scenario; 0 = burst, as fast as the server can).
+- ``delay`` seconds between events (the paced scenario; 0 = burst, as fast as the server can),
+  on a fixed schedule (event i is due at start + i * delay), as tokens from a model would be:
+  a late event does not push the later ones back.
 - ``hold`` seconds with no data before the ``[DONE]`` frame: an idle stream for memory and
   heartbeat measurements (use with ``n=0``).
 - ``hb`` heartbeat interval in seconds, each server's own mechanism (0 = off where the server
