@@ -222,11 +222,18 @@ class Connection:
                 request = await self._read_request(first)
                 if request is None:
                     break
-                if not await self._respond(request):
+                started = time.monotonic()
+                self._ctx.reactor.watch(self)
+                response = await self._run_handler(request)
+                if response is None or self.peer_gone:
                     break
-                if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+                # Separate methods, called from here, keep the stack of a held stream short.
+                if isinstance(response, Response):
+                    keep_alive = await self._send_response(request, response, started)
+                else:
+                    keep_alive = await self._stream(request, response, started)
+                if not keep_alive:
                     break
-                self._h11.start_next_cycle()
                 first = False
         except (_CloseConnection, ClientDisconnected):
             pass
@@ -441,33 +448,46 @@ class Connection:
             out.append((b"connection", b"close"))
         return out
 
-    async def _respond(self, request: Request) -> bool:
-        """Run the handler and write its response; False when the connection must close."""
+    def _log(self, request: Request, status: int, sent_bytes: int, started: float) -> None:
         ctx = self._ctx
-        started = time.monotonic()
-        ctx.reactor.watch(self)
-        response = await self._run_handler(request)
-        if response is None or self.peer_gone:
+        ctx.stats.count_response(status)
+        if ctx.access_log and access_logger.isEnabledFor(logging.INFO):
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                self.client[0] if self.client else "-",
+                request.method,
+                request.target.decode("latin-1"),
+                request.http_version,
+                status,
+                sent_bytes,
+                (time.monotonic() - started) * 1000,
+            )
+
+    def _next_cycle(self, conn: h11.Connection) -> bool:
+        """Prepare for the next request on this connection; False when it must close."""
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return False
+        conn.start_next_cycle()
+        return not self.peer_gone
+
+    async def _send_response(self, request: Request, response: Response, started: float) -> bool:
+        """Write a response with a known body; False when the connection must close."""
         conn = self._h11
         status = response.status
         sent_bytes = 0
         try:
-            if isinstance(response, Response):
-                body = response.body
-                headers = self._response_headers(response.headers)
-                headers.append((b"content-length", b"%d" % len(body)))
-                data = conn.send(
-                    h11.Response(status_code=status, headers=headers, reason=_status_phrase(status))
-                )
-                if body and request.method != "HEAD":
-                    data += conn.send(h11.Data(data=body))
-                data += conn.send(h11.EndOfMessage())
-                ctx.reactor.unwatch(self)
-                await self._send_all(data)
-                sent_bytes = len(body)
-            else:
-                sent_bytes = await self._stream(request, response)
+            body = response.body
+            headers = self._response_headers(response.headers)
+            headers.append((b"content-length", b"%d" % len(body)))
+            data = conn.send(
+                h11.Response(status_code=status, headers=headers, reason=_status_phrase(status))
+            )
+            if body and request.method != "HEAD":
+                data += conn.send(h11.Data(data=body))
+            data += conn.send(h11.EndOfMessage())
+            self._ctx.reactor.unwatch(self)
+            await self._send_all(data)
+            sent_bytes = len(body)
         except h11.LocalProtocolError as exc:
             error_logger.error(
                 "cannot send response to %s %s: %s", request.method, request.path, exc
@@ -477,70 +497,87 @@ class Connection:
         except (ClientDisconnected, TimeoutError):
             return False
         finally:
-            ctx.stats.count_response(status)
-            if ctx.access_log and access_logger.isEnabledFor(logging.INFO):
-                access_logger.info(
-                    '%s - "%s %s HTTP/%s" %d %d %.1fms',
-                    self.client[0] if self.client else "-",
-                    request.method,
-                    request.target.decode("latin-1"),
-                    request.http_version,
-                    status,
-                    sent_bytes,
-                    (time.monotonic() - started) * 1000,
-                )
-        return not self.peer_gone
+            self._log(request, status, sent_bytes, started)
+        return self._next_cycle(conn)
 
-    async def _stream(self, request: Request, response: StreamingResponse) -> int:
+    async def _stream(self, request: Request, response: StreamingResponse, started: float) -> bool:
+        """Write a streaming response; False when the connection must close.
+
+        The h11 connection is done with once the head is out (the body is framed here), so it
+        is dropped for the life of the stream (a held stream costs less memory) and a fresh one
+        takes over the bytes the client sent meanwhile, for the next request.
+        """
         ctx = self._ctx
         conn = self._h11
-        head = conn.send(
-            h11.Response(
-                status_code=response.status,
-                headers=self._response_headers(response.headers),
-                reason=_status_phrase(response.status),
-            )
-        )
-        assert head is not None
-        await self._send_all(head)
-        if request.method == "HEAD":
-            ctx.reactor.unwatch(self)
-            await response.skip_body()
-            await self._send_all(conn.send(h11.EndOfMessage()) or b"")
-            return 0
-        writer = BodyWriter(
-            self.sock,
-            ctx.reactor,
-            self,
-            chunked=conn.their_http_version == b"1.1",
-            high_water_bytes=ctx.limits.write_buffer_bytes,
-            send_timeout_s=ctx.limits.send_timeout_s,
-            on_bytes_sent=ctx.stats.add_bytes,
-        )
-        self._body_writer = writer
-        self._response = response
+        writer: BodyWriter | None = None
         try:
-            with anyio.CancelScope() as scope:
-                self._handler_scope = writer.cancel_scope = scope
-                try:
-                    await response.write_body(writer)
-                except ClientDisconnected:
-                    pass
-                except Exception:
-                    error_logger.exception(
-                        "streaming body failed for %s %s", request.method, request.path
+            try:
+                head = conn.send(
+                    h11.Response(
+                        status_code=response.status,
+                        headers=self._response_headers(response.headers),
+                        reason=_status_phrase(response.status),
                     )
-                    # The body cannot be completed honestly: close without a terminator, so
-                    # the client sees a truncated body rather than a clean end.
-                    writer.close()
-            self._handler_scope = None
-            if writer.closed or self.peer_gone:
-                return writer.bytes_sent
-            terminator = conn.send(h11.EndOfMessage()) or b""
-            await writer.finish(terminator)
+                )
+                terminator = conn.send(h11.EndOfMessage()) or b""
+            except h11.LocalProtocolError as exc:
+                error_logger.error(
+                    "cannot send response to %s %s: %s", request.method, request.path, exc
+                )
+                await self._send_error(500, "internal server error")
+                return False
+            chunked = conn.their_http_version == b"1.1" and request.method != "HEAD"
+            keep_alive = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            trailing, eof = conn.trailing_data
+            del conn
+            self._h11 = None  # type: ignore[assignment]
+            await self._send_all(head or b"")
+            if request.method == "HEAD":
+                ctx.reactor.unwatch(self)
+                await response.skip_body()
+            else:
+                writer = BodyWriter(
+                    self.sock,
+                    ctx.reactor,
+                    self,
+                    chunked=chunked,
+                    high_water_bytes=ctx.limits.write_buffer_bytes,
+                    send_timeout_s=ctx.limits.send_timeout_s,
+                    on_bytes_sent=ctx.stats.add_bytes,
+                )
+                self._body_writer = writer
+                self._response = response
+                with anyio.CancelScope() as scope:
+                    self._handler_scope = writer.cancel_scope = scope
+                    try:
+                        await response.write_body(writer)
+                    except ClientDisconnected:
+                        pass
+                    except Exception:
+                        error_logger.exception(
+                            "streaming body failed for %s %s", request.method, request.path
+                        )
+                        # The body cannot be completed honestly: close without a terminator,
+                        # so the client sees a truncated body rather than a clean end.
+                        writer.close()
+                self._handler_scope = None
+                if writer.closed or self.peer_gone:
+                    return False
+                await writer.finish(terminator)
+        except (ClientDisconnected, TimeoutError):
+            return False
         finally:
             self._handler_scope = None
             self._body_writer = None
             self._response = None
             ctx.reactor.unwatch(self)
-        return writer.bytes_sent
+            self._log(request, response.status, writer.bytes_sent if writer else 0, started)
+        if not keep_alive or self.peer_gone:
+            return False
+        fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes)
+        if trailing:  # (receive_data(b"") would mean end of input)
+            fresh.receive_data(bytes(trailing))
+        if eof:
+            fresh.receive_data(b"")
+        self._h11 = fresh
+        return True

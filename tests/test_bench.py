@@ -271,6 +271,12 @@ async def test_keepalive_reuses_connections(anyio_backend: str) -> None:
                 await s.send(head + body)
                 served += 1
 
+    async def closes_anyway(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        # keep-alive framing, then the connection closes (an idle timeout, say)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        await s.send(head + b"Transfer-Encoding: chunked\r\n\r\n" + chunk(b"data: x\n\n"))
+        await s.send(LAST_CHUNK)
+
     async with raw_server(keepalive) as server:
         status, result, stderr = await _bench(
             server.url("/events"), "--requests", "30", "--streams", "3", backend=anyio_backend
@@ -278,7 +284,18 @@ async def test_keepalive_reuses_connections(anyio_backend: str) -> None:
     assert status == 0, stderr
     assert result["completed"] == 30
     assert result["connect_ms"]["count"] == 3  # one connection per stream, reused
+    assert result["retries"] == 0
     assert len(server.requests) == 3
+    async with raw_server(closes_anyway) as server:
+        status, result, stderr = await _bench(
+            server.url("/events"), "--requests", "10", "--streams", "1", backend=anyio_backend
+        )
+    assert status == 0, stderr
+    assert result["completed"] == 10
+    assert result["errors"] == 0
+    # each reuse found the connection dead before any answer: sent again, counted apart
+    assert result["retries"] == 9
+    assert result["connect_ms"]["count"] == 10
 
 
 @pytest.mark.anyio
@@ -333,7 +350,7 @@ async def test_rawsse_url_pace_and_anthropic(anyio_backend: str) -> None:
             url, "--path", "/v1/messages", "--requests", "8", "--streams", "4",
             "--max-tokens", "3", "--check", backend=anyio_backend,
         )  # fmt: skip
-    assert openai["completed"] == 8
+    assert openai["completed"] == 8, openai["error_samples"]
     # tokens come one per 10 ms after the first: the gaps between events show it
     assert 7 <= openai["gap_ms"]["p90"] <= 60
     assert openai["first_event_ms"]["p50"] < openai["stream_ms"]["p50"]

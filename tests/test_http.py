@@ -392,3 +392,21 @@ async def test_query_and_path_params_decoded() -> None:
     async with running_server(make_app()) as server:
         [response] = await request(server.port, get("/items/a%20b/detail?x=%C3%A9&x=2&y"))
         assert response.body == '{"id":"a b","q":{"x":"é","y":""}}'.encode()
+
+
+async def test_keepalive_after_streaming_responses() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app()) as server, RawClient.connect(server.port) as client:
+        for _ in range(3):
+            client.received = b""
+            await client.send(get("/stream?n=2", close=False))
+            await client.read_until(b"\r\n0\r\n\r\n")
+            [response] = parse_responses(client.received)
+            assert response.body == b"piece 0\npiece 1\n"
+        # A request pipelined behind a stream is answered after it.
+        client.received = b""
+        await client.send(get("/stream?n=2&delay=0.01", close=False) + get("/ping"))
+        responses = parse_responses(await client.read_until_close())
+        assert [r.status for r in responses] == [200, 200]
+        assert responses[1].body == b"pong"

@@ -57,6 +57,8 @@ __all__ = ["ChatService", "mount_chat"]
 
 logger = logging.getLogger("rawsse.chat")
 
+Deltas = AsyncIterator[Any]
+
 # Prefixes of the ids clients see (chatcmpl-..., msg_...), stripped to find the stream.
 _ID_PREFIXES = ("chatcmpl-", "msg_", "resp_")
 # A backend gets this long to run its cleanup when its stream is cancelled.
@@ -167,31 +169,34 @@ class ChatService:
             backend = self._backend(chat_request)
             stream_id = secrets.token_urlsafe(18)
             frames = dialect.new_stream(chat_request, stream_id, int(time.time()))
+            # Backends may check the request when called (the demo models' options): a
+            # ChatError here is still a real HTTP status.
+            deltas = backend(chat_request)
         except ChatError as error:
             return self._error(dialect, error)
         if not chat_request.stream:
-            return await self._complete(dialect, frames, backend, chat_request)
+            return await self._complete(dialect, frames, deltas, chat_request)
         if self.resume_grace_s > 0 or self.status_commit_s:
-            return await self._stream_background(dialect, frames, backend, chat_request, stream_id)
-        return self._stream_inline(dialect, frames, backend, chat_request, stream_id)
+            return await self._stream_background(dialect, frames, deltas, chat_request, stream_id)
+        return self._stream_inline(dialect, frames, deltas, chat_request, stream_id)
 
     # -- non-streaming ---------------------------------------------------------------------
 
     async def _complete(
-        self, dialect: Dialect, frames: DialectStream, backend: ModelBackend, req: ChatRequest
+        self, dialect: Dialect, frames: DialectStream, deltas: Deltas, req: ChatRequest
     ) -> Response:
-        deltas = backend(req)
         try:
             async for delta in deltas:
                 frames.feed(delta)
             frames.finish()
+            body = frames.response_body()
         except Exception as exc:
             if not isinstance(exc, ChatError):
                 logger.exception("model %r failed", req.model)
             return self._error(dialect, as_chat_error(exc))
         finally:
             await _close(deltas)
-        return JSONResponse(frames.response_body())
+        return JSONResponse(body)
 
     # -- streaming, inline -----------------------------------------------------------------
 
@@ -199,7 +204,7 @@ class ChatService:
         self,
         dialect: Dialect,
         frames: DialectStream,
-        backend: ModelBackend,
+        deltas: Deltas,
         req: ChatRequest,
         stream_id: str,
     ) -> EventStream:
@@ -207,7 +212,6 @@ class ChatService:
 
         async def produce(stream: EventStream) -> None:
             await store.create(stream_id)
-            deltas = backend(req)
             try:
                 await _emit(stream, store, stream_id, frames, frames.start())
                 async for delta in deltas:
@@ -237,7 +241,7 @@ class ChatService:
         self,
         dialect: Dialect,
         frames: DialectStream,
-        backend: ModelBackend,
+        deltas: Deltas,
         req: ChatRequest,
         stream_id: str,
     ) -> Response | EventStream:
@@ -248,7 +252,7 @@ class ChatService:
         self._generations[stream_id] = generation
         await self.store.create(stream_id)
         failure: list[ChatError] = []
-        server.spawn(self._produce_background, generation, frames, backend, req, stream_id, failure)
+        server.spawn(self._produce_background, generation, frames, deltas, req, stream_id, failure)
         if self.status_commit_s:
             with anyio.move_on_after(self.status_commit_s):
                 await generation.first.wait()
@@ -265,13 +269,12 @@ class ChatService:
         self,
         generation: _Generation,
         frames: DialectStream,
-        backend: ModelBackend,
+        deltas: Deltas,
         req: ChatRequest,
         stream_id: str,
         failure: list[ChatError],
     ) -> None:
         store = self.store
-        deltas = backend(req)
         try:
             with generation.scope:
                 await _record(store, stream_id, frames, frames.start())
