@@ -6,7 +6,8 @@ command line's contract: ``streams``, ``completed``, ``errors`` (total failed st
 ``ttfb_ms.p50`` is a path: ``{"ttfb_ms": {"p50", "p90", "p99", "max", "mean"}}`` for
 ``connect_ms``, ``ttfb_ms``, ``headers_ms``, ``first_event_ms``, ``gap_ms``,
 ``heartbeat_gap_ms`` and ``stream_ms``; plus ``requests``, ``bytes``, ``mb_per_s``,
-``error_kinds`` (count per kind), ``error_samples`` (the first message of each kind) and
+``error_kinds`` (count per kind), ``error_samples`` (the first message of each kind),
+``retries`` (requests resent after a keep-alive connection died before answering) and
 ``statuses``. ``format_table`` renders the same dict for people; ``progress_line`` is one
 line about a run in progress.
 """
@@ -49,6 +50,7 @@ def result_json(config: BenchConfig, state: BenchState, url: str) -> dict[str, A
         "completed": state.completed,
         "errors": state.error_count,
         "cancelled": state.cancelled,
+        "retries": state.retries,
         "error_kinds": dict(state.errors),
         "error_samples": dict(state.error_samples),
         "statuses": {str(status): count for status, count in sorted(state.statuses.items())},
@@ -82,6 +84,7 @@ def format_table(result: dict[str, Any]) -> str:
         + f", {result['duration_s']:.2f} s)",
         f"  requests {result['requests']:,}  completed {result['completed']:,}  "
         f"errors {result['errors']:,}  cancelled {result['cancelled']:,}  "
+        f"retries {result['retries']:,}  "
         f"peak streams {result['peak_streams']:,}",
         f"  events {result['events']:,} ({result['events_per_s']:,.0f}/s)  "
         f"heartbeats {result['heartbeats']:,}  "

@@ -19,7 +19,9 @@ Workloads: a fixed number of ``streams`` (workers), each running requests back t
 so a slow server cannot hide its latency by slowing the load (no coordinated omission; at most
 ``streams`` are in flight). ``hold_s`` instead opens ``streams`` streams once and holds them all
 open until ``hold_s`` after the last one's start, counting heartbeats (comment frames).
-Connections ramp up over ``ramp_s``; idle keep-alive connections are reused.
+Connections ramp up over ``ramp_s``; idle keep-alive connections are reused, and a request whose
+reused connection dies before answering a byte goes again on a fresh one (as connection pools
+do), counted in ``retries`` rather than as an error.
 
 Per stream, latencies are measured from its reference time: time to the first response byte
 (``ttfb``), to the complete head (``headers``), to the first event (``first_event``), and the gaps
@@ -43,7 +45,7 @@ from rawsse.bench_frames import FrameCounter
 from rawsse.bench_stats import Histogram
 from rawsse.client_body import CloseBody
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
-from rawsse.client_http import Exchange, Target
+from rawsse.client_http import Exchange, PreparedRequest, Target
 from rawsse.jsonio import JSONDecodeError, loads
 from rawsse.parser import EventParser, EventTooLarge
 from rawsse.sse import Event
@@ -108,6 +110,7 @@ class BenchState:
     started: int = 0
     completed: int = 0
     cancelled: int = 0
+    retries: int = 0  # requests sent again after a keep-alive connection died unanswered
     active: int = 0
     peak_active: int = 0
     events: int = 0
@@ -227,17 +230,21 @@ class _Runner:
         self.idle: list[anyio.abc.SocketStream] = []
         self.tickets = 0
         self.hold_deadline = math.inf
+        # Every request is the same: validated and serialised once.
+        self.prepared = PreparedRequest.build(
+            config.target, config.method, list(config.headers), config.body
+        )
 
     async def _open(self) -> anyio.abc.SocketStream:
         config = self.config
         t0 = time.perf_counter()
+        # In hold mode a connection not made by the end of the hold never will be useful.
+        timeout_s = min(config.connect_timeout_s, self.hold_deadline - anyio.current_time())
         try:
-            with anyio.fail_after(config.connect_timeout_s):
+            with anyio.fail_after(max(timeout_s, 0.0)):
                 sock = await anyio.connect_tcp(self.address, config.target.port)
         except TimeoutError as exc:
-            raise _Failed(
-                "connect", f"connect timed out after {config.connect_timeout_s} s"
-            ) from exc
+            raise _Failed("connect", f"connect timed out after {timeout_s:.3g} s") from exc
         except OSError as exc:
             raise _Failed("connect", f"connect failed: {exc}") from exc
         self.state.connect_us.record(int((time.perf_counter() - t0) * 1e6))
@@ -259,8 +266,10 @@ class _Runner:
             except _Failed as exc:
                 if exc.kind != "stale":
                     raise
-                # The server closed an idle keep-alive connection before we used it: not a
-                # failure of this request, which goes again on a fresh connection.
+                # The server closed an idle keep-alive connection before it answered a byte:
+                # the request goes again on a fresh connection (as HTTP clients' pools do),
+                # counted apart so a server that keeps doing it shows.
+                state.retries += 1
                 sock = None
                 await anyio.aclose_forcefully(first)
                 sock = fresh = await self._open()
@@ -283,7 +292,7 @@ class _Runner:
         """Run one request on ``sock``; return the socket if it is closed or still needed."""
         config = self.config
         state = self.state
-        exchange = Exchange(config.target, config.method, list(config.headers), config.body)
+        exchange = Exchange(self.prepared)
         try:
             await sock.send(exchange.request_bytes)
         except (OSError, anyio.BrokenResourceError) as exc:
@@ -372,6 +381,8 @@ class _Runner:
             except SSEConnectionError as exc:
                 raise _Failed("disconnect", str(exc)) from exc
             except (OSError, anyio.BrokenResourceError) as exc:
+                if reused and not wire:
+                    raise _Failed("stale", f"keep-alive connection was lost: {exc!r}") from exc
                 raise _Failed("disconnect", f"connection lost: {exc!r}") from exc
             finally:
                 state.payload_bytes += payload_total
@@ -380,8 +391,10 @@ class _Runner:
                     state.events += checker.events - counter.events
                 state.stream_us.record(int((time.perf_counter() - t_ref) * 1e6))
         if scope.cancelled_caught:
-            if anyio.current_time() < self.hold_deadline or decoder is None:
+            if anyio.current_time() < self.hold_deadline:
                 raise _Failed("timeout", f"no data for {timeout_s} s")
+            if decoder is None:
+                raise _Failed("timeout", "no response head before the end of the hold")
             held = True
         assert decoder is not None
         assert head is not None

@@ -40,7 +40,7 @@ from rawsse.client_errors import (
     SSEStatusError,
     SSETimeoutError,
 )
-from rawsse.client_http import Exchange, ResponseHead, Target
+from rawsse.client_http import Exchange, PreparedRequest, ResponseHead, Target
 from rawsse.client_wire import WireHook
 from rawsse.jsonio import dumps
 from rawsse.parser import DEFAULT_MAX_EVENT_BYTES, EventParser, EventTooLarge
@@ -89,7 +89,7 @@ def _build_exchange(
     if last_event_id:
         defaults.append(("Last-Event-ID", last_event_id))
     merged = [(name, value) for name, value in defaults if name.lower() not in names] + given
-    return Exchange(target, method, merged, body)
+    return Exchange(PreparedRequest.build(target, method, merged, body))
 
 
 class SSEResponse:

@@ -29,6 +29,7 @@ __all__ = ["BodyDecoder", "ChunkedBody", "CloseBody", "LengthBody"]
 
 # RFC 9112: chunk-size = 1*HEXDIG; 16 digits is 2**64, more than any body.
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
+_FULL_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 # Size lines and trailer lines carry no payload; 4 KiB is far beyond any honest one.
 _MAX_LINE_BYTES = 4096
 # Trailer sections are rare and small; h11 caps a whole header section at 16 KiB.
@@ -66,7 +67,26 @@ class ChunkedBody:
         i = 0
         n = len(data)
         state = self._state
+        match_line = _FULL_SIZE_LINE.match
         while i < n:
+            if state == _SIZE and framing is None:
+                # Fast path: whole chunks, one regex match and one slice each.
+                while True:
+                    match = match_line(data, i)
+                    if match is None:
+                        break  # incomplete, or malformed: the general steps decide
+                    start = match.end()
+                    end = start + int(match.group(1), 16)
+                    if end + 2 > n or end == start:
+                        break  # a partial chunk, or the last chunk: the general steps
+                    if data[end : end + 2] != b"\r\n":
+                        raise SSEProtocolError(
+                            f"chunk data not followed by CRLF: {data[end : end + 2]!r}"
+                        )
+                    out.append(view[start:end])
+                    i = end + 2
+                if i >= n:
+                    break
             if state == _DATA:
                 take = min(self._remaining, n - i)
                 out.append(view[i : i + take])

@@ -1,7 +1,8 @@
 """One HTTP/1.1 request/response exchange for the client, sans-io, on h11.
 
-Contract: ``Target.from_url`` parses an ``http://`` or ``https://`` URL. ``Exchange`` holds one
-request: ``request_bytes`` to send (serialised by h11, ``Content-Length`` set for a body), then
+Contract: ``Target.from_url`` parses an ``http://`` or ``https://`` URL. ``PreparedRequest``
+validates and serialises a request once (with h11; ``Content-Length`` set for a body), so a load
+generator can repeat it cheaply. ``Exchange`` is one sending of it: ``request_bytes``, then
 ``feed_head(data)`` until it returns the ``ResponseHead`` (1xx interim responses are skipped),
 after which ``unused`` holds the bytes that followed the head and ``body_decoder()`` returns the
 decoder for the body's framing. Only the response *head* goes through h11: h11 validates the
@@ -20,7 +21,7 @@ from rawsse.client_body import BodyDecoder, ChunkedBody, CloseBody, LengthBody
 from rawsse.client_errors import SSEProtocolError
 from rawsse.client_wire import WireRecord
 
-__all__ = ["Exchange", "ResponseHead", "Target", "head_end"]
+__all__ = ["Exchange", "PreparedRequest", "ResponseHead", "Target", "head_end"]
 
 # h11's own default for a header section (it copied it from other servers): 16 KiB is tight
 # for some proxies' responses, so the client allows 64 KiB.
@@ -94,35 +95,56 @@ class ResponseHead:
         return "close" not in connection
 
 
-class Exchange:
-    """One request and the head of its response, driven by an ``h11.Connection``."""
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request validated and serialised once, to be sent any number of times.
 
-    __slots__ = ("_buf", "_conn", "method", "request_bytes", "unused")
+    ``request`` is the validated ``h11.Request`` (it drives each exchange's state machine),
+    ``data`` the bytes to send: head, then body.
+    """
 
-    def __init__(
-        self,
+    method: str
+    request: h11.Request
+    data: bytes
+
+    @classmethod
+    def build(
+        cls,
         target: Target,
         method: str = "GET",
         headers: list[tuple[str, str]] | None = None,
         body: bytes | None = None,
-    ) -> None:
-        self.method = method.upper()
-        self._conn = h11.Connection(h11.CLIENT)
+    ) -> PreparedRequest:
+        """Validate and serialise; ``Host`` and ``Content-Length`` are added when missing."""
+        method = method.upper()
         names = {name.lower() for name, _ in headers or ()}
         all_headers = [] if "host" in names else [("Host", target.authority)]
         all_headers += headers or []
         if body is not None and "content-length" not in names:
             all_headers.append(("Content-Length", str(len(body))))
+        conn = h11.Connection(h11.CLIENT)
         try:
-            data = self._conn.send(
-                h11.Request(method=self.method, target=target.path, headers=all_headers)
-            )
+            request = h11.Request(method=method, target=target.path, headers=all_headers)
+            data = conn.send(request)
             if body:
-                data += self._conn.send(h11.Data(data=body))
-            data += self._conn.send(h11.EndOfMessage())
+                data += conn.send(h11.Data(data=body))
+            data += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise ValueError(f"cannot send this request: {exc}") from exc
-        self.request_bytes = data
+        return cls(method, request, data)
+
+
+class Exchange:
+    """One request and the head of its response, driven by an ``h11.Connection``."""
+
+    __slots__ = ("_buf", "_conn", "method", "request_bytes", "unused")
+
+    def __init__(self, prepared: PreparedRequest) -> None:
+        self.method = prepared.method
+        self._conn = h11.Connection(h11.CLIENT)
+        # h11 accepts a response once it has seen our request; the bytes were made once.
+        self._conn.send(prepared.request)
+        self.request_bytes = prepared.data
         self._buf = b""
         self.unused = b""
 

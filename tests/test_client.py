@@ -24,7 +24,7 @@ from rawsse.client import (
     stream,
 )
 from rawsse.client_body import ChunkedBody, CloseBody, LengthBody
-from rawsse.client_http import Exchange, Target
+from rawsse.client_http import Exchange, PreparedRequest, Target
 from rawsse.client_wire import BodyEnd, ChunkData, ChunkHeader, Received, Sent, WireRecord
 from rawsse.sse import Event
 from tests.tools_support import (
@@ -151,7 +151,7 @@ def test_chunked_body_matches_h11(pieces: list[bytes], cuts: list[int]) -> None:
 
 def test_exchange_builds_request_and_reads_head_after_interim() -> None:
     target = Target.from_url("http://127.0.0.1:8000/v1/x?a=1")
-    exchange = Exchange(target, "post", [("X-A", "b")], b'{"k":1}')
+    exchange = Exchange(PreparedRequest.build(target, "post", [("X-A", "b")], b'{"k":1}'))
     request = exchange.request_bytes
     assert request.startswith(b"POST /v1/x?a=1 HTTP/1.1\r\n")
     assert b"host: 127.0.0.1:8000\r\n" in request.lower()
@@ -168,7 +168,7 @@ def test_exchange_builds_request_and_reads_head_after_interim() -> None:
 
 
 def test_exchange_rejects_a_malformed_head() -> None:
-    exchange = Exchange(Target.from_url("http://h/"))
+    exchange = Exchange(PreparedRequest.build(Target.from_url("http://h/")))
     with pytest.raises(SSEProtocolError):
         exchange.feed_head(b"HTTP/1.1 2OO OK\r\n\r\n")
 
