@@ -36,6 +36,12 @@ class ServerLimits:
     write_buffer_bytes: int = 64 * 1024
     # On shutdown, how long open requests and streams get to finish before they are cancelled.
     shutdown_grace_s: float = 5.0
+    # TCP keepalive probes after this much idle time (SO_KEEPALIVE + TCP_KEEPIDLE), every
+    # third of it (TCP_KEEPINTVL), 3 times (TCP_KEEPCNT): finds peers that vanished without a
+    # FIN (a crashed NAT, a pulled cable). None = the OS default (off: 2 hours if enabled).
+    tcp_keepalive_s: float | None = None
+    # Linux TCP_USER_TIMEOUT: drop a connection whose sent data stays unacknowledged this long.
+    tcp_user_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -56,5 +62,9 @@ class ServerLimits:
                 raise ValueError(f"{name} must be positive")
         if self.max_connections < 0:
             raise ValueError("max_connections must be >= 0 (0 = no limit)")
+        for name in ("tcp_keepalive_s", "tcp_user_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive (or None for the OS default)")
         if self.shutdown_grace_s < 0:
             raise ValueError("shutdown_grace_s must be >= 0")

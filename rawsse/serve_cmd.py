@@ -97,6 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds open requests and streams get to finish on shutdown (default 5)",
     )
     parser.add_argument(
+        "--tcp-keepalive", type=float, default=None, metavar="SECONDS",
+        help="TCP keepalive probes after this much idle time (default: the OS default)",
+    )
+    parser.add_argument(
+        "--tcp-user-timeout", type=float, default=None, metavar="SECONDS",
+        help="drop a connection whose sent data stays unacknowledged this long (Linux)",
+    )
+    parser.add_argument(
         "--cors-origin",
         action="append",
         default=None,
@@ -121,6 +129,8 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
         max_connections=args.max_connections,
         send_timeout_s=args.send_timeout,
         shutdown_grace_s=args.shutdown_grace,
+        tcp_keepalive_s=args.tcp_keepalive,
+        tcp_user_timeout_s=args.tcp_user_timeout,
     )
 
 

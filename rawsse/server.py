@@ -64,6 +64,34 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
+def _tcp_options(limits: ServerLimits) -> list[tuple[int, int, int]]:
+    """The (level, option, value) triples for TCP keepalive and user timeout, where supported."""
+    options: list[tuple[int, int, int]] = []
+    if limits.tcp_keepalive_s is not None:
+        idle = max(1, round(limits.tcp_keepalive_s))
+        options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+        for name, value in (
+            ("TCP_KEEPIDLE", idle),
+            ("TCP_KEEPINTVL", max(1, idle // 3)),
+            ("TCP_KEEPCNT", 3),
+        ):
+            if hasattr(socket, name):
+                options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    if limits.tcp_user_timeout_s is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+        options.append(
+            (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(limits.tcp_user_timeout_s * 1000))
+        )
+    return options
+
+
+def _apply_socket_options(sock: socket.socket, options: list[tuple[int, int, int]]) -> None:
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:  # pragma: no cover - an option this kernel refuses
+            logger.debug("socket option %s/%s refused", level, option)
+
+
 class _ConnectionSpawner:
     """Starts one task per connection as cheaply as the event loop allows.
 
@@ -135,6 +163,7 @@ class Server:
         self._serve_scope: anyio.CancelScope | None = None
         self._shutdown_requested = False
         self._lingering = 0
+        self._tcp_options = _tcp_options(self.limits)
         self.started_at = time.monotonic()
 
     @property
@@ -239,6 +268,8 @@ class Server:
                 sock.setblocking(False)
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if self._tcp_options:
+                        _apply_socket_options(sock, self._tcp_options)
                 if (
                     limits.max_connections
                     and ctx.stats.connections_active >= limits.max_connections

@@ -410,3 +410,29 @@ async def test_keepalive_after_streaming_responses() -> None:
         responses = parse_responses(await client.read_until_close())
         assert [r.status for r in responses] == [200, 200]
         assert responses[1].body == b"pong"
+
+
+async def test_tcp_keepalive_options_are_applied() -> None:
+    import socket as socket_module
+
+    from tests.support import running_server
+
+    seen: dict[str, int] = {}
+    app = make_app()
+
+    @app.get("/sockopts")
+    async def sockopts(req: Request) -> Response:
+        return Response("ok")
+
+    async with running_server(app, tcp_keepalive_s=30, tcp_user_timeout_s=20) as server:
+        async with RawClient.connect(server.port) as client:
+            await client.send(get("/ping", close=False))
+            await client.read_until(b"pong")
+            [connection] = list(server.context.connections)
+            sock = connection.sock
+            seen["keepalive"] = sock.getsockopt(socket_module.SOL_SOCKET, socket_module.SO_KEEPALIVE)
+            seen["idle"] = sock.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_KEEPIDLE)
+            seen["user_timeout"] = sock.getsockopt(
+                socket_module.IPPROTO_TCP, socket_module.TCP_USER_TIMEOUT
+            )
+    assert seen == {"keepalive": 1, "idle": 30, "user_timeout": 20000}
