@@ -34,6 +34,7 @@ from rawsse.chat.grammar import (
     check_openai_stream,
 )
 from rawsse.chat.models import ModelOptions, demo_models, parse_model_options
+from rawsse.chat.mount import ChatService, mount_chat
 from rawsse.chat.openai_dialect import (
     OPENAI,
     OpenAIStream,
@@ -64,6 +65,7 @@ __all__ = [
     "ChatError",
     "ChatGPTWebStream",
     "ChatRequest",
+    "ChatService",
     "Citations",
     "Delta",
     "Dialect",
@@ -95,6 +97,7 @@ __all__ = [
     "demo_models",
     "gemini_error_body",
     "load_json_body",
+    "mount_chat",
     "openai_error_body",
     "openai_models_body",
     "parse_anthropic",
