@@ -348,14 +348,22 @@ class ChatService:
             headers=headers,
         )
 
-    async def list_models(self, request: Request) -> Response:
+    async def list_models(self, request: Request, dialect: Dialect) -> Response:
         """``GET /v1/models`` in OpenAI's list format."""
+        try:
+            self._authenticate(dialect, request)
+        except ChatError as error:
+            return self._error(dialect, error)
         return JSONResponse(
             {"object": "list", "data": [self._model_card(name) for name in self.models]}
         )
 
     async def get_model(self, request: Request, dialect: Dialect) -> Response:
         """``GET /v1/models/{model}``."""
+        try:
+            self._authenticate(dialect, request)
+        except ChatError as error:
+            return self._error(dialect, error)
         name = request.path_params["model"]
         if name not in self.models:
             return self._error(dialect, ChatError.model_not_found(name))
@@ -441,9 +449,12 @@ def mount_chat(
     async def get_model(request: Request) -> Response:
         return await service.get_model(request, OPENAI)
 
+    async def list_models(request: Request) -> Response:
+        return await service.list_models(request, OPENAI)
+
     app.add_route("/v1/chat/completions", route(OPENAI), ("POST",))
     app.add_route("/v1/chat/completions/{id}/events", resume, ("GET",))
-    app.add_route("/v1/models", service.list_models, ("GET",))
+    app.add_route("/v1/models", list_models, ("GET",))
     app.add_route("/v1/models/{model}", get_model, ("GET",))
     app.add_route("/v1/messages", route(ANTHROPIC), ("POST",))
     for version in ("v1beta", "v1"):
