@@ -4,13 +4,14 @@ The server here costs (almost) nothing per event: a bare ``asyncio.Protocol`` th
 chat request with a response encoded once and cached (one realistic OpenAI chunk per chunked
 chunk, ``data: [DONE]``, the last chunk), written with one ``transport.write``. It runs in its
 own process pinned to one CPU; ``rawsse bench`` runs pinned to the other. Whatever events/s
-bench reports is then bench's own limit, not the server's. For scale, the same run measures
-``rawsse serve`` (demo app, token delay 0, pinned the same way) with the same bench settings:
-a real server's events/s per core, which the ceiling must exceed by far (3x at least) for
-bench's figures to be about the server.
+bench reports is then bench's own limit, not the server's. For scale, the same run measures real
+servers pinned the same way with the same bench settings: their events/s per core, which the
+ceiling must exceed by far (3x at least) for bench's figures to be about the server.
 
-Run: ``python benchmarks/client_ceiling.py [--quick]``; prints a markdown table.
-Needs 2 CPUs (server on CPU 1, bench on CPU 0).
+Run: ``python benchmarks/client_ceiling.py [--quick]``; prints markdown tables. Needs 2 CPUs
+(server on CPU 1, bench on CPU 0). The servers for scale: rawsse's demo, the Python floor and
+Node's ``http`` (``benchmarks/peers/``, when ``node`` is installed), each with the same stream
+shapes, so each ratio compares like with like.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,7 +118,7 @@ def _start(command: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     os.sched_setaffinity(proc.pid, {SERVER_CPU})
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
-    if not line.startswith("rawsse listening on "):
+    if " listening on " not in line:
         proc.kill()
         raise RuntimeError(f"server did not start: {line!r}")
     return proc, line.split()[-1]
@@ -131,27 +133,75 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _bench(url: str, streams: int, tokens: int, requests: int, *extra: str) -> dict[str, Any]:
+def _bench(url: str, streams: int, requests: int, *extra: str) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "rawsse", "bench", url, "--streams", str(streams),
-        "--max-tokens", str(tokens), "--requests", str(requests), "--cpu", str(BENCH_CPU),
-        "--json", "--no-progress", *extra,
+        "--requests", str(requests), "--cpu", str(BENCH_CPU), "--json", "--no-progress", *extra,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, cwd=REPO, timeout=300, check=False)
     if not done.stdout:
         raise RuntimeError(done.stderr.decode())
     result: dict[str, Any] = json.loads(done.stdout)
+    if result["errors"]:
+        raise RuntimeError(f"{url}: {result['error_samples']}")
     return result
 
 
-def _us_per_event(result: dict[str, Any]) -> float:
-    return 1e6 / result["events_per_s"] if result["events_per_s"] else float("nan")
+# (label, streams, tokens per request): the stream shapes measured for every server.
+SHAPES = [("64 streams x 200 tokens", 64, 200), ("64 streams x 16 tokens", 64, 16)]
+TOTAL_TOKENS = 128_000  # per run: requests = TOTAL_TOKENS / tokens
+
+
+def _servers() -> list[tuple[str, list[str], str, tuple[str, ...]]]:
+    """(name, command, path template, bench options) of the servers measured for scale."""
+    peers = [
+        (
+            "`rawsse serve` demo (lorem, token delay 0)",
+            [sys.executable, "-m", "rawsse", "serve", "--port", "0", "--token-delay", "0",
+             "--no-access-log"],
+            "/v1/chat/completions",
+            (),
+        ),
+        (
+            "Python floor (bare asyncio.Protocol, benchmarks/peers/floor.py)",
+            [sys.executable, "-m", "benchmarks.peers.floor", "--port", "0"],
+            "/stream?n={tokens}",
+            ("--data", "{}", "--terminal", "[DONE]"),
+        ),
+    ]  # fmt: skip
+    if shutil.which("node"):
+        peers.append(
+            (
+                "Node http (benchmarks/peers/node_peer.js)",
+                ["node", os.path.join(REPO, "benchmarks", "peers", "node_peer.js"), "0"],
+                "/stream?n={tokens}",
+                ("--data", "{}", "--terminal", "[DONE]"),
+            )
+        )
+    return peers
+
+
+def _measure(
+    command: list[str], path: str, extra: tuple[str, ...], scale: int, backends: list[str]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    results = {}
+    proc, url = _start(command)
+    try:
+        for label, streams, tokens in SHAPES:
+            requests = TOTAL_TOKENS // tokens // scale
+            for backend in backends:
+                target = url + path.format(tokens=tokens)
+                options = ("--max-tokens", str(tokens), "--backend", backend, *extra)
+                results[label, backend] = _bench(target, streams, requests, *options)
+    finally:
+        _stop(proc)
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve())
@@ -160,49 +210,35 @@ def main() -> int:
         print("needs 2 CPUs", file=sys.stderr)
         return 1
     scale = 4 if args.quick else 1
-    runs = [
-        # label, streams, tokens per stream, requests, extra bench options
-        ("64 streams x 1000 events", 64, 1000, 640 // scale, ("--backend", "asyncio")),
-        ("64 streams x 1000 events, uvloop", 64, 1000, 640 // scale, ("--backend", "uvloop")),
-        ("64 streams x 1000 events, trio", 64, 1000, 640 // scale, ("--backend", "trio")),
-        ("64 streams x 1000 events, --check", 64, 1000, 256 // scale, ("--check",)),
-        ("1 stream x 1000 events", 1, 1000, 200 // scale, ()),
-        ("64 streams x 16 events (short)", 64, 16, 12800 // scale, ()),
-        ("64 streams x 16 events, uvloop", 64, 16, 12800 // scale, ("--backend", "uvloop")),
+    backends = ["asyncio", "uvloop", "trio"]
+    own = [sys.executable, os.path.abspath(__file__), "--serve"]
+    ceiling = _measure(own, "/v1/chat/completions", (), scale, backends)
+    checked = _measure(own, "/v1/chat/completions", ("--check",), scale, ["asyncio"])
+    servers = [
+        (name, _measure(command, path, extra, scale, ["auto"]))
+        for name, command, path, extra in _servers()
     ]
-    rows = []
-    proc, url = _start([sys.executable, os.path.abspath(__file__), "--serve"])
-    try:
-        for label, streams, tokens, requests, extra in runs:
-            result = _bench(url, streams, tokens, requests, *extra)
-            assert result["errors"] == 0, result["error_samples"]
-            rows.append((label, result))
-    finally:
-        _stop(proc)
-    # For scale: a real server on the same core, same bench settings.
-    proc, url = _start([sys.executable, "-m", "rawsse", "serve", "--port", "0",
-                        "--token-delay", "0", "--no-access-log"])  # fmt: skip
-    try:
-        reference = _bench(url, 64, 16, 3200 // scale)
-    finally:
-        _stop(proc)
-    print(f"# rawsse bench client ceiling ({time.strftime('%Y-%m-%d')}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n")  # fmt: skip
-    print("| run | events/s | us per event | MB/s | completed |")
-    print("|---|---:|---:|---:|---:|")
-    for label, result in rows:
-        print(
-            f"| {label} | {result['events_per_s']:,.0f} | {_us_per_event(result):.2f} "
-            f"| {result['mb_per_s']:.1f} | {result['completed']:,} |"
-        )
     print(
-        f"| reference: `rawsse serve` demo, 64 streams x 16 tokens | "
-        f"{reference['events_per_s']:,.0f} | {_us_per_event(reference):.2f} | "
-        f"{reference['mb_per_s']:.1f} | {reference['completed']:,} |"
+        f"# rawsse bench: the client's ceiling ({time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n"
     )
-    ceiling = rows[0][1]["events_per_s"]
-    ratio = ceiling / reference["events_per_s"]
-    print(f"\nceiling (64 x 1000, asyncio) / rawsse serve: {ratio:.1f}x")
+    print("Ceiling: bench (CPU 0) against pre-encoded frames written as fast as possible (CPU 1).")
+    print("Events/s include the role, finish and [DONE] frames; us/event = 1e6 / events/s.\n")
+    print("| stream shape | backend | events/s | us per event | MB/s |")
+    print("|---|---|---:|---:|---:|")
+    for (label, backend), result in [*ceiling.items(), *checked.items()]:
+        name = backend + (" --check" if result in checked.values() else "")
+        print(
+            f"| {label} | {name} | {result['events_per_s']:,.0f} | "
+            f"{1e6 / result['events_per_s']:.2f} | {result['mb_per_s']:.1f} |"
+        )
+    print("\nServers, one core each, measured by the same bench (default backend):\n")
+    print("| server | stream shape | events/s | ceiling (same shape, asyncio) / server |")
+    print("|---|---|---:|---:|")
+    for name, results in servers:
+        for (label, _), result in results.items():
+            ratio = ceiling[label, "asyncio"]["events_per_s"] / result["events_per_s"]
+            print(f"| {name} | {label} | {result['events_per_s']:,.0f} | {ratio:.1f}x |")
     return 0
 
 

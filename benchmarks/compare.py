@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = [{"rss1k": 1000, "rss10k": 10000}[s] for s in scenarios if s.startswith("rss")]
 
     started = time.monotonic()
+    context = h.context_line()
     try:
         bursts = run_bursts(peers, concurrencies, repeat, duration, warmup, args.client) \
             if concurrencies else {}
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     md = [
         f"## Peer comparison (`python -m benchmarks.compare{' --quick' if args.quick else ''}`)",
         "",
-        f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()}",
+        f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()} {context}",
         "",
         f"Settings: {settings}. Workload: POST /stream, 200 `chat.completion.chunk` events per "
         "stream (dict built per event, orjson in every Python peer, JSON.stringify in Node), "

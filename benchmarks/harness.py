@@ -358,6 +358,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def context_line() -> str:
+    """The code measured (commit, and whether rawsse/ had uncommitted changes) and the load."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, timeout=10, check=False).stdout.decode().strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "rawsse"], cwd=ROOT,
+                               capture_output=True, timeout=10, check=False).stdout.decode().strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = "?", ""
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    state = " with uncommitted changes in rawsse/ (the tree is shared)" if dirty else ""
+    return f"rawsse at commit {commit}{state}; load average at start {load}."
+
+
 def machine_line() -> str:
     model = "unknown CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:

@@ -136,11 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     paced_s = 4.0 if args.quick else 6.0
     big = 1000 if args.quick else 10000
     started = time.monotonic()
+    context = h.context_line()
     results: dict[str, Any] = {}
     md: list[str] = [
         f"## EventStream targets (`python -m benchmarks.streams{' --quick' if args.quick else ''}`)",
         "",
-        f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()}",
+        f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()} {context}",
         "",
     ]
     targets: list[list[str]] = []

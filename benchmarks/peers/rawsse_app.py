@@ -12,7 +12,7 @@ import anyio
 from benchmarks.peers.workload import DONE_FRAME, chunk_dict, params_from_mapping
 from rawsse.app import App
 from rawsse.request import Request
-from rawsse.response import Response
+from rawsse.response import Response, StreamingResponse
 from rawsse.sse import encode_json_data
 from rawsse.stream import EventStream
 
@@ -40,3 +40,16 @@ async def stream(request: Request) -> EventStream:
 @app.get("/plain")
 async def plain(request: Request) -> Response:
     return Response(b"hello, world\n")
+
+
+@app.get("/chunked")
+async def chunked(request: Request) -> StreamingResponse:
+    size = int(request.query.get("size", 4096))
+    count = int(request.query.get("count", 256))
+    piece = b"x" * size
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield piece
+
+    return StreamingResponse(pieces())
