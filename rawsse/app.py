@@ -25,10 +25,13 @@ H = TypeVar("H", bound=RouteHandler)
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+ErrorRenderer = Callable[[int, str], Response]
+
+
 class Route:
     """One path template and the handlers registered on it, per method."""
 
-    __slots__ = ("handlers", "path", "regex")
+    __slots__ = ("error_renderer", "handlers", "path", "regex")
 
     def __init__(self, path: str) -> None:
         if not path.startswith("/"):
@@ -36,6 +39,9 @@ class Route:
         self.path = path
         self.handlers: dict[str, RouteHandler] = {}
         self.regex: re.Pattern[str] | None = None
+        # Renders errors the server answers before a handler runs (413, 431) in this route's
+        # own shape; None = plain text.
+        self.error_renderer: ErrorRenderer | None = None
         if _PARAM.search(path):
             pattern = ""
             last = 0
@@ -78,9 +84,18 @@ class App:
         self.server = server
 
     def add_route(
-        self, path: str, handler: RouteHandler, methods: Iterable[str] = ("GET",)
+        self,
+        path: str,
+        handler: RouteHandler,
+        methods: Iterable[str] = ("GET",),
+        *,
+        error_renderer: ErrorRenderer | None = None,
     ) -> None:
-        """Register ``handler`` for ``path`` under each of ``methods``."""
+        """Register ``handler`` for ``path`` under each of ``methods``.
+
+        ``error_renderer(status, detail)`` answers the errors the server decides before the
+        handler runs (an oversized body, too many headers) in this route's own shape.
+        """
         route = self._static.get(path) or next((r for r in self._dynamic if r.path == path), None)
         if route is None:
             route = Route(path)
@@ -88,6 +103,8 @@ class App:
                 self._static[path] = route
             else:
                 self._dynamic.append(route)
+        if error_renderer is not None:
+            route.error_renderer = error_renderer
         for method in methods:
             method = method.upper()
             if method in route.handlers:
@@ -141,6 +158,13 @@ class App:
             if candidate.regex.match(path):
                 methods.update(candidate.allowed_methods)
         return sorted(methods)
+
+    def render_error(self, path: str, status: int, detail: str) -> Response | None:
+        """The route's own rendering of an error the server decided (None: plain text)."""
+        found = self.match(path)
+        if found is None or found[0].error_renderer is None:
+            return None
+        return found[0].error_renderer(status, detail)
 
     @property
     def routes(self) -> list[Route]:

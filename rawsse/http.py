@@ -128,18 +128,25 @@ def _status_phrase(status: int) -> bytes:
 
 
 def error_response_bytes(
-    status: int, detail: str, extra_headers: list[tuple[bytes, bytes]] | None = None
+    status: int,
+    detail: str,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    body: bytes | None = None,
+    content_type: bytes = b"text/plain; charset=utf-8",
 ) -> bytes:
     """A complete ``Connection: close`` error response, formatted without h11.
 
     Used when h11 cannot (or should not) frame the answer: after a protocol error, or to
-    refuse a connection over the limit before reading its request.
+    refuse a connection over the limit before reading its request. ``body`` replaces the
+    plain-text ``detail`` (an application's own error shape).
     """
-    body = (detail or _status_phrase(status).decode()).encode() + b"\n"
+    if body is None:
+        body = (detail or _status_phrase(status).decode()).encode() + b"\n"
     lines = [
         b"HTTP/1.1 %d %b\r\n" % (status, _status_phrase(status)),
         b"date: " + _DateHeader.get() + b"\r\n",
-        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-type: " + content_type + b"\r\n",
         b"content-length: %d\r\n" % len(body),
         b"connection: close\r\n",
     ]
@@ -328,7 +335,7 @@ class Connection:
         headers = list(event.headers)
         refusal = self._check_framing(headers)
         if refusal is not None:
-            await self._send_error(*refusal)
+            await self._send_error(*refusal, target=event.target)
             return None
         chunks: list[bytes] = []
         size = 0
@@ -351,7 +358,9 @@ class Connection:
                         size += len(body_event.data)
                         if size > limits.max_body_bytes:
                             await self._send_error(
-                                413, f"request body too large (limit {limits.max_body_bytes} bytes)"
+                                413,
+                                f"request body too large (limit {limits.max_body_bytes} bytes)",
+                                target=event.target,
                             )
                             return None
                         chunks.append(bytes(body_event.data))
@@ -395,12 +404,39 @@ class Connection:
                     await anyio.wait_writable(sock)
 
     async def _send_error(
-        self, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        status: int,
+        detail: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        target: bytes | None = None,
     ) -> None:
-        """Answer ``status`` with ``Connection: close``, then close gracefully."""
+        """Answer ``status`` with ``Connection: close``, then close gracefully.
+
+        When the request's target is known, the handler may render the error in its own
+        shape (``render_error(path, status, detail)``: a vendor's JSON error, say).
+        """
         self._ctx.stats.count_response(status)
+        data = None
+        render = getattr(self._ctx.handler, "render_error", None)
+        if target is not None and render is not None:
+            path = target.partition(b"?")[0].decode("latin-1")
+            rendered: Response | None = render(path, status, detail)
+            if rendered is not None:
+                content_type = b"text/plain; charset=utf-8"
+                extra = list(headers or [])
+                for name, value in rendered.headers:
+                    if name.lower() == b"content-type":
+                        content_type = value
+                    else:
+                        extra.append((name, value))
+                data = error_response_bytes(
+                    status, detail, extra, body=rendered.body, content_type=content_type
+                )
+        if data is None:
+            data = error_response_bytes(status, detail, headers)
         try:
-            await self._send_all(error_response_bytes(status, detail, headers))
+            await self._send_all(data)
         except (ClientDisconnected, TimeoutError):
             return
         await self._linger()

@@ -436,3 +436,31 @@ async def test_tcp_keepalive_options_are_applied() -> None:
                 socket_module.IPPROTO_TCP, socket_module.TCP_USER_TIMEOUT
             )
     assert seen == {"keepalive": 1, "idle": 30, "user_timeout": 20000}
+
+
+async def test_route_renders_server_decided_errors_in_its_own_shape() -> None:
+    from tests.support import running_server
+
+    app = make_app()
+
+    async def upload(req: Request) -> Response:
+        return Response("stored")
+
+    app.add_route(
+        "/upload",
+        upload,
+        ("POST",),
+        error_renderer=lambda status, detail: JSONResponse({"error": {"status": status}}, status),
+    )
+    async with running_server(app, max_body_bytes=10) as server:
+        raw = b"POST /upload?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n"
+        [response] = await request(server.port, raw)
+        assert response.status == 413
+        assert response.header("content-type") == "application/json"
+        assert response.body == b'{"error":{"status":413}}'
+        # Other routes keep the plain-text answer.
+        raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n"
+        [response] = await request(server.port, raw)
+        assert response.status == 413
+        assert response.header("content-type") == "text/plain; charset=utf-8"
+        await assert_still_serving(server.port)

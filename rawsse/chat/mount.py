@@ -436,6 +436,20 @@ def mount_chat(
         status_commit_s=status_commit_s,
     )
 
+    def renderer(dialect: Dialect) -> Any:
+        def render(status: int, detail: str) -> Response:
+            if status == 413:
+                error = ChatError.too_large(service_limit(detail))
+            else:
+                error = ChatError(status, detail)
+            return ChatService._error(dialect, error)
+
+        return render
+
+    def service_limit(detail: str) -> int:
+        digits = "".join(ch for ch in detail.partition("limit")[2] if ch.isdigit())
+        return int(digits) if digits else 0
+
     def route(dialect: Dialect, **fixed: Any) -> Any:
         async def handler(request: Request) -> Response | EventStream:
             model = request.path_params.get("model")
@@ -452,11 +466,11 @@ def mount_chat(
     async def list_models(request: Request) -> Response:
         return await service.list_models(request, OPENAI)
 
-    app.add_route("/v1/chat/completions", route(OPENAI), ("POST",))
+    app.add_route("/v1/chat/completions", route(OPENAI), ("POST",), error_renderer=renderer(OPENAI))
     app.add_route("/v1/chat/completions/{id}/events", resume, ("GET",))
     app.add_route("/v1/models", list_models, ("GET",))
     app.add_route("/v1/models/{model}", get_model, ("GET",))
-    app.add_route("/v1/messages", route(ANTHROPIC), ("POST",))
+    app.add_route("/v1/messages", route(ANTHROPIC), ("POST",), error_renderer=renderer(ANTHROPIC))
     for version in ("v1beta", "v1"):
         app.add_route(
             f"/{version}/models/{{model}}:streamGenerateContent",
@@ -477,5 +491,7 @@ def mount_chat(
             dialect = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError):  # pragma: no cover - dialect not built yet
             continue
-        app.add_route(path, route(dialect, stream=True), ("POST",))
+        app.add_route(
+            path, route(dialect, stream=True), ("POST",), error_renderer=renderer(dialect)
+        )
     return service
