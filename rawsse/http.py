@@ -233,6 +233,10 @@ class Connection:
                 self._ctx.reactor.watch(self)
                 response = await self._run_handler(request)
                 if response is None or self.peer_gone:
+                    if isinstance(response, StreamingResponse):
+                        # Never started: let it release what it holds (an upstream, a generator).
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                            await response.skip_body()
                     break
                 # Separate methods, called from here, keep the stack of a held stream short.
                 if isinstance(response, Response):

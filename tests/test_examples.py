@@ -103,3 +103,81 @@ def test_broadcast_ticker_reaches_every_subscriber() -> None:
             thread.join(timeout=10)
         for index in (0, 1):
             assert received[index][-1] == "ACME 12.5"
+
+
+def test_chat_proxy_streams_and_forwards_errors_and_cancels_upstream() -> None:
+    import os
+    import socket
+    import time
+
+    openai = pytest.importorskip("openai")
+    with serve_demo() as upstream_url:
+        os.environ["RAWSSE_UPSTREAM"] = upstream_url
+        try:
+            with serve("examples.chat_proxy:app") as url:
+                client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+                chunks = list(
+                    client.chat.completions.create(
+                        model="echo", stream=True, messages=[{"role": "user", "content": "via proxy"}]
+                    )
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                assert text == "via proxy"
+                whole = client.chat.completions.create(
+                    model="echo", messages=[{"role": "user", "content": "whole"}]
+                )
+                assert whole.choices[0].message.content == "whole"
+                with pytest.raises(openai.NotFoundError):
+                    client.chat.completions.create(
+                        model="nope", stream=True, messages=[{"role": "user", "content": "x"}]
+                    )
+                # A client that leaves mid-stream: the upstream sees its client leave too.
+                before = _metric(upstream_url, "rawsse_client_disconnects_total")
+                body = (
+                    b'{"model":"lorem","max_tokens":2000,"stream":true,'
+                    b'"messages":[{"role":"user","content":"x"}],"rawsse":{"token_delay_s":0.01}}'
+                )
+                host, port = url.removeprefix("http://").split(":")
+                with socket.create_connection((host, int(port)), timeout=5) as sock:
+                    sock.sendall(
+                        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                        % (len(body), body)
+                    )
+                    sock.recv(65536)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    if _metric(upstream_url, "rawsse_client_disconnects_total") > before:
+                        break
+                    time.sleep(0.05)
+                assert _metric(upstream_url, "rawsse_client_disconnects_total") > before
+        finally:
+            os.environ.pop("RAWSSE_UPSTREAM", None)
+
+
+@contextmanager
+def serve_demo() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rawsse", "serve", "--port", "0", "--no-access-log", "--token-delay", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("rawsse listening on "), line
+        yield line.split()[-1]
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
