@@ -182,17 +182,28 @@ def _servers() -> list[tuple[str, list[str], str, tuple[str, ...]]]:
 
 
 def _measure(
-    command: list[str], path: str, extra: tuple[str, ...], scale: int, backends: list[str]
+    command: list[str],
+    path: str,
+    extra: tuple[str, ...],
+    scale: int,
+    backends: list[str],
+    repeat: int,
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    results = {}
+    """Best of ``repeat`` runs per shape and backend: on a shared machine the best run is the
+    one least disturbed by other work, for the ceiling and for the servers alike."""
+    results: dict[tuple[str, str], dict[str, Any]] = {}
     proc, url = _start(command)
     try:
-        for label, streams, tokens in SHAPES:
-            requests = TOTAL_TOKENS // tokens // scale
-            for backend in backends:
-                target = url + path.format(tokens=tokens)
-                options = ("--max-tokens", str(tokens), "--backend", backend, *extra)
-                results[label, backend] = _bench(target, streams, requests, *options)
+        for _ in range(repeat):
+            for label, streams, tokens in SHAPES:
+                requests = TOTAL_TOKENS // tokens // scale
+                for backend in backends:
+                    target = url + path.format(tokens=tokens)
+                    options = ("--max-tokens", str(tokens), "--backend", backend, *extra)
+                    result = _bench(target, streams, requests, *options)
+                    best = results.get((label, backend))
+                    if best is None or result["events_per_s"] > best["events_per_s"]:
+                        results[label, backend] = result
     finally:
         _stop(proc)
     return results
@@ -202,6 +213,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs (default 3)")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve())
@@ -212,10 +224,11 @@ def main() -> int:
     scale = 4 if args.quick else 1
     backends = ["asyncio", "uvloop", "trio"]
     own = [sys.executable, os.path.abspath(__file__), "--serve"]
-    ceiling = _measure(own, "/v1/chat/completions", (), scale, backends)
-    checked = _measure(own, "/v1/chat/completions", ("--check",), scale, ["asyncio"])
+    repeat = args.repeat
+    ceiling = _measure(own, "/v1/chat/completions", (), scale, backends, repeat)
+    checked = _measure(own, "/v1/chat/completions", ("--check",), scale, ["asyncio"], repeat)
     servers = [
-        (name, _measure(command, path, extra, scale, ["auto"]))
+        (name, _measure(command, path, extra, scale, ["auto"], repeat))
         for name, command, path, extra in _servers()
     ]
     print(
@@ -223,7 +236,8 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n"
     )
     print("Ceiling: bench (CPU 0) against pre-encoded frames written as fast as possible (CPU 1).")
-    print("Events/s include the role, finish and [DONE] frames; us/event = 1e6 / events/s.\n")
+    print("Events/s include the role, finish and [DONE] frames; us/event = 1e6 / events/s.")
+    print(f"Each figure is the best of {repeat} runs.\n")
     print("| stream shape | backend | events/s | us per event | MB/s |")
     print("|---|---|---:|---:|---:|")
     for (label, backend), result in [*ceiling.items(), *checked.items()]:

@@ -14,6 +14,7 @@ The engine is ``rawsse.bench_run``; the default request is an OpenAI chat comple
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import shlex
@@ -105,9 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group = parser.add_argument_group("process")
     run_group.add_argument(
         "--backend",
-        choices=("asyncio", "uvloop", "trio"),
-        default="asyncio",
-        help="event loop of the load generator (default asyncio)",
+        choices=("auto", "asyncio", "uvloop", "trio"),
+        default="auto",
+        help="event loop of the load generator (default auto: uvloop when installed, else "
+        "asyncio; uvloop makes short streams about 40%% cheaper for the load generator)",
     )
     run_group.add_argument("--cpu", type=int, help="pin the load generator to this CPU")
     run_group.add_argument("--server-cpu", type=int, help="pin the started server to this CPU")
@@ -233,6 +235,12 @@ async def _main(config: BenchConfig, state: BenchState, progress: bool) -> None:
         sys.stderr.flush()
 
 
+def _resolve_backend(option: str) -> str:
+    if option == "auto":
+        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return option
+
+
 def _run_backend(config: BenchConfig, state: BenchState, backend: str, progress: bool) -> None:
     if backend == "trio":
         anyio.run(_main, config, state, progress, backend="trio")
@@ -267,15 +275,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"rawsse bench: {exc}", file=sys.stderr)
         return 2
     progress = sys.stderr.isatty() and not args.no_progress
+    backend = _resolve_backend(args.backend)
     state = BenchState()
     try:
         with _server(args) if not args.url else nullcontext(args.url) as url:
             config = build_config(args, url)
-            _run_backend(config, state, args.backend, progress)
+            _run_backend(config, state, backend, progress)
     except RuntimeError as exc:
         print(f"rawsse bench: {exc}", file=sys.stderr)
         return 1
     result = result_json(config, state, config.target.url())
+    result["backend"] = backend
     if args.json:
         sys.stdout.write(dumps(result).decode() + "\n")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from typing import Any
@@ -356,3 +357,11 @@ async def test_rawsse_url_pace_and_anthropic(anyio_backend: str) -> None:
     assert openai["first_event_ms"]["p50"] < openai["stream_ms"]["p50"]
     assert anthropic["completed"] == 8, anthropic["error_samples"]
     assert anthropic["errors"] == 0
+
+
+@pytest.mark.anyio
+async def test_default_backend_is_uvloop_when_installed() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/"
+    done = await run_rawsse("bench", url, "--requests", "1", "--json")
+    expected = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    assert _result(done.stdout)["backend"] == expected

@@ -61,6 +61,10 @@ WIRE = b"5\r\nhello\r\n1a;name=value\r\n" + b"x" * 26 + b"\r\n0\r\nTrailer: yes\
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7, len(WIRE)])
 def test_chunked_body_any_split(step: int) -> None:
+    fast = ChunkedBody()
+    assert _decode_all(fast, WIRE, step) == b"hello" + b"x" * 26
+    assert fast.done
+    assert fast.unused == b"NEXT"
     framing: list[WireRecord] = []
     decoder = ChunkedBody(framing)
     assert _decode_all(decoder, WIRE, step) == b"hello" + b"x" * 26
@@ -92,9 +96,10 @@ def test_chunked_body_any_split(step: int) -> None:
         b"1" * 5000,  # a size line that never ends
     ],
 )
-def test_chunked_body_rejects_malformed(wire: bytes) -> None:
+@pytest.mark.parametrize("traced", [False, True])  # the fast path and the traced one
+def test_chunked_body_rejects_malformed(wire: bytes, traced: bool) -> None:
     with pytest.raises(SSEProtocolError):
-        ChunkedBody().feed(wire)
+        ChunkedBody([] if traced else None).feed(wire)
 
 
 def test_chunked_body_eof_before_last_chunk_is_an_error() -> None:
