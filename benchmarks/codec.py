@@ -15,13 +15,20 @@ the same byte stream cut into 4-16 KiB reads (seeded). httpx-sse is driven the w
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Running a script puts its folder first on sys.path, where a sibling module (an http.py) would
+# shadow the standard library module of that name that the peers import.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 import argparse
 import codecs
 import json
 import os
 import platform
 import random
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,8 +77,8 @@ def encoders() -> dict[str, Callable[[int], bytes | None]]:
     }
     try:
         from sse_starlette import JSONServerSentEvent, ServerSentEvent
-    except ImportError:
-        print("sse-starlette not installed: skipped (pip install sse-starlette)", file=sys.stderr)
+    except ImportError as exc:
+        print(f"sse-starlette skipped ({exc}): pip install sse-starlette", file=sys.stderr)
     else:
         table["sse-starlette ServerSentEvent(json.dumps(d)).encode()"] = lambda i: ServerSentEvent(
             data=json.dumps(chunk(i))
@@ -162,8 +169,8 @@ def bench_parse(n: int, repeats: int) -> None:
     parsers: dict[str, Callable[[list[bytes]], list[str]]] = {"rawsse EventParser": parse_rawsse}
     try:
         import httpx_sse  # noqa: F401
-    except ImportError:
-        print("httpx-sse not installed: skipped (pip install httpx-sse)", file=sys.stderr)
+    except ImportError as exc:
+        print(f"httpx-sse skipped ({exc}): pip install httpx-sse", file=sys.stderr)
     else:
         parsers["httpx-sse SSEDecoder (+ SSELineDecoder)"] = parse_httpx_sse
     print(f"\nParsing {n:,} events fed in 4-16 KiB reads (best of {repeats})\n")
