@@ -200,8 +200,12 @@ class App:
             response = await self._dispatch(request)
         except HTTPError as exc:
             response = Response(exc.detail or "error", exc.status, exc.headers)
-        response.headers.append((b"access-control-allow-origin", allowed.encode("latin-1")))
-        response.headers.append((b"vary", b"Origin"))
+        # A new list: responses may share a header list (every plain EventStream does).
+        response.headers = [
+            *response.headers,
+            (b"access-control-allow-origin", allowed.encode("latin-1")),
+            (b"vary", b"Origin"),
+        ]
         return response
 
     async def _dispatch(self, request: Request) -> Response | StreamingResponse:

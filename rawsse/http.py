@@ -20,6 +20,7 @@ Rules the driver keeps:
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -134,6 +135,7 @@ def error_response_bytes(
     *,
     body: bytes | None = None,
     content_type: bytes = b"text/plain; charset=utf-8",
+    include_body: bool = True,
 ) -> bytes:
     """A complete ``Connection: close`` error response, formatted without h11.
 
@@ -148,12 +150,28 @@ def error_response_bytes(
         b"date: " + _DateHeader.get() + b"\r\n",
         b"content-type: " + content_type + b"\r\n",
         b"content-length: %d\r\n" % len(body),
+        b"x-content-type-options: nosniff\r\n",
         b"connection: close\r\n",
     ]
     for name, value in extra_headers or ():
         lines.append(name + b": " + value + b"\r\n")
     lines.append(b"\r\n")
-    return b"".join(lines) + body
+    return b"".join(lines) + (body if include_body else b"")
+
+
+# Query parameters whose values are credentials (Gemini's ?key=, signed URLs, tokens).
+_SECRET_PARAMS = re.compile(
+    rb"(?i)((?:^|[?&;])(?:key|api_key|apikey|api-key|token|access_token|auth|password|sig|signature)=)"
+    rb"[^&;#]*"
+)
+
+
+def _loggable_target(target: bytes) -> str:
+    """The request target for the access log, with credential values in the query redacted."""
+    path, sep, query = target.partition(b"?")
+    if sep:
+        query = _SECRET_PARAMS.sub(rb"\1[redacted]", b"?" + query)[1:]
+    return (path + sep + query).decode("latin-1").encode("unicode_escape").decode("ascii")
 
 
 class _CloseConnection(Exception):
@@ -302,7 +320,8 @@ class Connection:
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             detail = (
-                "request header section too large" if status == 431 else f"malformed request: {exc}"
+                # h11's message quotes the offending bytes: never reflect them to the client.
+                "request header section too large" if status == 431 else "malformed request"
             )
             await self._send_error(status, detail)
             return None
@@ -339,7 +358,7 @@ class Connection:
         headers = list(event.headers)
         refusal = self._check_framing(headers)
         if refusal is not None:
-            await self._send_error(*refusal, target=event.target)
+            await self._send_error(*refusal, target=event.target, head=event.method == b"HEAD")
             return None
         chunks: list[bytes] = []
         size = 0
@@ -365,6 +384,7 @@ class Connection:
                                 413,
                                 f"request body too large (limit {limits.max_body_bytes} bytes)",
                                 target=event.target,
+                                head=event.method == b"HEAD",
                             )
                             return None
                         chunks.append(bytes(body_event.data))
@@ -374,10 +394,14 @@ class Connection:
                     # ConnectionClosed before the body ended: nobody to answer.
                     return None
             if scope.cancel_called:
-                await self._send_error(408, "request body not received in time")
+                await self._send_error(
+                    408, "request body not received in time", head=event.method == b"HEAD"
+                )
                 return None
         except h11.RemoteProtocolError as exc:
-            await self._send_error(exc.error_status_hint, f"malformed request body: {exc}")
+            await self._send_error(
+                exc.error_status_hint, "malformed request body", head=event.method == b"HEAD"
+            )
             return None
         body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         return Request(
@@ -414,8 +438,11 @@ class Connection:
         headers: list[tuple[bytes, bytes]] | None = None,
         *,
         target: bytes | None = None,
+        head: bool = False,
     ) -> None:
         """Answer ``status`` with ``Connection: close``, then close gracefully.
+
+        ``head``: the request was a HEAD, so the answer carries no body (RFC 9110 9.3.2).
 
         When the request's target is known, the handler may render the error in its own
         shape (``render_error(path, status, detail)``: a vendor's JSON error, say).
@@ -435,10 +462,15 @@ class Connection:
                     else:
                         extra.append((name, value))
                 data = error_response_bytes(
-                    status, detail, extra, body=rendered.body, content_type=content_type
+                    status,
+                    detail,
+                    extra,
+                    body=rendered.body,
+                    content_type=content_type,
+                    include_body=not head,
                 )
         if data is None:
-            data = error_response_bytes(status, detail, headers)
+            data = error_response_bytes(status, detail, headers, include_body=not head)
         try:
             await self._send_all(data)
         except (ClientDisconnected, TimeoutError):
@@ -496,7 +528,7 @@ class Connection:
                 '%s - "%s %s HTTP/%s" %d %d %.1fms',
                 self.client[0] if self.client else "-",
                 request.method,
-                request.target.decode("latin-1"),
+                _loggable_target(request.target),
                 request.http_version,
                 status,
                 sent_bytes,
@@ -532,7 +564,7 @@ class Connection:
             error_logger.error(
                 "cannot send response to %s %s: %s", request.method, request.path, exc
             )
-            await self._send_error(500, "internal server error")
+            await self._send_error(500, "internal server error", head=request.method == "HEAD")
             return False
         except (ClientDisconnected, TimeoutError):
             return False
@@ -564,7 +596,9 @@ class Connection:
                 error_logger.error(
                     "cannot send response to %s %s: %s", request.method, request.path, exc
                 )
-                await self._send_error(500, "internal server error")
+                await self._send_error(
+                    500, "internal server error", head=request.method == "HEAD"
+                )
                 return False
             chunked = conn.their_http_version == b"1.1" and request.method != "HEAD"
             keep_alive = conn.our_state is h11.DONE and conn.their_state is h11.DONE

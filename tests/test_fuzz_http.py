@@ -1001,12 +1001,6 @@ def test_markup_in_requests_is_never_reflected_raw(live: LiveServer, raw: bytes)
         assert json.loads(response.body), ex
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rawsse/http.py answers protocol errors with 'malformed request: {exc}', and "
-    "h11's message quotes the offending request bytes, so they come back verbatim in a "
-    "text/plain body (served without X-Content-Type-Options: nosniff)",
-)
 def test_protocol_error_bodies_do_not_echo_request_bytes(live: LiveServer) -> None:
     mark = MARKER.encode()
     for raw in (
@@ -1019,12 +1013,6 @@ def test_protocol_error_bodies_do_not_echo_request_bytes(live: LiveServer) -> No
         assert b"<script" not in ex.responses[0].body, ex
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rawsse/http.py error_response_bytes() always writes its text body, also in "
-    "answer to a HEAD request (RFC 9110 9.3.2: no content), e.g. the 408 for a HEAD whose "
-    "announced body never comes; a client reading the next response is desynchronised",
-)
 def test_error_answer_to_head_has_no_body(live: LiveServer) -> None:
     raw = b"HEAD /v1/models HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n"
     ex = exchange(live.port, raw)
@@ -1188,12 +1176,6 @@ def test_api_keys_in_headers_are_never_logged(tmp_path: Any) -> None:
     assert SECRET[:-1] not in log, log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rawsse/http.py's access log writes request.target whole, query string "
-    "included, so a Gemini key sent as ?key=... (a place the Gemini dialect reads keys "
-    "from) lands in the log",
-)
 def test_api_keys_in_query_are_never_logged(tmp_path: Any) -> None:
     serve = ServeProcess(tmp_path, "--api-key", SECRET)
     try:
@@ -1268,13 +1250,6 @@ def test_cors_per_origin_with_preflight(tmp_path: Any) -> None:
         serve.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: EventStream() without headers shares the module list _SSE_HEADER_BYTES "
-    "(rawsse/stream.py) and App.__call__ (rawsse/app.py) appends the CORS headers to "
-    "response.headers in place, so every later header-less stream carries every origin "
-    "allowed so far (and the list grows by two entries per CORS request)",
-)
 def test_cors_headers_do_not_leak_between_streams() -> None:
     from rawsse.stream import EventStream
 
