@@ -44,6 +44,7 @@ import anyio.abc
 from rawsse.bench_frames import FrameCounter
 from rawsse.bench_stats import Histogram
 from rawsse.client_body import CloseBody
+from rawsse.client_conn import connect_ip
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
 from rawsse.client_http import Exchange, PreparedRequest, Target
 from rawsse.jsonio import JSONDecodeError, loads
@@ -242,7 +243,7 @@ class _Runner:
         timeout_s = min(config.connect_timeout_s, self.hold_deadline - anyio.current_time())
         try:
             with anyio.fail_after(max(timeout_s, 0.0)):
-                sock = await anyio.connect_tcp(self.address, config.target.port)
+                sock = await connect_ip(self.address, config.target.port)
         except TimeoutError as exc:
             raise _Failed("connect", f"connect timed out after {timeout_s:.3g} s") from exc
         except OSError as exc:

@@ -11,6 +11,10 @@ returns body payload bytes until it returns ``None`` at the body's clean end. Ev
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import os
+import socket
 import ssl
 import time
 
@@ -22,10 +26,51 @@ from rawsse.client_errors import SSEConnectionError, SSETimeoutError
 from rawsse.client_http import Exchange, ResponseHead, Target
 from rawsse.client_wire import Received, Sent, WireHook, WireRecord
 
-__all__ = ["ClientConnection"]
+__all__ = ["ClientConnection", "connect_ip"]
 
 # One read takes what the kernel has, up to this; 64 KiB matches the usual socket buffer.
 _RECV_BYTES = 64 * 1024
+
+
+async def connect_ip(address: str, port: int) -> anyio.abc.SocketStream:
+    """A TCP connection to an IP address (no name lookup), with ``TCP_NODELAY``.
+
+    ``anyio.connect_tcp`` runs Happy Eyeballs (a task group, an event and a timeout per
+    connection attempt); measured here with 1,000 connections opened over half a second, that
+    machinery took connects from 0.3 ms to 120-300 ms (p50), on asyncio and trio alike. An IP
+    address needs none of it: a non-blocking ``connect``, a wait until writable, and anyio's
+    ``SocketStream.from_socket``. Raises ``OSError`` like ``connect_tcp``; falls back to it on
+    an anyio too old to wrap a socket.
+    """
+    from_socket = getattr(anyio.abc.SocketStream, "from_socket", None)
+    wait_writable = getattr(anyio, "wait_writable", None)
+    if from_socket is None or wait_writable is None:  # pragma: no cover - anyio < 4.10
+        return await anyio.connect_tcp(address, port)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex((address, port))
+        if code not in (0, errno.EINPROGRESS):
+            raise OSError(code, os.strerror(code))
+        await wait_writable(sock)
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
+        stream: anyio.abc.SocketStream = await from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return stream
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class ClientConnection:
@@ -70,6 +115,8 @@ class ClientConnection:
                         ssl_context=ssl.create_default_context(),
                         tls_hostname=target.host,
                     )
+                elif _is_ip(target.host):
+                    stream = await connect_ip(target.host, target.port)
                 else:
                     stream = await anyio.connect_tcp(target.host, target.port)
         except TimeoutError as exc:

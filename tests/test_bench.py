@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import pty
 import random
+import select
 from typing import Any
 
 import anyio
@@ -20,6 +23,7 @@ from tests.tools_support import (
     DONE_FRAME,
     LAST_CHUNK,
     MISBEHAVIOURS,
+    REPO_ROOT,
     RawRequest,
     chat_chunk,
     chunk,
@@ -27,6 +31,7 @@ from tests.tools_support import (
     misbehaving_chat,
     plain_response,
     raw_server,
+    rawsse_command,
     rawsse_server,
     run_rawsse,
     sse_head,
@@ -365,3 +370,36 @@ async def test_default_backend_is_uvloop_when_installed() -> None:
     done = await run_rawsse("bench", url, "--requests", "1", "--json")
     expected = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     assert _result(done.stdout)["backend"] == expected
+
+
+@pytest.mark.anyio
+async def test_progress_line_on_a_terminal_and_many_streams(anyio_backend: str) -> None:
+    # stderr is a pseudo-terminal, as when a person runs bench: the progress line is redrawn
+    # there (carriage return, clear line), the table goes to stdout. 1,000 streams held open
+    # at once from one process, ramped up over 0.5 s.
+    async def idle(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        await s.send(sse_head() + chunk(b"data: hi\n\n"))
+        await anyio.sleep(10)
+
+    controller, terminal = pty.openpty()
+    try:
+        async with raw_server(idle) as server:
+            command = rawsse_command(
+                "bench", server.url("/idle"), "--streams", "1000", "--hold", "2",
+                "--ramp-s", "0.5", "--backend", anyio_backend,
+            )  # fmt: skip
+            with anyio.fail_after(30):
+                done = await anyio.run_process(command, stderr=terminal, check=False, cwd=REPO_ROOT)
+        shown = b""
+        while select.select([controller], [], [], 0)[0]:
+            shown += os.read(controller, 65536)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 0, done.stdout
+    assert b"\r\x1b[K[" in shown
+    assert b"active" in shown
+    text = done.stdout.decode()
+    assert "completed 1,000" in text
+    assert "errors 0" in text
+    assert "peak streams 1,000" in text
