@@ -114,17 +114,96 @@ def render_prometheus(metrics: StreamMetrics = METRICS, stats: ServerStats | Non
 def metrics_handler(
     stats: ServerStats | Callable[[], ServerStats | None] | None = None,
     metrics: StreamMetrics = METRICS,
+    *,
+    use_prometheus_client: bool | None = None,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A handler serving ``/metrics``; ``stats`` may be a callable (the server is made later)."""
+    """A handler serving ``/metrics``; ``stats`` may be a callable (the server is made later).
+
+    When ``prometheus_client`` is installed (or ``use_prometheus_client`` is True), the page is
+    its registry's output, with rawsse's counters registered as a collector: one page with the
+    process metrics and any of the application's own, and no number counted twice.
+    """
+    current_stats: Callable[[], ServerStats | None] = (
+        stats if callable(stats) else (lambda: stats)
+    )
+    generate = None
+    if use_prometheus_client is not False:
+        generate = _prometheus_client_page(current_stats, metrics)
+        if generate is None and use_prometheus_client:
+            raise RuntimeError("prometheus_client is not installed")
 
     async def serve_metrics(request: Request) -> Response:
-        current = stats() if callable(stats) else stats
+        if generate is not None:
+            body, content_type = generate()
+            return Response(body, content_type=content_type)
         return Response(
-            render_prometheus(metrics, current),
+            render_prometheus(metrics, current_stats()),
             content_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     return serve_metrics
+
+
+def _prometheus_client_page(
+    stats: Callable[[], ServerStats | None], metrics: StreamMetrics
+) -> Callable[[], tuple[bytes, str]] | None:
+    try:
+        from prometheus_client import (  # type: ignore[import-not-found,unused-ignore]
+            CONTENT_TYPE_LATEST,
+            REGISTRY,
+            CollectorRegistry,
+            generate_latest,
+        )
+    except ImportError:
+        return None
+    collector = _make_collector(stats, metrics)
+    if collector is None:
+        return None
+    # rawsse's numbers belong to this App's server, so they live in a registry of their own;
+    # the page is the process-wide registry (the application's metrics, process_*) plus them.
+    own = CollectorRegistry(auto_describe=False)
+    own.register(collector)
+
+    def page() -> tuple[bytes, str]:
+        return generate_latest(REGISTRY) + generate_latest(own), str(CONTENT_TYPE_LATEST)
+
+    return page
+
+
+def _make_collector(stats: Callable[[], ServerStats | None], metrics: StreamMetrics) -> Any:
+    try:
+        from prometheus_client.core import (  # type: ignore[import-not-found,unused-ignore]
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+    except ImportError:
+        return None
+
+    class RawsseCollector:
+        """Exposes rawsse's counters through prometheus_client under the contract's names."""
+
+        def collect(self) -> Iterator[Any]:
+            current = stats()
+            for name, kind, help_text, value in _samples(metrics, current):
+                if kind == "gauge":
+                    yield GaugeMetricFamily(name, help_text, value=value)
+                else:
+                    # prometheus_client appends _total itself.
+                    yield CounterMetricFamily(name.removesuffix("_total"), help_text, value=value)
+            family = CounterMetricFamily(
+                "rawsse_http_requests", "HTTP responses sent, by status.", labels=["status"]
+            )
+            for status, count in sorted((current.requests_by_status if current else {}).items()):
+                family.add_metric([str(status)], count)
+            yield family
+            if current is not None:
+                yield GaugeMetricFamily(
+                    "rawsse_connections_active",
+                    "Client connections currently open.",
+                    value=current.connections_active,
+                )
+
+    return RawsseCollector()
 
 
 def register_with_prometheus_client(
@@ -134,29 +213,10 @@ def register_with_prometheus_client(
 
     Returns False (and does nothing) when ``prometheus_client`` is not importable.
     """
-    try:
-        from prometheus_client.core import (  # type: ignore[import-not-found,unused-ignore]
-            REGISTRY,
-            CounterMetricFamily,
-            GaugeMetricFamily,
-        )
-    except ImportError:
+    collector = _make_collector(lambda: stats, metrics)
+    if collector is None:
         return False
+    from prometheus_client.core import REGISTRY  # type: ignore[import-not-found,unused-ignore]
 
-    class _Collector:
-        def collect(self) -> Iterator[Any]:
-            for name, kind, help_text, value in _samples(metrics, stats):
-                if kind == "gauge":
-                    yield GaugeMetricFamily(name, help_text, value=value)
-                else:
-                    # prometheus_client appends _total itself.
-                    yield CounterMetricFamily(name.removesuffix("_total"), help_text, value=value)
-            family = CounterMetricFamily(
-                "rawsse_http_requests", "HTTP responses sent, by status.", labels=["status"]
-            )
-            for status, count in sorted((stats.requests_by_status if stats else {}).items()):
-                family.add_metric([str(status)], count)
-            yield family
-
-    REGISTRY.register(_Collector())
+    REGISTRY.register(collector)
     return True
