@@ -45,7 +45,7 @@ How, and where rawsse chooses:
   part of a multi-byte sequence, and a UTF-8 decoder ends any broken sequence at an ASCII byte,
   so splitting at them and decoding the pieces gives the same text as decoding the whole.
 - ``Event.id`` and ``Event.retry`` are the ``id`` and ``retry`` fields the event's own lines
-  carried (``None`` if none); the stream-wide values (rule 10's last event ID string, rule 11's
+  carried (``None`` if none); the stream-wide values (rule 13's last event ID string, rule 11's
   reconnection time) are the parser's ``last_event_id`` and ``retry``.
 - An empty ``retry`` value is ignored (there is no integer to interpret, as browsers do), and
   so is one of more than 4300 significant digits (Python's default int-conversion limit: such a
