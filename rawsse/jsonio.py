@@ -7,6 +7,7 @@ one SSE ``data:`` line. ``loads`` raises ``JSONDecodeError`` (a ``ValueError``) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,9 +15,9 @@ import orjson
 JSONDecodeError = orjson.JSONDecodeError
 
 
-def dumps(value: Any) -> bytes:
-    """Serialise ``value`` to compact UTF-8 JSON bytes."""
-    return orjson.dumps(value)
+# Serialise a value to compact UTF-8 JSON bytes. A plain alias, not a wrapper: it is on the
+# per-event hot path, and the call layer costs ~30 ns there.
+dumps: Callable[[Any], bytes] = orjson.dumps
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
