@@ -25,6 +25,7 @@ import anthropic
 import anyio
 import anyio.abc
 import httpx
+import httpx2
 import openai
 from google import genai
 from google.genai import types as genai_types
@@ -59,7 +60,7 @@ class ChatServer:
 
     server: Server
     service: ChatService | None = None
-    http_clients: list[httpx.Client] = field(default_factory=list)
+    http_clients: list[Any] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -69,9 +70,9 @@ class ChatServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.port}"
 
-    def http_client(self, recorder: Recorder | None) -> httpx.Client:
-        """An httpx client through ``recorder``, closed when the server block ends."""
-        client = httpx.Client(transport=recorder or Recorder())
+    def http_client(self, recorder: Recorder | None, lib: Any = httpx) -> Any:
+        """A ``lib.Client`` (httpx or httpx2) through ``recorder``, closed with the server."""
+        client = (recorder or Recorder()).client(lib)
         self.http_clients.append(client)
         return client
 
@@ -165,58 +166,80 @@ class Exchange:
         return json.loads(self.body)
 
 
-class _Tee(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, exchange: Exchange) -> None:
-        self.inner = inner
-        self.exchange = exchange
+def _tee_type(lib: Any) -> Any:
+    """A ``SyncByteStream`` of ``lib`` (httpx or httpx2) copying chunks into an exchange."""
 
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.inner:
-            self.exchange.body += chunk
-            yield chunk
+    class Tee(lib.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, exchange: Exchange) -> None:
+            self.inner = inner
+            self.exchange = exchange
 
-    def close(self) -> None:
-        self.inner.close()
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self.inner:
+                self.exchange.body += chunk
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return Tee
 
 
-class Recorder(httpx.BaseTransport):
-    """An httpx transport that keeps each response's bytes as the client reads them."""
+_TEE_TYPES = {lib.__name__: _tee_type(lib) for lib in (httpx, httpx2)}
+
+
+class Recorder:
+    """An httpx (or httpx2) transport that keeps each response's bytes as the client reads
+    them. ``strip_headers`` are removed from every request: a client that sends no key at all
+    (the SDKs refuse to be built without one)."""
 
     def __init__(self, strip_headers: tuple[str, ...] = ()) -> None:
-        self.inner = httpx.HTTPTransport()
         self.strip_headers = strip_headers
         self.exchanges: list[Exchange] = []
+        self.lib: Any = httpx
+        self.inner: Any = None
+
+    def client(self, lib: Any) -> Any:
+        """A ``lib.Client`` sending through this recorder."""
+        self.lib = lib
+        self.inner = lib.HTTPTransport()
+        return lib.Client(transport=self)
 
     @property
     def last(self) -> Exchange:
         assert self.exchanges, "no request was made"
         return self.exchanges[-1]
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: Any) -> Any:
         for name in self.strip_headers:
-            # Simulates a client that sends no key at all (the SDKs refuse to be built so).
             request.headers.pop(name, None)
         response = self.inner.handle_request(request)
         exchange = Exchange(
             request.method,
             request.url.path,
             request.url.query.decode(),
-            request.headers,
+            httpx.Headers(list(request.headers.items())),
             response.status_code,
-            response.headers,
+            httpx.Headers(list(response.headers.items())),
         )
         self.exchanges.append(exchange)
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        return httpx.Response(
+        return self.lib.Response(
             response.status_code,
             headers=response.headers,
-            stream=_Tee(response.stream, exchange),
+            stream=_TEE_TYPES[self.lib.__name__](response.stream, exchange),
             extensions=response.extensions,
             request=request,
         )
 
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        self.inner.close()
+        if self.inner is not None:
+            self.inner.close()
 
 
 def openai_client(
@@ -228,7 +251,7 @@ def openai_client(
         api_key=api_key,
         max_retries=0,
         timeout=TIMEOUT_S,
-        http_client=srv.http_client(recorder),
+        http_client=srv.http_client(recorder, httpx2),  # the SDK's own HTTP library
     )
 
 
@@ -241,7 +264,7 @@ def anthropic_client(
         api_key=api_key,
         max_retries=0,
         timeout=TIMEOUT_S,
-        http_client=srv.http_client(recorder),
+        http_client=srv.http_client(recorder, httpx2),  # this anthropic release uses httpx2
     )
 
 
@@ -471,8 +494,9 @@ def check_openai(events: list[Event]) -> None:
 
 
 def check_anthropic(events: list[Event]) -> None:
-    """The Anthropic grammar, with rawsse's ``id:`` numbering (pings carry none)."""
-    check_anthropic_stream([e for e in events if e.event != "ping"], require_ids=True)
+    """The Anthropic grammar, with rawsse's ``id:`` numbering (heartbeat pings carry none)."""
+    numbered = [e for e in events if not (e.event == "ping" and e.id is None)]
+    check_anthropic_stream(numbered, require_ids=True)
     check_anthropic_stream(events)
 
 
