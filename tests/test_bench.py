@@ -28,6 +28,7 @@ from tests.tools_support import (
     chat_chunk,
     chunk,
     closed_port,
+    idle_server,
     misbehaving_chat,
     plain_response,
     raw_server,
@@ -135,8 +136,10 @@ def _result(stdout: bytes) -> dict[str, Any]:
     return result
 
 
-async def _bench(*args: str, backend: str) -> tuple[int, dict[str, Any], bytes]:
-    done = await run_rawsse("bench", *args, "--json", "--backend", backend)
+async def _bench(
+    *args: str, backend: str, timeout_s: float = 30.0
+) -> tuple[int, dict[str, Any], bytes]:
+    done = await run_rawsse("bench", *args, "--json", "--backend", backend, timeout_s=timeout_s)
     return done.returncode, _result(done.stdout) if done.stdout else {}, done.stderr
 
 
@@ -403,3 +406,29 @@ async def test_progress_line_on_a_terminal_and_many_streams(anyio_backend: str) 
     assert "completed 1,000" in text
     assert "errors 0" in text
     assert "peak streams 1,000" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+@pytest.mark.anyio
+async def test_ten_thousand_streams_from_one_process(
+    anyio_backend: str, request: pytest.FixtureRequest
+) -> None:
+    # The scale the load generator promises: 10,000 concurrent streams from one process
+    # (RLIMIT_NOFILE raised, connections ramped up), all held open. The server is a bare
+    # asyncio one in its own process, so what is measured is the load generator.
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("a scale test (about 20 s, both cores): run it with -m slow")
+    if anyio_backend != "asyncio":
+        pytest.skip("one backend is enough for the scale test; both run the same code")
+    with idle_server() as url:
+        status, result, stderr = await _bench(
+            url + "/idle", "--streams", "10000", "--hold", "8", "--ramp-s", "5",
+            backend="auto", timeout_s=120,
+        )  # fmt: skip
+    assert status == 0, stderr
+    assert result["peak_streams"] == 10_000
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["completed"] == 10_000
+    assert result["events"] == 10_000
+    assert result["heartbeats"] >= 10_000  # at least one each, a second apart

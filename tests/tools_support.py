@@ -8,9 +8,11 @@ never produced by rawsse's own encoder or server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -246,7 +248,8 @@ def client_test_app() -> App:
     resume grace 5 s) plus ``GET /ticks``, a stream that ends after each event, the way a
     browser-style reconnect is exercised: the first connection gets ``retry: 80``, ``id: 1``;
     a reconnection with ``Last-Event-ID: 1`` gets ``id: 2``; one with ``Last-Event-ID: 2`` gets
-    ``204 No Content``, which must stop the client.
+    ``204 No Content``, which must stop the client. ``GET /idle`` sends one event, then only
+    heartbeats (one a second): a stream to hold open.
     """
     app = create_demo_app(DemoOptions(token_delay_s=0.2, resume_grace_s=5.0))
 
@@ -258,5 +261,85 @@ def client_test_app() -> App:
             return EventStream(_events(Event("b", id="2")))
         return Response(b"", status=204)
 
+    async def idle(request: Request) -> EventStream:
+        # one event, then only heartbeats (every second) until the client leaves
+        return EventStream(_events_then_wait(Event("hello")), heartbeat_s=1.0)
+
     app.add_route("/ticks", ticks)
+    app.add_route("/idle", idle)
     return app
+
+
+async def _events_then_wait(*events: Event) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+    await anyio.sleep_forever()
+
+
+class _IdleProtocol(asyncio.Protocol):
+    """Answers any request with an event stream: one event, then a comment every second."""
+
+    def __init__(self, streams: set[asyncio.Transport]) -> None:
+        self.streams = streams
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if b"\r\n\r\n" in self.buf and self.transport not in self.streams:
+            assert self.transport is not None
+            self.transport.write(sse_head() + chunk(b"data: hello\n\n"))
+            self.streams.add(self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.streams.discard(self.transport)  # type: ignore[arg-type]
+
+
+async def _serve_idle() -> None:
+    # A bare asyncio server, so that 10,000 held streams cost the server side little.
+    loop = asyncio.get_running_loop()
+    streams: set[asyncio.Transport] = set()
+    server = await loop.create_server(lambda: _IdleProtocol(streams), "127.0.0.1", 0, backlog=4096)
+    print(f"idle listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    async with server:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            for transport in list(streams):
+                transport.write(chunk(b":\n\n"))
+
+
+@contextmanager
+def idle_server() -> Iterator[str]:
+    """``python -m tests.tools_support idle`` in a subprocess: its base URL; stopped on exit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.tools_support", "idle"],
+        stdout=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert "listening on " in line, line
+        yield line.split()[-1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["idle"]:
+    asyncio.run(_serve_idle())
