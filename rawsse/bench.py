@@ -2,8 +2,10 @@
 
 Contract: ``add_arguments(parser)`` declares the options, ``run(args)`` runs the benchmark and
 returns the exit status: 0 when the run happened and at least one stream completed (or was held
-open), 1 when none did, 2 for an unusable command line. With no URL it starts ``rawsse serve``
-(demo app, token delay 0, free port) in a subprocess, benchmarks it and stops it, always.
+open), 1 when none did or the server it was to start did not start, 2 for an unusable command
+line, 130 after Ctrl-C (the results so far are still printed). With no URL it starts
+``rawsse serve`` (demo app, token delay 0, free port) in a subprocess, benchmarks it and stops
+it, always.
 ``--json`` prints one JSON object on stdout (keys: ``rawsse.bench_report``); otherwise a table.
 On a terminal, a progress line is redrawn on stderr twice a second.
 
@@ -18,16 +20,17 @@ import importlib.util
 import os
 import resource
 import shlex
+import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
 
 from rawsse.bench_report import format_table, progress_line, result_json
 from rawsse.bench_run import BenchConfig, BenchState, run_bench
-from rawsse.bench_server import demo_server
+from rawsse.bench_server import ServerStartError, demo_server
 from rawsse.client_http import Target
 from rawsse.jsonio import JSONDecodeError, dumps, loads
 
@@ -217,22 +220,36 @@ def _raise_fd_limit(streams: int) -> str | None:
     return None
 
 
-async def _main(config: BenchConfig, state: BenchState, progress: bool) -> None:
+async def _show_progress(config: BenchConfig, state: BenchState) -> None:
+    while True:
+        await anyio.sleep(0.5)
+        sys.stderr.write("\r\x1b[K" + progress_line(config, state))
+        sys.stderr.flush()
+
+
+async def _main(config: BenchConfig, state: BenchState, progress: bool) -> bool:
+    """Run the benchmark; returns whether Ctrl-C (SIGINT) ended it early."""
+    interrupted = False
     async with anyio.create_task_group() as tg:
         if progress:
+            tg.start_soon(_show_progress, config, state)
 
-            async def show() -> None:
-                while True:
-                    await anyio.sleep(0.5)
-                    sys.stderr.write("\r\x1b[K" + progress_line(config, state))
-                    sys.stderr.flush()
+        async def stop_on_sigint() -> None:
+            # Ctrl-C ends the run like its end would, so the results so far are reported
+            # (a KeyboardInterrupt would unwind through the task groups instead).
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
 
-            tg.start_soon(show)
+        tg.start_soon(stop_on_sigint)
         await run_bench(config, state)
         tg.cancel_scope.cancel()
     if progress:
         sys.stderr.write("\r\x1b[K")
         sys.stderr.flush()
+    return interrupted
 
 
 def _resolve_backend(option: str) -> str:
@@ -241,12 +258,11 @@ def _resolve_backend(option: str) -> str:
     return option
 
 
-def _run_backend(config: BenchConfig, state: BenchState, backend: str, progress: bool) -> None:
+def _run_backend(config: BenchConfig, state: BenchState, backend: str, progress: bool) -> bool:
     if backend == "trio":
-        anyio.run(_main, config, state, progress, backend="trio")
-    else:
-        options = {"use_uvloop": backend == "uvloop"}
-        anyio.run(_main, config, state, progress, backend="asyncio", backend_options=options)
+        return anyio.run(_main, config, state, progress, backend="trio")
+    options = {"use_uvloop": backend == "uvloop"}
+    return anyio.run(_main, config, state, progress, backend="asyncio", backend_options=options)
 
 
 @contextmanager
@@ -263,32 +279,34 @@ def run(args: argparse.Namespace) -> int:
     if args.streams < 1:
         print("rawsse bench: --streams must be at least 1", file=sys.stderr)
         return 2
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    warning = _raise_fd_limit(args.streams)
-    if warning:
-        print(warning, file=sys.stderr)
     try:
         # Validate the options before starting a server.
         build_config(args, args.url or "http://127.0.0.1:1/")
-    except ValueError as exc:
+        if args.cpu is not None:
+            os.sched_setaffinity(0, {args.cpu})
+    except (ValueError, OSError) as exc:
         print(f"rawsse bench: {exc}", file=sys.stderr)
         return 2
+    warning = _raise_fd_limit(args.streams)
+    if warning:
+        print(warning, file=sys.stderr)
     progress = sys.stderr.isatty() and not args.no_progress
     backend = _resolve_backend(args.backend)
     state = BenchState()
     try:
-        with _server(args) if not args.url else nullcontext(args.url) as url:
+        with _server(args) as url:
             config = build_config(args, url)
-            _run_backend(config, state, backend, progress)
-    except RuntimeError as exc:
+            interrupted = _run_backend(config, state, backend, progress)
+    except ServerStartError as exc:
         print(f"rawsse bench: {exc}", file=sys.stderr)
         return 1
     result = result_json(config, state, config.target.url())
     result["backend"] = backend
+    result["interrupted"] = interrupted
     if args.json:
         sys.stdout.write(dumps(result).decode() + "\n")
     else:
         print(format_table(result))
-    held = config.hold_s is not None and state.completed
-    return 0 if state.completed or held else 1
+    if interrupted:
+        return 130
+    return 0 if state.completed else 1

@@ -4,7 +4,8 @@ Contract: ``demo_server(args)`` is a context manager that starts ``python -m raw
 --token-delay 0 ARGS`` with this interpreter, waits (bounded) for its ready line ``rawsse
 listening on http://HOST:PORT``, yields that base URL, and always stops the process on exit:
 SIGINT (graceful shutdown), then SIGKILL if it has not exited within ``stop_timeout_s``. If the
-server exits or stays silent before its ready line, ``RuntimeError`` carries its stderr's tail.
+server exits or stays silent before its ready line, ``ServerStartError`` carries its stderr's
+tail.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-__all__ = ["demo_server"]
+__all__ = ["ServerStartError", "demo_server"]
 
 _READY_PREFIX = "rawsse listening on "
 
@@ -57,6 +58,10 @@ def _drain(stream: IO[bytes]) -> None:
             pass
 
 
+class ServerStartError(RuntimeError):
+    """``rawsse serve`` exited or stayed silent instead of printing its ready line."""
+
+
 @contextlib.contextmanager
 def demo_server(
     args: Sequence[str] = (),
@@ -74,7 +79,7 @@ def demo_server(
                 os.sched_setaffinity(proc.pid, {cpu})
             line = _read_ready_line(proc, ready_timeout_s)
             if line is None or not line.startswith(_READY_PREFIX):
-                raise RuntimeError(
+                raise ServerStartError(
                     f"rawsse serve did not print its ready line (got {line!r}): "
                     + _stderr_tail(stderr)
                 )

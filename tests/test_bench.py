@@ -8,6 +8,7 @@ import os
 import pty
 import random
 import select
+import signal
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from rawsse.bench_frames import FrameCounter
 from rawsse.bench_stats import Histogram
+from rawsse.client_conn import connect_ip
 from rawsse.parser import EventParser
 from tests.tools_support import (
     DONE_FRAME,
@@ -432,3 +434,26 @@ async def test_ten_thousand_streams_from_one_process(
     assert result["completed"] == 10_000
     assert result["events"] == 10_000
     assert result["heartbeats"] >= 10_000  # at least one each, a second apart
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_reports_so_far_and_stops_the_started_server(anyio_backend: str) -> None:
+    command = rawsse_command(
+        "bench", "--duration", "20", "--streams", "2", "--json", "--backend", anyio_backend
+    )
+    async with await anyio.open_process(command, cwd=REPO_ROOT) as process:
+        await anyio.sleep(2.5)  # the server is up and streams are running
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(15):
+            await process.wait()
+        assert process.stdout is not None
+        stdout = b"".join([chunk async for chunk in process.stdout])
+    assert process.returncode == 130
+    result = _result(stdout)
+    assert result["interrupted"] is True
+    assert result["completed"] > 0
+    assert result["duration_s"] < 15
+    # the server bench started is gone: its port refuses connections
+    port = int(result["url"].split(":")[2].split("/")[0])
+    with pytest.raises(ConnectionRefusedError):
+        await connect_ip("127.0.0.1", port)
