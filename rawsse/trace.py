@@ -7,7 +7,8 @@ chunked framing (every chunk-size line, data piece with h11-style start/end mark
 last chunk with its trailers), each parsed event with its fields, and a summary: time to
 headers, to the first event, gaps between events, bytes on the wire against payload and event
 data. Exit status: 0 when the body ended cleanly (or ``--max-events`` were seen), 1 on a
-connection error, a timeout or a validation failure, 2 for an unusable command line.
+connection error, a timeout or a validation failure, 2 for an unusable command line, 130 after
+Ctrl-C (the summary is still printed).
 
 Any status and content type is shown rather than refused: inspecting a 401 or a JSON error body
 is part of the job.
@@ -16,6 +17,7 @@ is part of the job.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -289,44 +291,62 @@ def _build_request(args: argparse.Namespace) -> _Request:
     return _Request(url, args.method, headers, body)
 
 
-async def _trace(args: argparse.Namespace, request: _Request, sink: TraceSink) -> bool:
+async def _trace(args: argparse.Namespace, request: _Request, sink: TraceSink) -> int:
+    """Trace one request; returns the exit status (see the module contract)."""
     feed, finish = _validator(args.validate)
     recorder = _Recorder(sink, max_events=args.max_events, validate=feed)
     status: int | None = None
     end = "body end"
-    ok = True
-    with anyio.move_on_after(args.timeout) as scope:
-        try:
-            async with connect(
-                request.url,
-                method=request.method,
-                body=request.body,
-                headers=request.headers,
-                last_event_id=args.last_event_id,
-                hook=recorder.hook,
-                check=False,
-            ) as response:
-                status = response.status
-                recorder.head(response.head)
-                async for _ in response:  # the recorder shows the events as the bytes arrive
-                    if recorder.stopped:
-                        end = f"stopped after {args.max_events} events"
-                        break
-                else:
-                    problem = finish() if finish is not None else None
-                    if problem:
-                        recorder.invalid = True
-                        sink.note(recorder.ms(recorder.last_t), "invalid", problem)
-        except SSEError as exc:
-            ok = False
-            end = f"error: {exc}"
-            sink.note(recorder.ms(recorder.last_t) if recorder.t0 else 0.0, "error", str(exc))
-    if scope.cancelled_caught:
-        ok = False
+    code = 0
+    interrupted = False
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_sigint() -> None:
+            # Ctrl-C (how an endless stream is usually left) still gets its summary.
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_sigint)
+        with anyio.move_on_after(args.timeout) as timeout:
+            try:
+                async with connect(
+                    request.url,
+                    method=request.method,
+                    body=request.body,
+                    headers=request.headers,
+                    last_event_id=args.last_event_id,
+                    hook=recorder.hook,
+                    check=False,
+                ) as response:
+                    status = response.status
+                    recorder.head(response.head)
+                    async for _ in response:  # the recorder shows events as the bytes arrive
+                        if recorder.stopped:
+                            end = f"stopped after {args.max_events} events"
+                            break
+                    else:
+                        problem = finish() if finish is not None else None
+                        if problem:
+                            recorder.invalid = True
+                            sink.note(recorder.ms(recorder.last_t), "invalid", problem)
+            except SSEError as exc:
+                code = 1
+                end = f"error: {exc}"
+                t_ms = recorder.ms(recorder.last_t) if recorder.t0 else 0.0
+                sink.note(t_ms, "error", str(exc))
+        tg.cancel_scope.cancel()
+    if timeout.cancelled_caught:
+        code = 1
         end = f"timed out after {args.timeout} s"
+    if interrupted:
+        code = 130
+        end = "interrupted (Ctrl-C)"
     t_end = max(recorder.last_t, recorder.t0)
     sink.summary(recorder.summary(status, end, t_end))
-    return ok and not recorder.invalid
+    return code or (1 if recorder.invalid else 0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -339,5 +359,5 @@ def run(args: argparse.Namespace) -> int:
     sink: TraceSink = (
         JsonSink(sys.stdout, raw=args.raw) if args.json else TextSink(sys.stdout, raw=args.raw)
     )
-    ok = anyio.run(_trace, args, request, sink, backend=args.backend)
-    return 0 if ok else 1
+    status: int = anyio.run(_trace, args, request, sink, backend=args.backend)
+    return status

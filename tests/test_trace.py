@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +16,13 @@ from rawsse.trace_format import escape_bytes
 from tests.tools_support import (
     DONE_FRAME,
     LAST_CHUNK,
+    REPO_ROOT,
     RawRequest,
     chat_chunk,
     chunk,
     closed_port,
     raw_server,
+    rawsse_command,
     rawsse_server,
     run_rawsse,
     sse_head,
@@ -275,3 +278,26 @@ async def test_trace_rawsse_chat_openai_and_anthropic(rawsse_url: str, anyio_bac
     types = [r["event"] for r in _records(anthropic.stdout) if r["type"] == "event"]
     assert types[0] == "message_start"
     assert types[-1] == "message_stop"
+
+
+async def test_ctrl_c_still_prints_the_summary(anyio_backend: str) -> None:
+    async def endless(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        await s.send(sse_head())
+        for n in range(1000):
+            await s.send(chunk(b"data: %d\n\n" % n))
+            await anyio.sleep(0.05)
+
+    async with raw_server(endless) as server:
+        command = rawsse_command("trace", server.url(), "--json", "--backend", anyio_backend)
+        async with await anyio.open_process(command, cwd=REPO_ROOT) as process:
+            await anyio.sleep(1.5)
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(10):
+                await process.wait()
+            assert process.stdout is not None
+            stdout = b"".join([piece async for piece in process.stdout])
+    assert process.returncode == 130
+    records = _records(stdout)
+    assert records[-1]["type"] == "summary"
+    assert records[-1]["end"] == "interrupted (Ctrl-C)"
+    assert records[-1]["events"] >= 3
