@@ -74,6 +74,8 @@ def run_rss(peers: list[str], counts: list[int], hb_s: float = 15.0
                     f"{r.get('kib_per_stream')} KiB/stream (base {r['base_kib']} KiB)")
             except RuntimeError as exc:
                 log(f"rss {name} {count}: FAILED {exc}")
+                reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "error"
+                out[name][count] = {"failed_reason": reason}
     return out
 
 
@@ -86,6 +88,9 @@ def summarise(bursts: dict[str, dict[int, list[dict[str, Any]]]],
         for streams, runs in bursts.get(name, {}).items():
             ok = [r for r in runs if r["completed"] > 0]
             row[f"ev{streams}"] = h.median([r["events_per_s"] for r in ok])
+            # Events per second of server CPU: robust to time stolen by other tenants.
+            row[f"evcpu{streams}"] = h.median([r["events_per_s"] / r["server_cpu"]
+                                               for r in ok if r.get("server_cpu")])
             row[f"ev{streams}_runs"] = [r["events_per_s"] for r in runs]
             row[f"ttfb{streams}_p50"] = h.median([r["ttfb_ms"]["p50"] for r in ok])
             row[f"ttfb{streams}_p99"] = h.median([r["ttfb_ms"]["p99"] for r in ok])
@@ -104,7 +109,7 @@ def render(table: dict[str, dict[str, Any]], peers: list[str], concurrencies: li
     base = table.get(ref, {})
     header = ["server"]
     for c in concurrencies:
-        header += [f"events/s @{c}", f"vs {ref}"]
+        header += [f"events/s @{c}", f"vs {ref}", f"events/CPU-s @{c}", f"vs {ref}"]
     for c in concurrencies:
         header += [f"TTFB p50/p99 @{c} (ms)"]
     for n in counts:
@@ -114,7 +119,9 @@ def render(table: dict[str, dict[str, Any]], peers: list[str], concurrencies: li
         row = table.get(name, {})
         cells = [f"{name}"]
         for c in concurrencies:
-            cells += [h.fmt(row.get(f"ev{c}")), h.ratio(row.get(f"ev{c}"), base.get(f"ev{c}"))]
+            cells += [h.fmt(row.get(f"ev{c}")), h.ratio(row.get(f"ev{c}"), base.get(f"ev{c}")),
+                      h.fmt(row.get(f"evcpu{c}")),
+                      h.ratio(row.get(f"evcpu{c}"), base.get(f"evcpu{c}"))]
         for c in concurrencies:
             p50, p99 = row.get(f"ttfb{c}_p50"), row.get(f"ttfb{c}_p99")
             cells += [f"{h.fmt(p50, 1)} / {h.fmt(p99, 1)}"]
@@ -157,9 +164,9 @@ def chart(table: dict[str, dict[str, Any]], peers: list[str], concurrencies: lis
         ax = axes[0][ax_i]
         ax_i += 1
         for k, c in enumerate(concurrencies):
-            vals = [(table.get(p, {}).get(f"ev{c}") or 0) / 1000 for p in peers]
+            vals = [(table.get(p, {}).get(f"evcpu{c}") or 0) / 1000 for p in peers]
             ax.bar([x + k * width for x in xs], vals, width, label=f"{c} streams")
-        ax.set_ylabel("thousand events/s (median)")
+        ax.set_ylabel("thousand events per server CPU-second (median)")
         ax.set_title("burst: 200 events/stream, no delay")
         ax.set_xticks([x + width * (len(concurrencies) - 1) / 2 for x in xs])
         ax.set_xticklabels(peers, rotation=35, ha="right", fontsize=8)
@@ -196,7 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client", choices=("loadgen", "rawsse-bench"), default="loadgen")
     parser.add_argument("--out", default=str(h.RESULTS / "peers"),
                         help="output path stem (.md, .json, .png)")
+    parser.add_argument("--render", metavar="JSON",
+                        help="only re-render the tables and chart from a saved peers.json")
     args = parser.parse_args(argv)
+    if args.render:
+        render_saved(args.render, args.out)
+        return
     h.install_cleanup()
 
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -226,21 +238,49 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         log("interrupted: servers stopped")
         raise SystemExit(130) from None
-    table = summarise(bursts, rss)
-    ref = "rawsse" if "rawsse" in peers else peers[0]
     elapsed = time.monotonic() - started
     settings = (f"{repeat} interleaved repeat(s) of {duration:g} s (after {warmup:g} s warm-up) "
                 f"per burst point; client: {args.client}; total run {elapsed / 60:.1f} min")
+    header_line = (f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: "
+                   f"{h.machine_line()} {context}")
+    saved = {"date": h.DATE, "machine": h.machine_line(), "settings": settings,
+             "header": header_line, "quick": args.quick, "peers": peers, "skipped": skipped,
+             "concurrencies": concurrencies, "counts": counts,
+             "bursts": {p: {str(c): runs for c, runs in v.items()} for p, v in bursts.items()},
+             "rss": {p: {str(c): r for c, r in v.items()} for p, v in rss.items()}}
+    with open(args.out + ".json", "w") as f:
+        json.dump(saved, f, indent=1)
+    write_report(saved, args.out)
+
+
+def render_saved(path: str, out: str) -> None:
+    with open(path) as f:
+        saved = json.load(f)
+    write_report(saved, out)
+
+
+def write_report(saved: dict[str, Any], out: str) -> None:
+    peers = saved["peers"]
+    concurrencies = saved["concurrencies"]
+    counts = saved["counts"]
+    bursts = {p: {int(c): runs for c, runs in v.items()} for p, v in saved["bursts"].items()}
+    rss = {p: {int(c): r for c, r in v.items()} for p, v in saved["rss"].items()}
+    skipped = saved.get("skipped", [])
+    settings = saved["settings"]
+    table = summarise(bursts, rss)
+    ref = "rawsse" if "rawsse" in peers else peers[0]
     md = [
-        f"## Peer comparison (`python -m benchmarks.compare{' --quick' if args.quick else ''}`)",
+        f"## Peer comparison (`python -m benchmarks.compare{' --quick' if saved['quick'] else ''}`)",
         "",
-        f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()} {context}",
+        saved["header"],
         "",
         f"Settings: {settings}. Workload: POST /stream, 200 `chat.completion.chunk` events per "
         "stream (dict built per event, orjson in every Python peer, JSON.stringify in Node), "
         "then `[DONE]`, no delay; keep-alive connections. TTFB = request written → first event "
         "read. RSS: idle streams held with heartbeats on (15 s), process tree, delta over the "
-        "warmed idle server.",
+        "warmed idle server. events/CPU-s = events/s divided by the share of CPU 0 the "
+        "server process got (medians of the per-run quotients): the other engineers' jobs take "
+        "a varying share of both cores, so this column is the steadier comparison.",
         "",
         render(table, peers, concurrencies, counts, ref),
         "",
@@ -253,16 +293,14 @@ def main(argv: list[str] | None = None) -> None:
         md += ["CPU share of each side during the burst runs (1.00 = one core busy; a client near "
                "1.00 would mean the client, not the server, was the limit), and every run:", "",
                render_cpu(table, peers, concurrencies), ""]
+    failed = [f"{p} @{n:,}: {r['failed_reason']}" for p, v in rss.items() for n, r in v.items()
+              if r.get("failed_reason")]
+    if failed:
+        md += ["RSS points that failed: " + "; ".join(failed) + ".", ""]
     text = "\n".join(md)
     print(text)
-    out = args.out
     with open(out + ".md", "w") as f:
         f.write(text)
-    with open(out + ".json", "w") as f:
-        json.dump({"date": h.DATE, "machine": h.machine_line(), "settings": settings,
-                   "bursts": {p: {str(c): runs for c, runs in v.items()} for p, v in bursts.items()},
-                   "rss": {p: {str(c): r for c, r in v.items()} for p, v in rss.items()}},
-                  f, indent=1)
     chart(table, peers, concurrencies, counts, out + ".png",
           f"rawsse and peers, {h.DATE}, server on 1 core of a shared 2-core machine")
     log(f"wrote {out}.md, {out}.json, {out}.png")
