@@ -26,6 +26,7 @@ from rawsse.metrics import METRICS
 from rawsse.stream import EventStream
 from tests.chat_support import (
     KEY,
+    TLS_CONTEXT,
     USER_TEXT,
     ChatServer,
     ProbeModel,
@@ -524,7 +525,7 @@ async def test_oversized_chunked_body_is_413(anyio_backend: str) -> None:
             yield b"x" * 1024
 
     async with demo_server(max_body_bytes=2048) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10.0, verify=TLS_CONTEXT) as client:
             response = await client.post("/v1/chat/completions", content=chunks())
         ok = await post(srv, "/v1/chat/completions", openai_body(stream=False))
     assert response.status_code == 413
@@ -814,8 +815,8 @@ async def test_without_status_commit_an_early_failure_is_in_band(anyio_backend: 
 async def test_status_commit_waits_only_up_to_its_limit(anyio_backend: str) -> None:
     """A backend slower than ``status_commit_s`` to its first delta still streams (head at
     the limit), and a failure after the limit is in-band."""
-    slow = ProbeModel(tokens=3, delay_s=0, first_delay_s=0.3)
-    failing_late = ProbeModel(tokens=3, delay_s=0, first_delay_s=0.3, fail_at=0)
+    slow = ProbeModel(tokens=3, delay_s=0, first_delay_s=0.15)
+    failing_late = ProbeModel(tokens=3, delay_s=0, first_delay_s=0.15, fail_at=0)
     async with chat_server({"slow": slow, "late": failing_late}, status_commit_s=0.05) as srv:
         answer = await post(srv, "/v1/chat/completions", openai_body("slow"))
         late = await post(srv, "/v1/chat/completions", openai_body("late"))
