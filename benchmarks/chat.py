@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     repeat = args.repeat or (1 if args.quick else 3)
     duration = 2.0 if args.quick else 5.0
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {s: {c: [] for c in conc} for s in servers}
-    load_before = open("/proc/loadavg").read().split()[:3]
+    load_before = h.loadavg()
     context = h.context_line()
     started = time.monotonic()
     try:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         log("interrupted: servers stopped")
         raise SystemExit(130) from None
-    load_after = open("/proc/loadavg").read().split()[:3]
+    load_after = h.loadavg()
     med = {n: {c: {"ev": h.median([r["events_per_s"] for r in runs[n][c]]),
                    "ttfb50": h.median([r["ttfb_ms"]["p50"] for r in runs[n][c]]),
                    "ttfb99": h.median([r["ttfb_ms"]["p99"] for r in runs[n][c]]),
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         cells = [n]
         for c in conc:
             m = med[n][c]
-            cells += [h.fmt(m["ev"]), h.ratio(m["ev"], med.get("vllm-style", {}).get(c, {}).get("ev")),
+            ref = med.get("vllm-style", {}).get(c, {}).get("ev")
+            cells += [h.fmt(m["ev"]), h.ratio(m["ev"], ref),
                       f"{h.fmt(m['ttfb50'], 1)} / {h.fmt(m['ttfb99'], 1)}"]
         rows.append(cells)
     every = "; ".join(f"{n} @{c}: " + ", ".join(h.fmt(r["events_per_s"]) for r in runs[n][c])

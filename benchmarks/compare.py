@@ -10,7 +10,7 @@ delay. Each peer runs alone, pinned to CPU 0; the load client (``benchmarks/load
 ``rawsse bench`` with ``--client rawsse-bench``) is pinned to CPU 1. Burst figures are medians of
 ``--repeat`` runs, interleaved (peer A, B, C, then A, B, C again) so drift on a shared machine
 hits every peer alike. RSS per held stream = (server RSS while N idle streams are held, heartbeats
-on at 15 s − RSS of the warmed idle server) / N, process tree included.
+on at 15 s - RSS of the warmed idle server) / N, process tree included.
 
 Writes a markdown table to stdout and ``benchmarks/results/peers.md``, the raw runs to
 ``benchmarks/results/peers.json`` and a chart to ``benchmarks/results/peers.png``.
@@ -126,14 +126,16 @@ def render(table: dict[str, dict[str, Any]], peers: list[str], concurrencies: li
             p50, p99 = row.get(f"ttfb{c}_p50"), row.get(f"ttfb{c}_p99")
             cells += [f"{h.fmt(p50, 1)} / {h.fmt(p99, 1)}"]
         for n in counts:
-            cells += [h.fmt(row.get(f"kib{n}"), 1), h.ratio(row.get(f"kib{n}"), base.get(f"kib{n}"))]
+            kib = row.get(f"kib{n}")
+            cells += [h.fmt(kib, 1), h.ratio(kib, base.get(f"kib{n}"))]
         rows.append(cells)
     return h.markdown_table(header, rows)
 
 
 def render_cpu(table: dict[str, dict[str, Any]], peers: list[str], concurrencies: list[int]) -> str:
     header = ["server"] + [f"server CPU @{c}" for c in concurrencies] + \
-        [f"client CPU @{c}" for c in concurrencies] + [f"runs @{c} (events/s)" for c in concurrencies]
+        [f"client CPU @{c}" for c in concurrencies] + \
+        [f"runs @{c} (events/s)" for c in concurrencies]
     rows = []
     for name in peers:
         row = table.get(name, {})
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    peers = args.peers.split(",") if args.peers else list(QUICK_PEERS if args.quick else DEFAULT_PEERS)
+    default_peers = QUICK_PEERS if args.quick else DEFAULT_PEERS
+    peers = args.peers.split(",") if args.peers else list(default_peers)
     for name in peers:
         if name not in h.PEERS:
             parser.error(f"unknown peer {name!r}")
@@ -270,7 +273,8 @@ def write_report(saved: dict[str, Any], out: str) -> None:
     table = summarise(bursts, rss)
     ref = "rawsse" if "rawsse" in peers else peers[0]
     md = [
-        f"## Peer comparison (`python -m benchmarks.compare{' --quick' if saved['quick'] else ''}`)",
+        "## Peer comparison "
+        f"(`python -m benchmarks.compare{' --quick' if saved['quick'] else ''}`)",
         "",
         saved["header"],
         "",

@@ -190,7 +190,7 @@ def install_cleanup() -> None:
     signal.signal(signal.SIGHUP, _on_signal)
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -204,7 +204,7 @@ def running(peer: Peer, *, extra_env: dict[str, str] | None = None,
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra_env or {})
-    proc = subprocess.Popen(  # noqa: S603 - our own fixed commands
+    proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True, preexec_fn=_raise_child_nofile,
     )
@@ -220,7 +220,8 @@ def running(peer: Peer, *, extra_env: dict[str, str] | None = None,
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{peer.name} did not listen within {ready_timeout_s}s")
+                    raise RuntimeError(
+                        f"{peer.name} did not listen within {ready_timeout_s}s") from None
                 time.sleep(0.05)
         # Drain stderr in the background so a chatty server never blocks on a full pipe.
         import threading
@@ -242,7 +243,7 @@ def _drain(proc: subprocess.Popen[bytes]) -> None:
 def _raise_child_nofile() -> None:
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -250,7 +251,7 @@ def _raise_child_nofile() -> None:
 def loadgen(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
     """Run ``python -m benchmarks.loadgen ARGS --cpu CLIENT_CPU``; return its JSON."""
     cmd = [PY, "-m", "benchmarks.loadgen", *args, "--cpu", str(CLIENT_CPU)]
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, timeout=timeout_s, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -282,7 +283,7 @@ def rawsse_bench(url: str, *, streams: int, duration_s: float) -> dict[str, Any]
     """Run ``rawsse bench URL`` pinned to CLIENT_CPU; return its JSON."""
     cmd = ["taskset", "-c", str(CLIENT_CPU), PY, "-m", "rawsse", "bench", url, "--streams",
            str(streams), "--duration", str(duration_s), "--json"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=duration_s + 60,  # noqa: S603
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=duration_s + 60,
                          check=False)
     text = out.stdout.decode()
     start = text.find("{")
@@ -302,7 +303,7 @@ def hold_streams(server: ServerProcess, *, streams: int, hold_for_s: float, hb_s
     cmd = [PY, "-m", "benchmarks.loadgen", "hold", url, "--streams", str(streams), "--hold-for",
            str(hold_for_s), "--heartbeat", str(hb_s), "--timeout", str(timeout_s), "--cpu",
            str(CLIENT_CPU)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # noqa: S603
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     _LIVE.append(proc)
     held_kib = None
@@ -358,11 +359,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def loadavg() -> list[str]:
+    """The 1, 5 and 15 minute load averages."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
 def context_line() -> str:
     """The code measured (commit, and whether rawsse/ had uncommitted changes) and the load."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, timeout=10, check=False).stdout.decode().strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, timeout=10,
+            check=False).stdout.decode().strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "rawsse"], cwd=ROOT,
                                capture_output=True, timeout=10, check=False).stdout.decode().strip()
     except (OSError, subprocess.TimeoutExpired):

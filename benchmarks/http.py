@@ -61,7 +61,7 @@ def log(msg: str) -> None:
 def wrk(url: str, connections: int, duration_s: float) -> dict[str, Any]:
     cmd = ["taskset", "-c", str(h.CLIENT_CPU), "wrk", "-t1", f"-c{connections}",
            f"-d{duration_s:g}s", "--latency", "--timeout", "10s", url]
-    out = subprocess.run(cmd, capture_output=True, timeout=duration_s + 60, check=False)  # noqa: S603
+    out = subprocess.run(cmd, capture_output=True, timeout=duration_s + 60, check=False)
     text = out.stdout.decode()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     tps = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", text)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {c: [] for c in scenarios}
                                                         for s in servers}
     started = time.monotonic()
-    load_before = open("/proc/loadavg").read().split()[:3]
+    load_before = h.loadavg()
     context = h.context_line()
     try:
         for rep in range(repeat):
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         log("interrupted: servers stopped")
         raise SystemExit(130) from None
-    load_after = open("/proc/loadavg").read().split()[:3]
+    load_after = h.loadavg()
 
     med: dict[str, dict[str, dict[str, float | None]]] = {}
     for name in servers:
@@ -146,12 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         cells = [name]
         if "plain" in scenarios:
             m = med[name]["plain"]
-            cells += [h.fmt(m["rps"]), h.ratio(m["rps"], med.get("uvicorn-h11", {}).get("plain", {}).get("rps")),
+            ref = med.get("uvicorn-h11", {}).get("plain", {}).get("rps")
+            cells += [h.fmt(m["rps"]), h.ratio(m["rps"], ref),
                       h.ratio(m["rps"], med.get("rawsse", {}).get("plain", {}).get("rps")),
                       h.fmt(m["p99"], 1)]
         if "chunked" in scenarios:
             m = med[name]["chunked"]
-            cells += [h.fmt(m["mbs"], 0), h.ratio(m["mbs"], med.get("floor", {}).get("chunked", {}).get("mbs")),
+            ref = med.get("floor", {}).get("chunked", {}).get("mbs")
+            cells += [h.fmt(m["mbs"], 0), h.ratio(m["mbs"], ref),
                       h.ratio(m["mbs"], med.get("rawsse", {}).get("chunked", {}).get("mbs"))]
         rows.append(cells)
     header = ["server"]
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             if name in med:
                 x = med[name]["plain"]["rps"]
                 ok = None if not (x and ref) else x >= 1.2 * ref
-                targets.append([f"plain req/s ≥ 1.2x uvicorn-h11 (uvloop)", name, h.ratio(x, ref),
+                targets.append(["plain req/s ≥ 1.2x uvicorn-h11 (uvloop)", name, h.ratio(x, ref),
                                 "—" if ok is None else ("**met**" if ok else "**not met**")])
     if "chunked" in scenarios and "floor" in med:
         ref = med["floor"]["chunked"]["mbs"]
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                 targets.append(["chunked MB/s ≥ floor", name, h.ratio(x, ref),
                                 "—" if ok is None else ("**met**" if ok else "**not met**")])
     md = [
-        f"## HTTP/1.1: plain and chunked (`python -m benchmarks.http{' --quick' if args.quick else ''}`)",
+        "## HTTP/1.1: plain and chunked "
+        f"(`python -m benchmarks.http{' --quick' if args.quick else ''}`)",
         "",
         f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()} "
         f"{context} Load average before/after: {' '.join(load_before)} / {' '.join(load_after)}.",

@@ -13,7 +13,7 @@ Scenarios (server pinned to CPU 0, ``benchmarks/loadgen.py`` pinned to CPU 1):
   delivered: doubling, then bisection to within 10%. Streams start spread over 1 s (a real
   server's streams do not start in lockstep); each point runs on a fresh server.
 - ``rss``: KiB of server RSS per held idle stream at 1,000 and 10,000 streams, heartbeats on.
-- ``jitter``: 10,000 idle streams with a 1 s heartbeat, held for 10 s: |interval − 1 s| p99.
+- ``jitter``: 10,000 idle streams with a 1 s heartbeat, held for 10 s: |interval - 1 s| p99.
 
 Writes ``benchmarks/results/streams.md`` (and ``.json``) and prints the same markdown.
 """
@@ -109,7 +109,8 @@ def run_jitter(peers: list[str], streams: int, hold_s: float) -> dict[str, dict[
             out[name] = r
             log(f"jitter {name:12} {streams} streams: held {r['held']}, still {r['still_open']}, "
                 f"{r['hb_intervals']} intervals, jitter p50/p99/max "
-                f"{r['hb_jitter_ms']['p50']}/{r['hb_jitter_ms']['p99']}/{r['hb_jitter_ms']['max']} ms")
+                f"{r['hb_jitter_ms']['p50']}/{r['hb_jitter_ms']['p99']}/"
+                f"{r['hb_jitter_ms']['max']} ms")
         except RuntimeError as exc:
             log(f"jitter {name}: FAILED {exc}")
     return out
@@ -128,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paced-peers", default=",".join(CORE_PEERS))
     parser.add_argument("--paced-start", type=int, default=500)
     parser.add_argument("--out", default=str(h.RESULTS / "streams"))
+    parser.add_argument("--render", metavar="JSON",
+                        help="only re-render the report from a saved streams.json")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            write_report(json.load(f), args.out)
+        return
     h.install_cleanup()
     only = [s for s in args.only.split(",") if s]
     repeat = args.repeat or (1 if args.quick else 3)
@@ -136,150 +143,176 @@ def main(argv: list[str] | None = None) -> None:
     paced_s = 4.0 if args.quick else 6.0
     big = 1000 if args.quick else 10000
     started = time.monotonic()
-    context = h.context_line()
-    results: dict[str, Any] = {}
-    md: list[str] = [
-        f"## EventStream targets (`python -m benchmarks.streams{' --quick' if args.quick else ''}`)",
-        "",
-        f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()} {context}",
-        "",
-    ]
-    targets: list[list[str]] = []
+    meta = {
+        "quick": args.quick, "repeat": repeat, "burst_s": burst_s, "paced_s": paced_s,
+        "big": big,
+        "header": f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: "
+                  f"{h.machine_line()} {h.context_line()}",
+    }
+    results: dict[str, Any] = {"date": h.DATE, "meta": meta}
     try:
         if "burst" in only:
             bursts = run_bursts(list(BURST_PEERS), [64, 512], repeat, burst_s, 1.0, "loadgen")
-            table = summarise(bursts, {})
-            results["burst"] = bursts
-            floor = table.get("floor", {})
-            rows = []
-            for name in BURST_PEERS:
-                row = table.get(name, {})
-                rows.append([
-                    name, h.fmt(row.get("ev64")), h.ratio(row.get("ev64"), floor.get("ev64")),
-                    h.fmt(row.get("ev512")), h.ratio(row.get("ev512"), floor.get("ev512")),
-                    h.fmt(row.get("ttfb512_p99"), 1),
-                    h.ratio(row.get("ttfb512_p99"), floor.get("ttfb512_p99")),
-                    f"{h.fmt(row.get('cpu64'), 2)} / {h.fmt(row.get('client_cpu64'), 2)}",
-                ])
-            md += [
-                f"### Burst: 200 events per stream, no delay ({repeat} interleaved repeat(s) of "
-                f"{burst_s:g} s; medians)", "",
-                h.markdown_table(["server", "events/s @64", "x floor", "events/s @512", "x floor",
-                                  "TTFB p99 @512 (ms)", "x floor", "CPU server/client @64"], rows),
-                "",
-            ]
-            for name in ("rawsse", "rawsse-trio"):
-                row = table.get(name, {})
-                for c in (64, 512):
-                    x = row.get(f"ev{c}")
-                    f = floor.get(f"ev{c}")
-                    node = table.get("node", {}).get(f"ev{c}")
-                    targets.append([f"1. burst @{c}: ≥ 2.5x floor (goal: Node's rate)", name,
-                                    f"{h.ratio(x, f)} floor, {h.ratio(x, node)} Node",
-                                    verdict(None if not (x and f) else x >= 2.5 * f)])
-                t, tf = row.get("ttfb512_p99"), floor.get("ttfb512_p99")
-                targets.append(["5. TTFB p99 @512 ≤ floor's", name,
-                                f"{h.fmt(t, 1)} ms vs {h.fmt(tf, 1)} ms",
-                                verdict(None if not (t and tf) else t <= tf)])
+            results["burst"] = {p: {str(c): runs for c, runs in v.items()}
+                                for p, v in bursts.items()}
         if "paced" in only:
-            paced: dict[str, Any] = {}
-            for name in args.paced_peers.split(","):
-                paced[name] = paced_search(name, args.paced_start, 16000, paced_s)
-            results["paced"] = paced
-            rows = []
-            for name, r in paced.items():
-                best = r["points"].get(str(r["max_streams"])) if r["max_streams"] else None
-                rows.append([
-                    name, h.fmt(r["max_streams"]) + (" (cap)" if r["capped"] else ""),
-                    h.fmt(r["first_fail"]),
-                    h.fmt(best["events_per_s"]) if best else "—",
-                    h.fmt(best["gap_ms"]["p99"], 1) if best else "—",
-                    f"{h.fmt(best['server_cpu'], 2)} / {h.fmt(best['client_cpu'], 2)}" if best else "—",
-                    h.ratio(r["max_streams"], paced.get("floor", {}).get("max_streams")),
-                ])
-            md += [
-                f"### Paced: streams at 25 events/s each, gap p99 < {GAP_LIMIT_MS:g} ms "
-                f"({paced_s:g} s per point after 2 s warm-up, streams started over 1 s)", "",
-                h.markdown_table(["server", "max streams", "first failing N", "events/s at max",
-                                  "gap p99 at max (ms)", "CPU server/client at max",
-                                  "x floor"], rows),
-                "",
-                "Every point tried (N: events/s, share of offered, gap p99 ms, pass):", "",
-            ]
-            for name, r in paced.items():
-                pts = "; ".join(
-                    f"{k}: {h.fmt(p['events_per_s'])}, {p['delivered']:.0%}, "
-                    f"{h.fmt(p['gap_ms']['p99'], 1)}, {'pass' if p['pass'] else 'fail'}"
-                    for k, p in r["points"].items())
-                md.append(f"- {name}: {pts}")
-            md.append("")
-            floor_n = paced.get("floor", {}).get("max_streams")
-            for name in ("rawsse", "rawsse-trio"):
-                if name in paced:
-                    n = paced[name]["max_streams"]
-                    targets.append(["2. paced max streams ≥ 0.8x floor's", name,
-                                    f"{h.fmt(n)} vs {h.fmt(floor_n)} ({h.ratio(n, floor_n)})",
-                                    verdict(None if not (n and floor_n) else n >= 0.8 * floor_n)])
+            results["paced"] = {name: paced_search(name, args.paced_start, 16000, paced_s)
+                                for name in args.paced_peers.split(",")}
         if "rss" in only:
             rss = run_rss(list(CORE_PEERS), [1000, big])
-            results["rss"] = rss
-            rows = []
-            for name in CORE_PEERS:
-                cells = [name]
-                for n in (1000, big):
-                    r = rss.get(name, {}).get(n, {})
-                    cells += [h.fmt(r.get("kib_per_stream"), 2), h.fmt(r.get("held"))]
-                rows.append(cells)
-            md += [
-                "### RSS per held idle stream (heartbeats on, 15 s)", "",
-                h.markdown_table(["server", "KiB/stream @1,000", "held", f"KiB/stream @{big:,}",
-                                  "held"], rows),
-                "",
-            ]
-            for name in ("rawsse", "rawsse-trio"):
-                for n in (1000, big):
-                    k = rss.get(name, {}).get(n, {}).get("kib_per_stream")
-                    targets.append([f"3. RSS per idle stream @{n:,} ≤ 6 KiB", name,
-                                    f"{h.fmt(k, 2)} KiB", verdict(None if k is None else k <= 6)])
+            results["rss"] = {p: {str(c): r for c, r in v.items()} for p, v in rss.items()}
         if "jitter" in only:
-            jit = run_jitter(list(CORE_PEERS), big, 5.0 if args.quick else 10.0)
-            results["jitter"] = jit
-            rows = []
-            for name, r in jit.items():
-                j = r["hb_jitter_ms"]
-                iv = r["hb_interval_ms"]
-                rows.append([name, h.fmt(r["held"]), h.fmt(r["still_open"]),
-                             h.fmt(r["hb_intervals"]), h.fmt(iv["p50"], 1), h.fmt(j["p50"], 1),
-                             h.fmt(j["p99"], 1), h.fmt(j["max"], 1)])
-            md += [
-                f"### Heartbeat jitter: {big:,} idle streams, 1 s heartbeat, one process", "",
-                h.markdown_table(["server", "held", "still open at end", "intervals",
-                                  "interval p50 (ms)", "jitter p50 (ms)", "jitter p99 (ms)",
-                                  "jitter max (ms)"], rows),
-                "",
-                "Jitter = |time between two heartbeats on a stream, at the client − 1 s|.", "",
-            ]
-            for name in ("rawsse", "rawsse-trio"):
-                if name in jit:
-                    p99 = jit[name]["hb_jitter_ms"]["p99"]
-                    targets.append([f"4. heartbeat jitter p99 @{big:,} streams < 50 ms", name,
-                                    f"{h.fmt(p99, 1)} ms", verdict(None if p99 is None else p99 < 50)])
+            results["jitter"] = run_jitter(list(CORE_PEERS), big, 5.0 if args.quick else 10.0)
     except KeyboardInterrupt:
         log("interrupted: servers stopped")
         raise SystemExit(130) from None
-    elapsed = time.monotonic() - started
+    meta["elapsed_min"] = round((time.monotonic() - started) / 60, 1)
+    with open(args.out + ".json", "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    write_report(results, args.out)
+
+
+def write_report(results: dict[str, Any], out: str) -> None:
+    meta = results["meta"]
+    repeat, burst_s, paced_s, big = meta["repeat"], meta["burst_s"], meta["paced_s"], meta["big"]
+    md: list[str] = [
+        "## EventStream targets "
+        f"(`python -m benchmarks.streams{' --quick' if meta['quick'] else ''}`)",
+        "",
+        meta["header"],
+        "",
+    ]
+    targets: list[list[str]] = []
+    if "burst" in results:
+        bursts = {p: {int(c): runs for c, runs in v.items()} for p, v in results["burst"].items()}
+        table = summarise(bursts, {})
+        floor = table.get("floor", {})
+        rows = []
+        for name in BURST_PEERS:
+            row = table.get(name, {})
+            rows.append([
+                name, h.fmt(row.get("ev64")), h.ratio(row.get("ev64"), floor.get("ev64")),
+                h.fmt(row.get("evcpu64")), h.ratio(row.get("evcpu64"), floor.get("evcpu64")),
+                h.fmt(row.get("ev512")), h.ratio(row.get("ev512"), floor.get("ev512")),
+                h.fmt(row.get("evcpu512")), h.ratio(row.get("evcpu512"), floor.get("evcpu512")),
+                h.fmt(row.get("ttfb512_p99"), 1),
+                h.ratio(row.get("ttfb512_p99"), floor.get("ttfb512_p99")),
+                f"{h.fmt(row.get('cpu64'), 2)} / {h.fmt(row.get('client_cpu64'), 2)}",
+            ])
+        md += [
+            f"### Burst: 200 events per stream, no delay ({repeat} interleaved repeat(s) of "
+            f"{burst_s:g} s; medians)", "",
+            h.markdown_table(["server", "events/s @64", "x floor", "events/CPU-s @64", "x floor",
+                              "events/s @512", "x floor", "events/CPU-s @512", "x floor",
+                              "TTFB p99 @512 (ms)", "x floor", "CPU server/client @64"], rows),
+            "",
+            "events/CPU-s: events/s divided by the share of CPU 0 the server got in that run "
+            "(median of the quotients); steadier than events/s while other jobs share the cores.",
+            "",
+        ]
+        for name in ("rawsse", "rawsse-trio"):
+            row = table.get(name, {})
+            for c in (64, 512):
+                x, f = row.get(f"evcpu{c}"), floor.get(f"evcpu{c}")
+                node = table.get("node", {}).get(f"evcpu{c}")
+                raw = h.ratio(row.get(f"ev{c}"), floor.get(f"ev{c}"))
+                targets.append([f"1. burst @{c}: ≥ 2.5x floor (goal: Node's rate)", name,
+                                f"{h.ratio(x, f)} floor, {h.ratio(x, node)} Node per CPU-s "
+                                f"({raw} floor in raw events/s)",
+                                verdict(None if not (x and f) else x >= 2.5 * f)])
+            t, tf = row.get("ttfb512_p99"), floor.get("ttfb512_p99")
+            targets.append(["5. TTFB p99 @512 ≤ floor's", name,
+                            f"{h.fmt(t, 1)} ms vs {h.fmt(tf, 1)} ms",
+                            verdict(None if not (t and tf) else t <= tf)])
+    if "paced" in results:
+        paced = results["paced"]
+        rows = []
+        for name, r in paced.items():
+            best = r["points"].get(str(r["max_streams"])) if r["max_streams"] else None
+            rows.append([
+                name, h.fmt(r["max_streams"]) + (" (cap)" if r["capped"] else ""),
+                h.fmt(r["first_fail"]),
+                h.fmt(best["events_per_s"]) if best else "—",
+                h.fmt(best["gap_ms"]["p99"], 1) if best else "—",
+                f"{h.fmt(best['server_cpu'], 2)} / {h.fmt(best['client_cpu'], 2)}" if best else "—",
+                h.ratio(r["max_streams"], paced.get("floor", {}).get("max_streams")),
+            ])
+        md += [
+            f"### Paced: streams at 25 events/s each, gap p99 < {GAP_LIMIT_MS:g} ms "
+            f"({paced_s:g} s per point after 2 s warm-up, streams started over 1 s)", "",
+            h.markdown_table(["server", "max streams", "first failing N", "events/s at max",
+                              "gap p99 at max (ms)", "CPU server/client at max", "x floor"], rows),
+            "",
+            "Every point tried (N: events/s, share of offered, gap p99 ms, server CPU, pass):", "",
+        ]
+        for name, r in paced.items():
+            pts = "; ".join(
+                f"{k}: {h.fmt(p['events_per_s'])}, {p['delivered']:.0%}, "
+                f"{h.fmt(p['gap_ms']['p99'], 1)}, {h.fmt(p['server_cpu'], 2)}, "
+                f"{'pass' if p['pass'] else 'fail'}"
+                for k, p in r["points"].items())
+            md.append(f"- {name}: {pts}")
+        md.append("")
+        floor_n = paced.get("floor", {}).get("max_streams")
+        for name in ("rawsse", "rawsse-trio"):
+            if name in paced:
+                n = paced[name]["max_streams"]
+                targets.append(["2. paced max streams ≥ 0.8x floor's", name,
+                                f"{h.fmt(n)} vs {h.fmt(floor_n)} ({h.ratio(n, floor_n)})",
+                                verdict(None if not (n and floor_n) else n >= 0.8 * floor_n)])
+    if "rss" in results:
+        rss = results["rss"]
+        rows = []
+        for name in CORE_PEERS:
+            cells = [name]
+            for n in (1000, big):
+                r = rss.get(name, {}).get(str(n), {})
+                cells += [h.fmt(r.get("kib_per_stream"), 2), h.fmt(r.get("held"))]
+            rows.append(cells)
+        md += [
+            "### RSS per held idle stream (heartbeats on, 15 s)", "",
+            h.markdown_table(["server", "KiB/stream @1,000", "held", f"KiB/stream @{big:,}",
+                              "held"], rows),
+            "",
+        ]
+        for name in ("rawsse", "rawsse-trio"):
+            for n in (1000, big):
+                k = rss.get(name, {}).get(str(n), {}).get("kib_per_stream")
+                targets.append([f"3. RSS per idle stream @{n:,} ≤ 6 KiB", name,
+                                f"{h.fmt(k, 2)} KiB", verdict(None if k is None else k <= 6)])
+    if "jitter" in results:
+        jit = results["jitter"]
+        rows = []
+        for name, r in jit.items():
+            j = r["hb_jitter_ms"]
+            iv = r["hb_interval_ms"]
+            rows.append([name, h.fmt(r["held"]), h.fmt(r["still_open"]),
+                         h.fmt(r["hb_intervals"]), h.fmt(iv["p50"], 1), h.fmt(j["p50"], 1),
+                         h.fmt(j["p99"], 1), h.fmt(j["max"], 1)])
+        md += [
+            f"### Heartbeat jitter: {big:,} idle streams, 1 s heartbeat, one process", "",
+            h.markdown_table(["server", "held", "still open at end", "intervals",
+                              "interval p50 (ms)", "jitter p50 (ms)", "jitter p99 (ms)",
+                              "jitter max (ms)"], rows),
+            "",
+            "Jitter = |time between two heartbeats on a stream, at the client - 1 s|.", "",
+        ]
+        for name in ("rawsse", "rawsse-trio"):
+            if name in jit:
+                p99 = jit[name]["hb_jitter_ms"]["p99"]
+                targets.append([f"4. heartbeat jitter p99 @{big:,} streams < 50 ms", name,
+                                f"{h.fmt(p99, 1)} ms",
+                                verdict(None if p99 is None else p99 < 50)])
     if targets:
         md[4:4] = ["### Targets (ratios from this run)", "",
                    h.markdown_table(["target", "server", "measured", "verdict"], targets), ""]
-    md.append(f"Total run time {elapsed / 60:.1f} min.")
+    if "elapsed_min" in meta:
+        md.append(f"Total run time {meta['elapsed_min']} min.")
     text = "\n".join(md) + "\n"
     print(text)
-    with open(args.out + ".md", "w") as f:
+    with open(out + ".md", "w") as f:
         f.write(text)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"date": h.DATE, "machine": h.machine_line(), "results": results}, f, indent=1,
-                  default=str)
-    log(f"wrote {args.out}.md and {args.out}.json")
+    log(f"wrote {out}.md")
 
 
 if __name__ == "__main__":

@@ -100,13 +100,14 @@ class FloorProtocol(asyncio.Protocol):
             return
         self.buf = buf[end + 4 + length :]
         line = head[: head.find(b"\r\n")] if b"\r\n" in head else head
-        method, target, _ = line.split(b" ", 2)
+        _, target, _ = line.split(b" ", 2)
         path, _, query = target.partition(b"?")
         transport = self.transport
         assert transport is not None
         if path == b"/stream":
             self.busy = True
-            self.task = asyncio.get_running_loop().create_task(self.stream(params_from_query(query)))
+            params = params_from_query(query)
+            self.task = asyncio.get_running_loop().create_task(self.stream(params))
         elif path == b"/plain":
             transport.write(PLAIN)
             if self.buf:
