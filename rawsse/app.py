@@ -159,9 +159,11 @@ class App:
                 methods.update(candidate.allowed_methods)
         return sorted(methods)
 
-    def render_error(self, path: str, status: int, detail: str) -> Response | None:
+    def render_error(
+        self, path: str, status: int, detail: str, method: str | None = None
+    ) -> Response | None:
         """The route's own rendering of an error the server decided (None: plain text)."""
-        found = self.match(path)
+        found = self.match(path, method)
         if found is None or found[0].error_renderer is None:
             return None
         return found[0].error_renderer(status, detail)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import anyio
 
 from rawsse.errors import ClientDisconnected, SlowClientEvicted
-from rawsse.reactor import Reactor, SocketWatch
+from rawsse.reactor import TIMER_SLACK_S, Reactor, SocketWatch
 
 __all__ = ["BodyWriter"]
 
@@ -136,7 +136,7 @@ class BodyWriter:
             return None
         interval = self.keepalive_interval_s
         due = self.last_write_s + interval
-        if due > now + 0.001:
+        if due > now + TIMER_SLACK_S:
             return due  # data was written meanwhile: the silence starts later
         if blocked_since is None:
             self.write(self.keepalive_frame)

@@ -358,7 +358,7 @@ class Connection:
         headers = list(event.headers)
         refusal = self._check_framing(headers)
         if refusal is not None:
-            await self._send_error(*refusal, target=event.target, head=event.method == b"HEAD")
+            await self._send_error(*refusal, target=event.target, method=event.method)
             return None
         chunks: list[bytes] = []
         size = 0
@@ -384,7 +384,7 @@ class Connection:
                                 413,
                                 f"request body too large (limit {limits.max_body_bytes} bytes)",
                                 target=event.target,
-                                head=event.method == b"HEAD",
+                                method=event.method,
                             )
                             return None
                         chunks.append(bytes(body_event.data))
@@ -438,6 +438,7 @@ class Connection:
         headers: list[tuple[bytes, bytes]] | None = None,
         *,
         target: bytes | None = None,
+        method: bytes | None = None,
         head: bool = False,
     ) -> None:
         """Answer ``status`` with ``Connection: close``, then close gracefully.
@@ -448,11 +449,13 @@ class Connection:
         shape (``render_error(path, status, detail)``: a vendor's JSON error, say).
         """
         self._ctx.stats.count_response(status)
+        head = head or method == b"HEAD"
         data = None
         render = getattr(self._ctx.handler, "render_error", None)
         if target is not None and render is not None:
             path = target.partition(b"?")[0].decode("latin-1")
-            rendered: Response | None = render(path, status, detail)
+            verb = method.decode("ascii", "replace") if method is not None else None
+            rendered: Response | None = render(path, status, detail, verb)
             if rendered is not None:
                 content_type = b"text/plain; charset=utf-8"
                 extra = list(headers or [])
@@ -645,6 +648,10 @@ class Connection:
             self._body_writer = None
             self._response = None
             ctx.reactor.unwatch(self)
+            if writer is not None:
+                # Retire the body: its heartbeat and eviction timers must not touch the socket
+                # once the connection has moved on (keep-alive) or closed.
+                writer.close()
             self._log(request, response.status, writer.bytes_sent if writer else 0, started)
         if not keep_alive or self.peer_gone:
             return False

@@ -76,7 +76,7 @@ class Timed(Protocol):
 
 # Timers due within this slack of each other fire in the same tick, so 10,000 streams with
 # heartbeats wake the timer task a few hundred times a second, not 10,000 times.
-_TIMER_SLACK_S = 0.005
+TIMER_SLACK_S = 0.005
 
 
 class Reactor:
@@ -114,12 +114,17 @@ class Reactor:
         heap = self._timers
         while True:
             now = time.monotonic()
-            horizon = now + _TIMER_SLACK_S
+            horizon = now + TIMER_SLACK_S
+            rescheduled: list[tuple[float, Timed]] = []
             while heap and heap[0][0] <= horizon:
                 _, _, target = heapq.heappop(heap)
                 again = target.on_timer(now)
                 if again is not None:
-                    heapq.heappush(heap, (again, next(self._timer_seq), target))
+                    rescheduled.append((again, target))
+            # Pushed back only after the sweep: an entry that asks for a time inside the
+            # horizon again cannot be popped twice in one tick (no busy loop, whatever it asks).
+            for when, target in rescheduled:
+                heapq.heappush(heap, (max(when, horizon + 1e-6), next(self._timer_seq), target))
             self._timer_next = heap[0][0] if heap else math.inf
             self._timer_wake = anyio.Event()
             delay = self._timer_next - time.monotonic()

@@ -373,12 +373,6 @@ async def test_oversized_body_is_413(anyio_backend: str) -> None:
     assert ok.text == "fine"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the Gemini routes are mounted without an error_renderer (rawsse/chat/mount.py "
-    "mount_chat, the add_route calls for :streamGenerateContent and :generateContent), so a "
-    "body over max_body_bytes is answered in plain text, not Google's error JSON",
-)
 async def test_oversized_body_413_is_in_google_shape(anyio_backend: str) -> None:
     async with demo_server(max_body_bytes=2048) as srv:
         answer = await post(srv, STREAM_PATH.format(model="echo"), gemini_body("x" * 4096))

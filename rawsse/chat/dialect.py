@@ -38,11 +38,17 @@ from rawsse.chat.deltas import Usage as UsageDelta
 from rawsse.chat.errors import ChatError
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState, Transcript
-from rawsse.sse import encode_comment, encode_event, encode_json_data
+from rawsse.sse import encode_event, encode_json_data
 
-__all__ = ["SSE_CONTENT_TYPE", "Dialect", "DialectStream"]
+__all__ = ["COMMENT_HEARTBEAT", "SSE_CONTENT_TYPE", "Dialect", "DialectStream"]
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+# The chat heartbeat: a comment line with NO blank line after it. The openai SDK's decoder (like
+# httpx-sse's, which it copies) dispatches an event at every blank line once an ``id:`` was
+# seen, so ``:\n\n`` would reach it as an empty event and break its ``json.loads``. A lone
+# comment line is ignored by every parser, conformant or not, and still keeps proxies awake.
+COMMENT_HEARTBEAT = b":\n"
 
 
 class DialectStream:
@@ -214,7 +220,7 @@ class Dialect:
     stream_type: type[DialectStream]
     parser: RequestParser
     error_renderer: Callable[[ChatError], dict[str, Any]]
-    heartbeat_frame: bytes = encode_comment()
+    heartbeat_frame: bytes = COMMENT_HEARTBEAT
     content_type: str = SSE_CONTENT_TYPE
     key_header: str | None = None
     key_query: str | None = None

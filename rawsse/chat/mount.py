@@ -476,9 +476,13 @@ def mount_chat(
             f"/{version}/models/{{model}}:streamGenerateContent",
             route(GEMINI, stream=True),
             ("POST",),
+            error_renderer=renderer(GEMINI),
         )
         app.add_route(
-            f"/{version}/models/{{model}}:generateContent", route(GEMINI, stream=False), ("POST",)
+            f"/{version}/models/{{model}}:generateContent",
+            route(GEMINI, stream=False),
+            ("POST",),
+            error_renderer=renderer(GEMINI),
         )
     extra: list[tuple[str, str, str]] = [
         ("rawsse.chat.chatgpt_web_dialect", "CHATGPT_WEB", "/backend-api/conversation"),
