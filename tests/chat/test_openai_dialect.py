@@ -343,7 +343,7 @@ def test_streaming_requests_do_not_keep_their_text() -> None:
 
 def test_dialect_surface() -> None:
     assert OPENAI.name == "openai"
-    assert OPENAI.heartbeat_frame == b":\n\n"
+    assert OPENAI.heartbeat_frame == b":\n"  # a lone comment line: see COMMENT_HEARTBEAT
     assert OPENAI.content_type == "text/event-stream; charset=utf-8"
     assert OPENAI.api_key({"authorization": "Bearer sk-1"}) == "sk-1"
     assert OPENAI.api_key({"x-api-key": "k"}) is None
