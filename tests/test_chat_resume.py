@@ -21,6 +21,7 @@ from httpx_sse import aconnect_sse
 from rawsse.client import connect
 from rawsse.replay import MemoryReplayStore
 from rawsse.sse import Event
+from rawsse.stream import EventStream
 from tests.chat_support import (
     KEY,
     TLS_CONTEXT,
@@ -340,3 +341,38 @@ async def test_mount_uses_the_replay_store_it_is_given(anyio_backend: str) -> No
     assert srv.service is not None
     assert srv.service.store is store
     assert store.exists(stream_id_of(original))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the resume route of a stream produced inline (no resume grace) heartbeats "
+    'with EventStream\'s "comment" frame, ":\\n\\n" (rawsse/chat/mount.py ChatService.resume, '
+    '`heartbeat=... else "comment"`), not the chat COMMENT_HEARTBEAT ":\\n": after the replayed '
+    "id: lines, httpx-sse (and the openai SDK's decoder) dispatch each one as an empty event",
+)
+async def test_resume_heartbeats_do_not_reach_the_client_as_events(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(EventStream, "default_heartbeat_s", 0.05)
+    probe = ProbeModel(tokens=6, delay_s=0, gate_after=3)
+    async with chat_server({"probe": probe}) as srv:
+        async with open_stream(srv, COMPLETIONS, body=openai_body("probe")) as first:
+            await first.read_events(4)
+            stream_id = stream_id_of(first)
+
+            async def open_gate_later() -> None:
+                await anyio.sleep(0.3)  # several heartbeats on the resumed stream first
+                probe.gate.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(open_gate_later)
+                async with httpx.AsyncClient(
+                    base_url=srv.url, timeout=10.0, verify=TLS_CONTEXT
+                ) as client:
+                    async with aconnect_sse(
+                        client, "GET", events_path(stream_id), headers={"Last-Event-ID": "2"}
+                    ) as source:
+                        received = [sse.data async for sse in source.aiter_sse()]
+            await first.read_to_end()
+    assert "" not in received, received
+    assert received[-1] == "[DONE]"
