@@ -681,10 +681,19 @@ async def test_openai_sdk_reads_through_heartbeats(
             openai_client(srv, recorder),
             model="echo",
             messages=MESSAGES,
-            extra_body={"rawsse": {"ttft_s": 0.2}},
+            # Silences before the first token and between tokens, each a few heartbeats long.
+            extra_body={"rawsse": {"ttft_s": 0.2, "token_delay_s": 0.08}},
         )
-    assert b"\n:\n" in bytes(recorder.last.body)  # a lone comment line: the chat heartbeat
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == USER_TEXT
+    body = bytes(recorder.last.body)
+    assert b"\n:\n" in body  # a lone comment line: the chat heartbeat
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert pieces == TOKENS
+    check_openai(parse_events(body))
+    # Heartbeats came between tokens too, not only before the first.
+    between = body[body.index(b'"content":"Hello') :]
+    assert between.count(b"\n:\n") >= 2
 
 
 async def test_no_heartbeat_after_the_stream_ended_on_a_kept_connection(

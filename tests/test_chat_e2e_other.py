@@ -19,6 +19,7 @@ from httpx_sse import aconnect_sse
 
 from rawsse.metrics import METRICS
 from rawsse.sse import Event
+from rawsse.stream import EventStream
 from tests.chat_support import (
     KEY,
     TLS_CONTEXT,
@@ -214,6 +215,30 @@ async def test_web_stream_resumes(anyio_backend: str) -> None:
     assert resumed.events == events[3:]
     state, _ = apply_web_deltas(events[:3] + resumed.events)
     assert state["message"]["content"]["parts"] == [USER_TEXT]
+
+
+async def test_web_and_envelope_heartbeats_are_not_events(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone comment line: httpx-sse dispatches nothing for it, even after ``id:`` lines."""
+    monkeypatch.setattr(EventStream, "default_heartbeat_s", 0.03)
+    body = openai_body(rawsse={"ttft_s": 0.1, "token_delay_s": 0.07})
+    before = METRICS.heartbeats_total
+    streams: dict[str, list[Event]] = {}
+    async with demo_server() as srv:
+
+        async def read(path: str, srv: ChatServer = srv) -> None:
+            streams[path] = await sse_events(srv, path, body)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, WEB)
+            tg.start_soon(read, ENVELOPE)
+    web, envelope = streams[WEB], streams[ENVELOPE]
+    assert METRICS.heartbeats_total >= before + 6
+    assert all(event.data for event in web + envelope)
+    state, _ = apply_web_deltas(web)
+    assert state["message"]["content"]["parts"] == [USER_TEXT]
+    assert envelopes(envelope)[-1]["text"] == USER_TEXT
 
 
 @pytest.mark.xfail(
