@@ -241,13 +241,6 @@ async def test_web_and_envelope_heartbeats_are_not_events(
     assert envelopes(envelope)[-1]["text"] == USER_TEXT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (or undocumented): mount_chat mounts the ChatGPT-web and envelope routes with "
-    "stream=True (rawsse/chat/mount.py, route(dialect, stream=True)), but their parser "
-    "openai_request_parser (rawsse/chat/openai_dialect.py) ignores it, so a body without "
-    '"stream": true is answered as JSON instead of streamed',
-)
 @pytest.mark.parametrize("path", [WEB, ENVELOPE])
 async def test_routes_fixed_to_streaming_stream_without_the_flag(
     anyio_backend: str, path: str

@@ -328,12 +328,6 @@ async def test_finished_streams_expire(anyio_backend: str) -> None:
     assert expired.status == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rawsse/chat/mount.py ChatService.__init__ uses `replay_store or "
-    "MemoryReplayStore()`; MemoryReplayStore defines __len__, so an empty store (every new "
-    "one) is falsy and silently replaced by a default store: its limits are ignored",
-)
 async def test_mount_uses_the_replay_store_it_is_given(anyio_backend: str) -> None:
     store = MemoryReplayStore(max_events_per_stream=5)
     async with chat_server(replay_store=store) as srv:
@@ -343,13 +337,6 @@ async def test_mount_uses_the_replay_store_it_is_given(anyio_backend: str) -> No
     assert store.exists(stream_id_of(original))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the resume route of a stream produced inline (no resume grace) heartbeats "
-    'with EventStream\'s "comment" frame, ":\\n\\n" (rawsse/chat/mount.py ChatService.resume, '
-    '`heartbeat=... else "comment"`), not the chat COMMENT_HEARTBEAT ":\\n": after the replayed '
-    "id: lines, httpx-sse (and the openai SDK's decoder) dispatch each one as an empty event",
-)
 async def test_resume_heartbeats_do_not_reach_the_client_as_events(
     anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,6 +31,7 @@ Routes::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import secrets
@@ -43,7 +44,7 @@ import anyio
 from rawsse.app import App
 from rawsse.chat.auth import check_api_key
 from rawsse.chat.deltas import ModelBackend
-from rawsse.chat.dialect import Dialect, DialectStream
+from rawsse.chat.dialect import COMMENT_HEARTBEAT, Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
 from rawsse.chat.request import ChatRequest
 from rawsse.errors import ClientDisconnected
@@ -115,7 +116,8 @@ class ChatService:
         self.app = app
         self.models = dict(models)
         self.api_keys = tuple(api_keys)
-        self.store: ReplayStore = replay_store or MemoryReplayStore()
+        # "is None", not "or": an empty store is falsy (it has a length) but is still the one.
+        self.store: ReplayStore = replay_store if replay_store is not None else MemoryReplayStore()
         self.resume_grace_s = resume_grace_s
         self.status_commit_s = status_commit_s
         self.created = int(time.time())
@@ -166,6 +168,9 @@ class ChatService:
             chat_request = dialect.parse_request(
                 self._json_body(request), model=model, stream=stream
             )
+            if stream is not None and chat_request.stream != stream:
+                # The route decides (Gemini's two verbs, the streaming-only formats).
+                chat_request = dataclasses.replace(chat_request, stream=stream)
             backend = self._backend(chat_request)
             stream_id = secrets.token_urlsafe(18)
             frames = dialect.new_stream(chat_request, stream_id, int(time.time()))
@@ -344,7 +349,7 @@ class ChatService:
         ]
         return EventStream(
             self._follow(generation, stream_id, last_id),
-            heartbeat=generation.dialect.heartbeat_frame if generation else "comment",
+            heartbeat=generation.dialect.heartbeat_frame if generation else COMMENT_HEARTBEAT,
             headers=headers,
         )
 
