@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -312,18 +312,19 @@ class Server:
             sock.close()
 
 
-async def _watch_signals(server: Server, on_first: Callable[[], None] | None) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for _ in signals:
-            count += 1
-            if count == 1:
-                if on_first is not None:
-                    on_first()
-                server.shutdown()
-            else:
-                server.force_exit()
-                return
+async def _watch_signals(
+    server: Server, signals: AsyncIterator[int], on_first: Callable[[], None] | None
+) -> None:
+    count = 0
+    async for _ in signals:
+        count += 1
+        if count == 1:
+            if on_first is not None:
+                on_first()
+            server.shutdown()
+        else:
+            server.force_exit()
+            return
 
 
 async def serve_until_signalled(
@@ -333,10 +334,13 @@ async def serve_until_signalled(
     on_first_signal: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``server`` until SIGINT/SIGTERM (graceful), a second signal forcing the exit."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, server, on_first_signal)
-        await server.serve(on_ready=on_ready)
-        tg.cancel_scope.cancel()
+    # The receiver is open before the first connection is accepted: opening it needs file
+    # descriptors (and an import), which a flood of connections may leave none of later.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, server, signals, on_first_signal)
+            await server.serve(on_ready=on_ready)
+            tg.cancel_scope.cancel()
 
 
 def run(

@@ -312,12 +312,18 @@ class ChatService:
     ) -> AsyncIterator[bytes]:
         if generation is not None:
             generation.attach()
+        frames = self.store.follow(stream_id, last_id)
         try:
-            async for frame in self.store.follow(stream_id, last_id):
+            async for frame in frames:
                 yield frame
         finally:
             if generation is not None:
                 generation.detach()
+            # Close the store's iterator now, not whenever the garbage collector gets to it.
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
     # -- resume and models -----------------------------------------------------------------
 
