@@ -1,7 +1,7 @@
 """Issue 3's HTTP benchmarks: plain request/response and chunked streaming, measured with wrk.
 
-    python -m benchmarks.http            # 3 interleaved repeats of 5 s per point
-    python -m benchmarks.http --quick    # 1 repeat of 3 s
+    python -m benchmarks.http_wrk            # 3 interleaved repeats of 5 s per point
+    python -m benchmarks.http_wrk --quick    # 1 repeat of 3 s
 
 Scenarios (wrk, Debian's package, pinned to CPU 1; the server pinned to CPU 0):
 - ``plain``: ``GET /plain`` → 13-byte body with Content-Length; ``wrk -t1 -c64``; requests/s.
@@ -88,7 +88,7 @@ def wrk(url: str, connections: int, duration_s: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.http", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.http_wrk", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                                 "—" if ok is None else ("**met**" if ok else "**not met**")])
     md = [
         "## HTTP/1.1: plain and chunked "
-        f"(`python -m benchmarks.http{' --quick' if args.quick else ''}`)",
+        f"(`python -m benchmarks.http_wrk{' --quick' if args.quick else ''}`)",
         "",
         f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: {h.machine_line()} "
         f"{context} Load average before/after: {' '.join(load_before)} / {' '.join(load_after)}.",
