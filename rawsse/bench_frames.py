@@ -8,9 +8,10 @@ returns ``(events, comments)`` completed by this piece, so the caller can time t
 ``ends_with(marker)`` says whether the stream's last bytes hold its terminal frame
 (``data: [DONE]``, ``message_stop``).
 
-How it stays cheap: per piece it runs a handful of ``bytes.count`` scans (C speed) and looks at
-the seam with the previous piece through a 15-byte carry, so a pattern split across two pieces
-is counted exactly once. It allocates nothing per event.
+How it stays cheap: per piece it runs three scans at C speed (separators, comment starts, the
+word ``error``; the error patterns only when that word is there) and looks at the seam with the
+previous piece through a 15-byte carry, so a pattern split across two pieces is counted exactly
+once. Per event it costs a list slot in a regex ``findall``, nothing more.
 
 Where it is approximate (use ``rawsse bench --check`` for an exact, parsed count):
 1. The frame separator is decided once, from the first line end: ``\\n\\n``, ``\\r\\n\\r\\n`` or
@@ -22,8 +23,13 @@ Where it is approximate (use ``rawsse bench --check`` for an exact, parsed count
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["FrameCounter"]
 
+
+_NEVER = re.compile(b"(?!)")  # matches nothing
+_ERROR_WORD = re.compile(b"error").search
 _ERROR_PATTERNS = (b'data: {"error"', b'data:{"error"', b"event: error", b"event:error")
 _CARRY_BYTES = 15  # longest pattern (14 bytes) - 1, with room for "\r\n\r\n:" (5)
 _TAIL_BYTES = 64  # enough to hold "data: [DONE]" / "event: message_stop" and a separator
@@ -35,8 +41,10 @@ class FrameCounter:
     __slots__ = (
         "_carry",
         "_comment",
+        "_comment_re",
         "_pending",
         "_sep",
+        "_sep_re",
         "_tail",
         "comments",
         "error_frames",
@@ -49,6 +57,8 @@ class FrameCounter:
         self.error_frames = 0
         self._sep = b""  # decided from the first line end
         self._comment = b""  # separator + ":" : a frame that starts with a comment
+        self._sep_re = _NEVER  # compiled once the separator is known
+        self._comment_re = _NEVER
         self._pending = b""  # body bytes seen before the separator was decided
         self._carry = b""
         self._tail = b""
@@ -78,12 +88,14 @@ class FrameCounter:
         carry = self._carry
         sep = self._sep
         comment = self._comment
-        frames = payload.count(sep)
-        comments += payload.count(comment)
+        # Regex scans, not bytes.count: re's literal search is about twice as fast here (JSON
+        # is full of the ":" that bytes.count's skip table keys on), and allocation-cheap.
+        frames = len(self._sep_re.findall(payload))
+        comments += len(self._comment_re.findall(payload))
         if carry:
             frames += _seam_count(carry, payload, sep)
             comments += _seam_count(carry, payload, comment)
-        if b"error" in payload or (carry and b"error" in carry + payload[:8]):
+        if _ERROR_WORD(payload) or (carry and b"error" in carry + payload[:8]):
             for pattern in _ERROR_PATTERNS:
                 self.error_frames += payload.count(pattern) + _seam_count(carry, payload, pattern)
         if len(payload) >= _TAIL_BYTES:
@@ -114,6 +126,8 @@ class FrameCounter:
         else:
             return False
         self._comment = self._sep + b":"
+        self._sep_re = re.compile(re.escape(self._sep))
+        self._comment_re = re.compile(re.escape(self._comment))
         return True
 
 
