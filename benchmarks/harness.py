@@ -282,7 +282,9 @@ def run_burst(server: ServerProcess, *, streams: int, duration_s: float, warmup_
 def rawsse_bench(url: str, *, streams: int, duration_s: float) -> dict[str, Any]:
     """Run ``rawsse bench URL`` pinned to CLIENT_CPU; return its JSON."""
     cmd = ["taskset", "-c", str(CLIENT_CPU), PY, "-m", "rawsse", "bench", url, "--streams",
-           str(streams), "--duration", str(duration_s), "--json"]
+           str(streams), "--duration", str(duration_s), "--json", "--no-progress",
+           "-X", "POST", "--data", '{"model": "lorem", "stream": true}',
+           "--terminal", "[DONE]", "--cpu", str(CLIENT_CPU)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=duration_s + 60,
                          check=False)
     text = out.stdout.decode()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paced-peers", default=",".join(CORE_PEERS))
     parser.add_argument("--paced-start", type=int, default=500)
     parser.add_argument("--out", default=str(h.RESULTS / "streams"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the sections of the existing OUT.json that this run does not "
+                             "measure (each section says when it was measured)")
     parser.add_argument("--render", metavar="JSON",
                         help="only re-render the report from a saved streams.json")
     args = parser.parse_args(argv)
@@ -159,6 +163,19 @@ def main(argv: list[str] | None = None) -> None:
                   f"{h.machine_line()} {h.context_line()}",
     }
     results: dict[str, Any] = {"date": h.DATE, "meta": meta}
+    if args.merge and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            old = json.load(f)
+        kept = [k for k in ("burst", "paced_runs", "rss", "jitter")
+                if k in old and not _measured(k, only)]
+        for key in kept:
+            results[key] = old[key]
+        notes = dict(old["meta"].get("measured", {}))
+        meta["measured"] = {k: notes.get(k, old["meta"]["header"]) for k in kept}
+    meta.setdefault("measured", {})
+    for key in ("burst", "paced_runs", "rss", "jitter"):
+        if _measured(key, only):
+            meta["measured"][key] = meta["header"]
     try:
         if "burst" in only:
             bursts = run_bursts(list(BURST_PEERS), [64, 512], repeat, burst_s, 1.0, "loadgen")
@@ -180,6 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.out + ".json", "w") as f:
         json.dump(results, f, indent=1, default=str)
     write_report(results, args.out)
+
+
+def _measured(key: str, only: list[str]) -> bool:
+    return {"burst": "burst", "paced_runs": "paced", "rss": "rss", "jitter": "jitter"}[key] in only
 
 
 def paced_runs_section(runs: list[dict[str, Any]], paced_s: float) -> list[str]:
@@ -357,6 +378,11 @@ def write_report(results: dict[str, Any], out: str) -> None:
                 targets.append([f"4. heartbeat jitter p99 @{big:,} streams < 50 ms", name,
                                 f"{h.fmt(p99, 1)} ms",
                                 verdict(None if p99 is None else p99 < 50)])
+    measured = meta.get("measured", {})
+    if measured and any(v != meta["header"] for v in measured.values()):
+        md += ["Sections measured in earlier runs of this script (merged with `--merge`):", ""]
+        md += [f"- {key}: {text}" for key, text in measured.items() if text != meta["header"]]
+        md.append("")
     if targets:
         md[4:4] = ["### Targets (ratios from this run)", "",
                    h.markdown_table(["target", "server", "measured", "verdict"], targets), ""]
