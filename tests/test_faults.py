@@ -62,7 +62,9 @@ from tests.support import (
 
 pytestmark = pytest.mark.anyio
 
-SETTLE_S = 5.0
+SETTLE_S = 10.0
+# Generous bounds: the suite must pass on a loaded two-core machine, yet catch a stuck server.
+IO_WAIT_S = 10.0
 # The most a socket's send buffer grows to (net.ipv4.tcp_wmem's maximum).
 with open("/proc/sys/net/ipv4/tcp_wmem") as _wmem:
     TCP_WMEM_MAX = int(_wmem.read().split()[2])
@@ -286,10 +288,10 @@ class Witness:
                         self.indices.append(int(match.group(1)))
                         self.arrivals.append(now)
 
-    async def assert_flowing(self, *, max_gap_s: float = 2.0) -> None:
+    async def assert_flowing(self, *, max_gap_s: float = 3.0) -> None:
         """More events arrive, every index once and in order, with no long silence."""
         seen = len(self.indices)
-        with anyio.fail_after(5):
+        with anyio.fail_after(IO_WAIT_S):
             while len(self.indices) < seen + 5:
                 await anyio.sleep(0.02)
         assert self.indices == list(range(self.indices[0], self.indices[-1] + 1))
@@ -327,22 +329,15 @@ def close(sock: socket.socket, how: str) -> None:
 
 async def read_until(sock: socket.socket, marker: bytes, count: int = 1) -> bytes:
     data = b""
-    with anyio.fail_after(5):
+    with anyio.fail_after(IO_WAIT_S):
         while data.count(marker) < count:
-            chunk = await recv_some(sock)
+            chunk = await recv_some(sock, IO_WAIT_S)
             assert chunk, f"closed before {marker!r} x{count}: {data[-200:]!r}"
             data += chunk
     return data
 
 
 CLOSES = pytest.mark.parametrize("how", ["fin", "rst"])
-# The resume route leaves the store's follow() generator to the garbage collector when its
-# client leaves (a bug, see test_resume_route_closes_the_store_generator); on trio that is a
-# ResourceWarning, which the tests that are about something else let pass.
-FOLLOW_GC_WARNING = pytest.mark.filterwarnings(
-    "ignore:Async generator 'rawsse.replay.MemoryReplayStore.follow' was garbage collected"
-    ":ResourceWarning"
-)
 
 
 # --- RST and FIN at every stage -----------------------------------------------------------
@@ -430,10 +425,10 @@ async def read_heartbeats(sock: socket.socket, count: int) -> bytes:
     """Read until ``count`` more heartbeats were written (whatever frame a route uses)."""
     target = METRICS.heartbeats_total + count
     data = b""
-    with anyio.fail_after(5):
+    with anyio.fail_after(IO_WAIT_S):
         while METRICS.heartbeats_total < target:
             with anyio.move_on_after(0.05):
-                data += await recv_some(sock)
+                data += await recv_some(sock, IO_WAIT_S)
     return data
 
 
@@ -472,7 +467,6 @@ def lorem(tokens: int, **options: Any) -> dict[str, Any]:
     return body
 
 
-@FOLLOW_GC_WARNING
 @CLOSES
 async def test_close_during_replay(how: str) -> None:
     """A finished chat stream of 8 MB (more than the kernel's socket buffers hold) replayed on
@@ -493,7 +487,6 @@ async def test_close_during_replay(how: str) -> None:
         await witness.assert_flowing()
 
 
-@FOLLOW_GC_WARNING
 @CLOSES
 async def test_close_while_following_a_live_stream(how: str) -> None:
     """Background mode (resume grace): the first client leaves, a second resumes on the resume
@@ -519,7 +512,7 @@ async def test_close_while_following_a_live_stream(how: str) -> None:
         assert b"id: 4\n" in resumed  # replay from after the last id the client saw
         close(second, how)
         await settle(server, base, timeout=SETTLE_S + 0.3)
-        with anyio.fail_after(3):
+        with anyio.fail_after(IO_WAIT_S):
             while service_generations:
                 await anyio.sleep(0.02)
         await witness.assert_flowing()
@@ -542,7 +535,7 @@ async def test_resume_route_closes_the_store_generator() -> None:
             await read_until(sock, b"data: ", count=3)
             await anyio.sleep(0.1)  # the producer is now blocked on the full socket
             reset_close(sock)
-            with anyio.fail_after(5):
+            with anyio.fail_after(IO_WAIT_S):
                 while server.stats.connections_active:
                     await anyio.sleep(0.02)
             gc.collect()
@@ -595,7 +588,7 @@ async def test_zero_window_peer_is_evicted_and_producer_held_meanwhile() -> None
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", server.port))
             sock.sendall(get("/sse?delay=0&size=1000"))  # as fast as the socket takes it
-            with anyio.fail_after(5):
+            with anyio.fail_after(IO_WAIT_S):
                 while METRICS.slow_client_evictions_total == evictions:
                     await anyio.sleep(0.02)
             # Backpressure held the producer: it made what the kernel's buffers and the
@@ -603,7 +596,7 @@ async def test_zero_window_peer_is_evicted_and_producer_held_meanwhile() -> None
             sndbuf_max = TCP_WMEM_MAX
             assert probe.sent["fault"] * 1000 < sndbuf_max + 4096 + 2 * 64 * 1024
             # The server closed its side by itself.
-            with anyio.fail_after(5):
+            with anyio.fail_after(IO_WAIT_S):
                 while server.stats.connections_active != base.connections:
                     await anyio.sleep(0.02)
         finally:
@@ -624,8 +617,8 @@ async def test_half_closed_peer_is_treated_as_gone() -> None:
         sock.sendall(get("/sse?first=0.2", close=False))
         await read_until(sock, b"\r\n\r\n")
         sock.shutdown(socket.SHUT_WR)
-        with anyio.fail_after(5):
-            while await recv_some(sock):
+        with anyio.fail_after(IO_WAIT_S):
+            while await recv_some(sock, IO_WAIT_S):
                 pass  # the server closes its side too
         sock.close()
         await settle(server, base)
@@ -633,8 +626,8 @@ async def test_half_closed_peer_is_treated_as_gone() -> None:
         # Half-closed before the request: answered or closed, never hung.
         sock = blocking_socket(server.port)
         sock.shutdown(socket.SHUT_WR)
-        with anyio.fail_after(5):
-            assert await recv_some(sock) == b""
+        with anyio.fail_after(IO_WAIT_S):
+            assert await recv_some(sock, IO_WAIT_S) == b""
         sock.close()
         await settle(server, base)
         await witness.assert_flowing()
@@ -684,7 +677,7 @@ async def test_connection_limit_reached_and_recovered() -> None:
         held = [blocking_socket(server.port) for _ in range(20)]
         for sock in held:
             sock.sendall(get("/sse?first=30"))
-        with anyio.fail_after(5):
+        with anyio.fail_after(IO_WAIT_S):
             while probe.started["fault"] < 20:
                 await anyio.sleep(0.02)
         refused = [blocking_socket(server.port) for _ in range(200)]
@@ -720,7 +713,7 @@ async def assert_still_serving_here(port: int) -> None:
 async def _request(port: int, raw: bytes) -> list[Any]:
     async with RawClient.connect(port) as client:
         await client.send(raw)
-        return parse_responses(await client.read_until_close())
+        return parse_responses(await client.read_until_close(IO_WAIT_S))
 
 
 # --- model backends that fail -------------------------------------------------------------
@@ -820,8 +813,8 @@ async def test_hanging_backend_is_cancelled_by_shutdown() -> None:
     assert probe.backend_cleanups == 1
     assert METRICS.streams_active == streams and server.stats.connections_active == 0
     rest = b""
-    with anyio.fail_after(5):
-        while chunk := await recv_some(sock):
+    with anyio.fail_after(IO_WAIT_S):
+        while chunk := await recv_some(sock, IO_WAIT_S):
             rest += chunk
     sock.close()
 
@@ -929,9 +922,8 @@ def test_fd_exhaustion_backs_off_and_recovers(backend: str) -> None:
     serve = Serve("--backend", backend, "--header-timeout", "60", nofile=nofile)
     held: list[socket.socket] = []
     try:
-        # Give the signal watcher time to start: at startup it still needs a descriptor (see
-        # test_server_that_starts_with_no_descriptor_to_spare_keeps_running).
-        time.sleep(0.3)
+        # The flood starts right after the ready line: the server must survive it at startup
+        # too (see test_server_that_starts_with_no_descriptor_to_spare_keeps_running).
         base_fds = serve.fds()
         assert base_fds < nofile - 20, base_fds
         # More idle connections than the server has descriptors left: it accepts until EMFILE,
