@@ -49,6 +49,7 @@ class BodyWriter:
         "_drained",
         "_pending",
         "_pending_bytes",
+        "_prefix",
         "_reactor",
         "_scheduled",
         "_unsent",
@@ -82,6 +83,7 @@ class BodyWriter:
         high_water_bytes: int,
         send_timeout_s: float,
         on_bytes_sent: Callable[[int], None] | None = None,
+        prefix: bytes = b"",
     ) -> None:
         self.sock = sock
         self._reactor = reactor
@@ -94,6 +96,8 @@ class BodyWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._unsent = bytearray()
+        # Sent unframed before the first chunk (the response head).
+        self._prefix = prefix
         self._scheduled = False
         self._watching_writable = False
         self._drained: anyio.Event | None = None
@@ -107,6 +111,11 @@ class BodyWriter:
         self.on_keepalive: Callable[[], None] | None = None
         # Pushed writes (broadcast) beyond this many buffered bytes evict the client at once.
         self.max_buffer_bytes = 16 * high_water_bytes
+        if prefix:
+            # The head goes out at the producer's first pause, with whatever it wrote by then:
+            # never later (a silent producer must not hold the client's headers back).
+            self._scheduled = True
+            reactor.schedule_flush(self)
         # Monotonic time the socket last refused bytes we had for it; None when not blocked.
         self.blocked_since: float | None = None
         self.last_write_s = time.monotonic()
@@ -170,7 +179,6 @@ class BodyWriter:
             raise ClientDisconnected("the client has gone; the stream cannot be written")
         self._pending.append(data)
         self._pending_bytes += len(data)
-        self.last_write_s = time.monotonic()
         if not self._scheduled:
             self._scheduled = True
             self._reactor.schedule_flush(self)
@@ -179,7 +187,7 @@ class BodyWriter:
     @property
     def buffered_bytes(self) -> int:
         """Bytes accepted by ``write`` that the socket has not taken yet."""
-        return self._pending_bytes + len(self._unsent)
+        return self._pending_bytes + len(self._unsent) + len(self._prefix)
 
     async def drain(self, target_bytes: int | None = None) -> None:
         """Wait until at most ``target_bytes`` (default: half the high-water mark) are buffered.
@@ -211,17 +219,28 @@ class BodyWriter:
 
     # -- flushing (called by the reactor) --------------------------------------------------
 
-    def flush(self) -> None:
-        """Frame what is pending and send as much as the socket takes now, without waiting."""
+    def flush(self, terminator: bytes = b"") -> None:
+        """Frame what is pending (after the prefix, before ``terminator``) and send as much as
+        the socket takes now, without waiting: one ``send`` however many frames were queued."""
         self._scheduled = False
         if self.closed:
             return
+        payload = b""
         if self._pending:
-            payload = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
-            self._pending.clear()
+            pending = self._pending
+            payload = b"".join(pending) if len(pending) > 1 else pending[0]
+            pending.clear()
             self._pending_bytes = 0
             if self.chunked:
                 payload = b"%x\r\n%b\r\n" % (len(payload), payload)
+            # The frames are handed to the socket now: the silence (for heartbeats) starts here.
+            self.last_write_s = time.monotonic()
+        if self._prefix:
+            payload = self._prefix + payload
+            self._prefix = b""
+        if terminator:
+            payload += terminator
+        if payload:
             if self._unsent:
                 self._unsent += payload
             elif not self._watching_writable:
@@ -320,12 +339,5 @@ class BodyWriter:
         """Send everything buffered plus ``terminator`` and wait until the socket took it all."""
         if self.closed:
             raise ClientDisconnected("the client has gone before the body ended")
-        if self.chunked:
-            self.flush()
-            if self._unsent or self._watching_writable:
-                self._unsent += terminator
-            else:
-                self._send(terminator)
-        else:
-            self.flush()
+        self.flush(terminator)
         await self.drain(0)

@@ -174,6 +174,45 @@ def _loggable_target(target: bytes) -> str:
     return (path + sep + query).decode("latin-1").encode("unicode_escape").decode("ascii")
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+# Framing is the driver's to decide; an application's own framing headers are dropped.
+_FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def _asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
+
+
+def _format_head(
+    status: int, headers: list[tuple[bytes, bytes]], http11: bool, close: bool
+) -> tuple[bytes, bool]:
+    """A streaming response's head, and whether the connection closes after it.
+
+    Formatted here rather than by h11, whose per-header validation is a fifth of a short
+    stream's cost; the same rules are checked (names are tokens, values hold no CR, LF or NUL).
+    The body is chunked on HTTP/1.1 and close-delimited on HTTP/1.0.
+    """
+    parts = [
+        b"HTTP/1.1 %d %b\r\ndate: %b\r\nserver: rawsse\r\n"
+        % (status, _status_phrase(status), _DateHeader.get())
+    ]
+    for name, value in headers:
+        if name.lower() in _FRAMING_HEADERS:
+            if name.lower() == b"connection" and b"close" in value.lower():
+                close = True
+            continue
+        if not _TOKEN.match(name) or _FORBIDDEN_IN_VALUE.search(value):
+            raise ValueError(f"illegal response header {name!r}: {value!r}")
+        parts.append(b"%b: %b\r\n" % (name, value))
+    if http11:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), close
+
+
 class _CloseConnection(Exception):
     """Internal: stop serving this connection (the reason was already handled)."""
 
@@ -280,6 +319,15 @@ class Connection:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def _recv_now(self) -> bytes | None:
+        """What the socket holds right now, or None if it holds nothing yet."""
+        try:
+            return self.sock.recv(_RECV_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+
     async def _recv(self) -> bytes:
         sock = self.sock
         while True:
@@ -299,14 +347,18 @@ class Connection:
             if event is h11.NEED_DATA:
                 if self._ctx.shutting_down and not first:
                     return None
-                # Wait for the first byte: idle keep-alive, or a fresh connection.
-                idle_s = limits.header_timeout_s if first else limits.keepalive_timeout_s
-                with anyio.move_on_after(idle_s) as scope:
-                    self._idle_scope = scope
-                    data = await self._recv()
-                self._idle_scope = None
-                if scope.cancel_called:
-                    return None  # idle: close quietly, as nginx and uvicorn do
+                # The request is often there already (a fresh connection's first request): read
+                # it without arming a timeout, which costs more than the read.
+                data = self._recv_now()
+                if data is None:
+                    # Wait for the first byte: idle keep-alive, or a fresh connection.
+                    idle_s = limits.header_timeout_s if first else limits.keepalive_timeout_s
+                    with anyio.move_on_after(idle_s) as scope:
+                        self._idle_scope = scope
+                        data = await self._recv()
+                    self._idle_scope = None
+                    if scope.cancel_called or data is None:
+                        return None  # idle: close quietly, as nginx and uvicorn do
                 conn.receive_data(data)
                 event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -362,41 +414,46 @@ class Connection:
             return None
         chunks: list[bytes] = []
         size = 0
+        # Armed at the first wait only: most bodies arrive with their headers.
+        deadline: float | None = None
         try:
-            with anyio.move_on_after(limits.body_timeout_s) as scope:
-                while True:
-                    body_event = conn.next_event()
-                    if body_event is h11.NEED_DATA:
-                        if conn.they_are_waiting_for_100_continue:
-                            await self._send_all(
-                                conn.send(
-                                    h11.InformationalResponse(
-                                        status_code=100, headers=[], reason=b"Continue"
-                                    )
+            while True:
+                body_event = conn.next_event()
+                if body_event is h11.NEED_DATA:
+                    if conn.they_are_waiting_for_100_continue:
+                        await self._send_all(
+                            conn.send(
+                                h11.InformationalResponse(
+                                    status_code=100, headers=[], reason=b"Continue"
                                 )
                             )
-                        conn.receive_data(await self._recv())
-                        continue
-                    if isinstance(body_event, h11.Data):
-                        size += len(body_event.data)
-                        if size > limits.max_body_bytes:
-                            await self._send_error(
-                                413,
-                                f"request body too large (limit {limits.max_body_bytes} bytes)",
-                                target=event.target,
-                                method=event.method,
-                            )
-                            return None
-                        chunks.append(bytes(body_event.data))
-                        continue
-                    if isinstance(body_event, h11.EndOfMessage):
-                        break
-                    # ConnectionClosed before the body ended: nobody to answer.
-                    return None
-            if scope.cancel_called:
-                await self._send_error(
-                    408, "request body not received in time", head=event.method == b"HEAD"
-                )
+                        )
+                    if deadline is None:
+                        deadline = anyio.current_time() + limits.body_timeout_s
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        data = await self._recv()
+                    if scope.cancel_called:
+                        await self._send_error(
+                            408, "request body not received in time", method=event.method
+                        )
+                        return None
+                    conn.receive_data(data)
+                    continue
+                if isinstance(body_event, h11.Data):
+                    size += len(body_event.data)
+                    if size > limits.max_body_bytes:
+                        await self._send_error(
+                            413,
+                            f"request body too large (limit {limits.max_body_bytes} bytes)",
+                            target=event.target,
+                            method=event.method,
+                        )
+                        return None
+                    chunks.append(bytes(body_event.data))
+                    continue
+                if isinstance(body_event, h11.EndOfMessage):
+                    break
+                # ConnectionClosed before the body ended: nobody to answer.
                 return None
         except h11.RemoteProtocolError as exc:
             await self._send_error(
@@ -585,17 +642,13 @@ class Connection:
         ctx = self._ctx
         conn = self._h11
         writer: BodyWriter | None = None
+        http11 = request.http_version == "1.1"
+        # Keep-alive as h11 decides it: HTTP/1.1 without "Connection: close" on either side.
+        close = not http11 or ctx.shutting_down or _asks_to_close(request.headers.raw)
         try:
             try:
-                head = conn.send(
-                    h11.Response(
-                        status_code=response.status,
-                        headers=self._response_headers(response.headers),
-                        reason=_status_phrase(response.status),
-                    )
-                )
-                terminator = conn.send(h11.EndOfMessage()) or b""
-            except h11.LocalProtocolError as exc:
+                head, close = _format_head(response.status, response.headers, http11, close)
+            except ValueError as exc:
                 error_logger.error(
                     "cannot send response to %s %s: %s", request.method, request.path, exc
                 )
@@ -603,13 +656,12 @@ class Connection:
                     500, "internal server error", head=request.method == "HEAD"
                 )
                 return False
-            chunked = conn.their_http_version == b"1.1" and request.method != "HEAD"
-            keep_alive = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            keep_alive = not close
             trailing, eof = conn.trailing_data
             del conn
             self._h11 = None  # type: ignore[assignment]
-            await self._send_all(head or b"")
             if request.method == "HEAD":
+                await self._send_all(head)
                 ctx.reactor.unwatch(self)
                 await response.skip_body()
             else:
@@ -617,10 +669,12 @@ class Connection:
                     self.sock,
                     ctx.reactor,
                     self,
-                    chunked=chunked,
+                    chunked=http11,
                     high_water_bytes=ctx.limits.write_buffer_bytes,
                     send_timeout_s=ctx.limits.send_timeout_s,
                     on_bytes_sent=ctx.stats.add_bytes,
+                    # The head goes out with the first chunk: one send for a short stream.
+                    prefix=head,
                 )
                 self._body_writer = writer
                 self._response = response
@@ -640,7 +694,7 @@ class Connection:
                 self._handler_scope = None
                 if writer.closed or self.peer_gone:
                     return False
-                await writer.finish(terminator)
+                await writer.finish(b"0\r\n\r\n" if http11 else b"")
         except (ClientDisconnected, TimeoutError):
             return False
         finally:

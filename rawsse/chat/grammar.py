@@ -301,6 +301,8 @@ class AnthropicGrammar(_Grammar):
         self._next_index = 0
         self._open: tuple[int, str] | None = None  # (index, block type)
         self._json_pieces: list[str] = []
+        # A tool_use block whose input JSON is incomplete: only max_tokens may explain it.
+        self._cut_json_block: int | None = None
 
     def feed(self, event: EventLike) -> None:
         """Check the next event."""
@@ -415,9 +417,11 @@ class AnthropicGrammar(_Grammar):
             try:
                 parsed = loads(joined)
             except JSONDecodeError:
-                raise self.fail(f"tool_use block {index}'s partial_json is not JSON") from None
-            if not isinstance(parsed, dict):
-                raise self.fail(f"tool_use block {index}'s input is not a JSON object")
+                # Legal only if max_tokens cut the call short: decided at message_delta.
+                self._cut_json_block = index
+            else:
+                if not isinstance(parsed, dict):
+                    raise self.fail(f"tool_use block {index}'s input is not a JSON object")
         self._open = None
 
     def _message_delta(self, value: dict[str, Any]) -> None:
@@ -428,6 +432,11 @@ class AnthropicGrammar(_Grammar):
         delta = value.get("delta")
         if not isinstance(delta, dict) or delta.get("stop_reason") not in _ANTHROPIC_STOP:
             raise self.fail(f"message_delta has no valid stop_reason: {delta!r}")
+        if self._cut_json_block is not None and delta.get("stop_reason") != "max_tokens":
+            raise self.fail(
+                f"tool_use block {self._cut_json_block}'s partial_json is not JSON "
+                f"(and the message was not cut by max_tokens)"
+            )
         usage = value.get("usage")
         if not isinstance(usage, dict) or not isinstance(usage.get("output_tokens"), int):
             raise self.fail("message_delta has no usage.output_tokens")

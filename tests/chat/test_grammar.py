@@ -245,8 +245,10 @@ def test_anthropic_valid_streams_pass() -> None:
                 TOOL_START,
                 json_delta("{"),
                 an("content_block_stop", index=1),
+                MDELTA,
             ],
-            "event 6: tool_use block 1's partial_json is not JSON",
+            "event 7: tool_use block 1's partial_json is not JSON "
+            "(and the message was not cut by max_tokens)",
         ),
         (
             [
@@ -308,3 +310,39 @@ def test_anthropic_broken_streams(events: list[Event], message: str) -> None:
     with pytest.raises(GrammarError) as info:
         check_anthropic_stream(events)
     assert message in str(info.value)
+
+
+def test_anthropic_tool_json_cut_by_max_tokens_is_legal() -> None:
+    events = [
+        an(
+            "message_start",
+            message={
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": "m",
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 1, "output_tokens": 0},
+            },
+        ),
+        an(
+            "content_block_start",
+            index=0,
+            content_block={"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+        ),
+        an(
+            "content_block_delta",
+            index=0,
+            delta={"type": "input_json_delta", "partial_json": '{"q": "ab'},
+        ),
+        an("content_block_stop", index=0),
+        an(
+            "message_delta",
+            delta={"stop_reason": "max_tokens", "stop_sequence": None},
+            usage={"output_tokens": 2},
+        ),
+        an("message_stop"),
+    ]
+    check_anthropic_stream(events)
