@@ -185,6 +185,7 @@ class Soak:
         self.samples: list[dict[str, Any]] = []
         self.started = time.monotonic()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.last_cpu = (time.monotonic(), 0.0)
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -295,11 +296,20 @@ class Soak:
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def cpu_s(self) -> float:
+        """The server's user + system CPU time so far."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def sample(self) -> dict[str, Any]:
         metrics = await self.server_metrics()
         window, self.probe_ms = self.probe_ms, []
+        now, cpu = time.monotonic(), self.cpu_s()
+        last_at, last_cpu = self.last_cpu
+        self.last_cpu = (now, cpu)
         sample = {
-            "t_s": round(time.monotonic() - self.started, 1),
+            "t_s": round(now - self.started, 1),
             "rss_mib": round(self.rss_mib(), 1),
             "fds": self.fds(),
             "server_streams": int(metrics["rawsse_streams_active"]),
@@ -311,6 +321,10 @@ class Soak:
             "completed": self.counts.completed,
             "aborted": self.counts.aborted,
             "errors": self.counts.errors,
+            # The server's share of one core over the window, and the machine's load: a lag
+            # that grows while the load does is the machine, not the server.
+            "server_cpu_pct": round(100 * (cpu - last_cpu) / max(now - last_at, 1e-9)),
+            "load1": round(os.getloadavg()[0], 2),
         }
         self.samples.append(sample)
         return sample
@@ -320,6 +334,7 @@ class Soak:
     async def run(self) -> dict[str, Any]:
         args = self.args
         baseline = {"rss_mib": round(self.rss_mib(), 1), "fds": self.fds()}
+        self.last_cpu = (time.monotonic(), self.cpu_s())
         say(f"baseline: RSS {baseline['rss_mib']} MiB, {baseline['fds']} fds")
         self.spawn(self.probe_loop())
         # Ramp: open the streams at --ramp-per-s.
@@ -423,6 +438,8 @@ _COLUMNS = [
     ("completed", "done"),
     ("aborted", "left"),
     ("errors", "errors"),
+    ("server_cpu_pct", "cpu %"),
+    ("load1", "load"),
 ]
 
 
