@@ -26,6 +26,10 @@ from rawsse.reactor import TIMER_SLACK_S, Reactor, SocketWatch
 __all__ = ["BodyWriter"]
 
 
+# A write this long after the previous one goes straight to the socket (see ``write``).
+_WRITE_THROUGH_AFTER_S = 0.002
+
+
 class _EvictionCheck:
     """A one-shot timer entry: evict the writer if it is still blocked past the send timeout."""
 
@@ -177,11 +181,24 @@ class BodyWriter:
         """Queue ``data`` for sending; returns True when the caller should ``await drain()``."""
         if self.closed:
             raise ClientDisconnected("the client has gone; the stream cannot be written")
-        self._pending.append(data)
-        self._pending_bytes += len(data)
         if not self._scheduled:
+            now = time.monotonic()
+            if (
+                now - self.last_write_s > _WRITE_THROUGH_AFTER_S
+                and not self._unsent
+                and not self._prefix
+                and not self._watching_writable
+            ):
+                # A frame after a pause (a paced token, a heartbeat) has nothing to coalesce
+                # with: send it now rather than pay for a flush turn. Frames that follow within
+                # the same moment are queued behind it and coalesced as usual.
+                self.last_write_s = now
+                self._send(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+                return False
             self._scheduled = True
             self._reactor.schedule_flush(self)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
         return self._pending_bytes + len(self._unsent) > self.high_water_bytes
 
     @property
