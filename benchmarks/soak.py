@@ -9,8 +9,9 @@ or on anything that grows without bound.
 What it does:
 
 1. Starts ``rawsse serve benchmarks.soak:soak_app`` as a subprocess: the demo chat models
-   (``lorem``) behind ``mount_chat``, with a replay store bounded small enough (``--replay-mib``,
-   ``--replay-keep-s``) to reach its steady state early in the run, ``/healthz`` and ``/metrics``.
+   (``lorem``) behind ``mount_chat``, with a replay store bounded by ``--replay-mib`` and
+   ``--replay-keep-s`` (a short keep time reaches the steady state sooner), ``/healthz`` and
+   ``/metrics``.
 2. Holds ``--streams`` OpenAI-style chat streams open from one asyncio client process: each asks
    for ``--min-tokens`` to ``--max-tokens`` tokens paced ``--token-delay`` apart (steady event
    flow), and is replaced when it ends. Churn: a stream ends by completing (``[DONE]`` and the
