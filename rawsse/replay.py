@@ -116,6 +116,8 @@ class MemoryReplayStore:
         self._logs: OrderedDict[str, _Log] = OrderedDict()
         # Finished streams in the order they finished: the order in which they expire.
         self._ended: OrderedDict[str, float] = OrderedDict()
+        # Streams holding frames, oldest first: where bytes are reclaimed from, in O(1) each.
+        self._reclaim_order: deque[str] = deque()
         self.total_bytes = 0
 
     def __len__(self) -> int:
@@ -142,6 +144,14 @@ class MemoryReplayStore:
         if log is None:
             self._expire()
             log = self._logs[key] = _Log()
+        if not log.entries:
+            order = self._reclaim_order
+            order.append(key)
+            if len(order) > 2 * len(self._logs) + 1024:
+                # Forgotten streams leave their keys behind; sweep them out now and then.
+                logs = self._logs
+                self._reclaim_order = deque(k for k in order if k in logs and logs[k].entries)
+                self._reclaim_order.append(key)
         log.entries.append((log.next_seq, event_id, frame))
         log.ids[event_id] = log.next_seq
         log.next_seq += 1
@@ -212,12 +222,12 @@ class MemoryReplayStore:
                 self.total_bytes -= log.nbytes
 
     def _reclaim(self) -> None:
-        # Drop from finished streams first, oldest first; then from the oldest live ones.
-        for only_ended in (True, False):
-            for log in list(self._logs.values()):
-                if only_ended and not log.ended:
-                    continue
-                while log.entries and self.total_bytes > self.max_total_bytes:
-                    self.total_bytes -= log.drop_oldest()
-                if self.total_bytes <= self.max_total_bytes:
-                    return
+        # Drop the oldest frames of the oldest streams until the store is within its budget.
+        # Amortised O(1) per frame: each stream is in the order once per run of frames.
+        order = self._reclaim_order
+        while self.total_bytes > self.max_total_bytes and order:
+            log = self._logs.get(order[0])
+            if log is None or not log.entries:
+                order.popleft()
+                continue
+            self.total_bytes -= log.drop_oldest()

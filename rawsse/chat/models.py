@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 
 from rawsse.chat.deltas import (
     Delta,
@@ -69,6 +70,7 @@ from rawsse.jsonio import dumps
 
 __all__ = [
     "DEFAULT_LOREM_TOKENS",
+    "MAX_DEMO_TOKENS",
     "ModelOptions",
     "TokenGaps",
     "demo_models",
@@ -77,6 +79,13 @@ __all__ = [
 
 DEFAULT_LOREM_TOKENS = 16
 """``lorem``'s answer length when the request sets no ``max_tokens``."""
+
+MAX_DEMO_TOKENS = 100_000
+"""The most tokens a demo model answers with: a larger ``max_tokens`` is a 400, as a real
+model refuses one beyond its output limit (and one request cannot hog the process)."""
+
+# Without a pause between tokens, the model still yields to the event loop this often.
+_CHECKPOINT_EVERY = 256
 
 # Longest wait an option may ask for: enough for any load test, short of a stuck stream.
 _MAX_DELAY_S = 60.0
@@ -259,6 +268,8 @@ async def _generate(
             gap_s = gaps.next_s()
             if gap_s > 0:
                 await anyio.sleep(gap_s)
+            elif step % _CHECKPOINT_EVERY == 0:
+                await anyio.lowlevel.checkpoint()  # unpaced: let other clients in now and then
         for plan in plans:
             yield plan[step]
     if options.fail_after is not None:
@@ -280,6 +291,13 @@ def demo_models(token_delay_s: float = 0.02) -> dict[str, ModelBackend]:
     def lorem(request: ChatRequest) -> AsyncIterator[str | Delta]:
         """Answer with exactly max_tokens (default 16) tokens of filler text."""
         options = parse_model_options(request, token_delay_s)
+        if request.max_tokens is not None and request.max_tokens > MAX_DEMO_TOKENS:
+            raise ChatError.invalid(
+                f"max_tokens is too large: {request.max_tokens}. The demo models answer with "
+                f"at most {MAX_DEMO_TOKENS} tokens.",
+                param="max_tokens",
+                code="invalid_value",
+            )
         # One word beyond the limit: the filler never ends by itself, so max_tokens cuts it.
         count = DEFAULT_LOREM_TOKENS if request.max_tokens is None else request.max_tokens + 1
         return _generate(request, options, _lorem(count))

@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from rawsse.app import App
 from rawsse.chat.auth import check_api_key
@@ -191,8 +192,14 @@ class ChatService:
         self, dialect: Dialect, frames: DialectStream, deltas: Deltas, req: ChatRequest
     ) -> Response:
         try:
+            count = 0
             async for delta in deltas:
                 frames.feed(delta)
+                count += 1
+                if count % 256 == 0:
+                    # No socket to push back here: yield now and then so one long answer
+                    # does not hold everyone else up.
+                    await anyio.lowlevel.checkpoint()
             frames.finish()
             body = frames.response_body()
         except Exception as exc:
