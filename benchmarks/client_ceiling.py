@@ -146,10 +146,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _bench(url: str, streams: int, requests: int, *extra: str) -> dict[str, Any]:
+def _bench(url: str, streams: int, duration_s: float, *extra: str) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "rawsse", "bench", url, "--streams", str(streams),
-        "--requests", str(requests), "--cpu", str(BENCH_CPU), "--json", "--no-progress", *extra,
+        "--duration", str(duration_s), "--timeout", "10", "--cpu", str(BENCH_CPU), "--json",
+        "--no-progress", *extra,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, cwd=REPO, timeout=300, check=False)
     if not done.stdout:
@@ -162,7 +163,7 @@ def _bench(url: str, streams: int, requests: int, *extra: str) -> dict[str, Any]
 
 # (label, streams, tokens per request): the stream shapes measured for every server.
 SHAPES = [("64 streams x 200 tokens", 64, 200), ("64 streams x 16 tokens", 64, 16)]
-TOTAL_TOKENS = 384_000  # per run (1-3 s): requests = TOTAL_TOKENS / tokens
+DURATION_S = 3.0  # per run; a server that stalls costs a run its figures, not the whole script
 
 
 def _servers() -> list[tuple[str, list[str], str, tuple[str, ...]]]:
@@ -209,11 +210,16 @@ def _measure(
     try:
         for _ in range(repeat):
             for label, streams, tokens in SHAPES:
-                requests = TOTAL_TOKENS // tokens // scale
+                duration_s = DURATION_S / scale
                 for backend in backends:
                     target = url + path.format(tokens=tokens)
                     options = ("--max-tokens", str(tokens), "--backend", backend, *extra)
-                    result = _bench(target, streams, requests, *options)
+                    result = _bench(target, streams, duration_s, *options)
+                    print(
+                        f"{command[-1]} {label} {backend} {extra}: "
+                        f"{result['events_per_s']:,.0f} events/s, {result['errors']} failed",
+                        file=sys.stderr,
+                    )
                     best = results.get((label, backend))
                     if best is None or result["events_per_s"] > best["events_per_s"]:
                         results[label, backend] = result
