@@ -2,6 +2,18 @@
 
 from rawsse.app import App
 from rawsse.broadcast import Broadcast
+from rawsse.client import (
+    EventSource,
+    SSEConnectionError,
+    SSEContentTypeError,
+    SSEError,
+    SSEProtocolError,
+    SSEResponse,
+    SSEStatusError,
+    SSETimeoutError,
+    connect,
+    stream,
+)
 from rawsse.errors import ClientDisconnected, HTTPError, RawsseError, SlowClientEvicted
 from rawsse.limits import ServerLimits
 from rawsse.metrics import METRICS, StreamMetrics, metrics_handler, render_prometheus
@@ -22,6 +34,7 @@ __all__ = [
     "ClientDisconnected",
     "Event",
     "EventParser",
+    "EventSource",
     "EventStream",
     "EventTooLarge",
     "HTTPError",
@@ -33,11 +46,19 @@ __all__ = [
     "ReplayStore",
     "Request",
     "Response",
+    "SSEConnectionError",
+    "SSEContentTypeError",
+    "SSEError",
+    "SSEProtocolError",
+    "SSEResponse",
+    "SSEStatusError",
+    "SSETimeoutError",
     "Server",
     "ServerLimits",
     "SlowClientEvicted",
     "StreamMetrics",
     "StreamingResponse",
+    "connect",
     "encode_comment",
     "encode_event",
     "encode_json_data",
@@ -45,4 +66,5 @@ __all__ = [
     "metrics_handler",
     "render_prometheus",
     "run",
+    "stream",
 ]
