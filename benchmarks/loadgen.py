@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -45,10 +46,8 @@ BODY = json.dumps(
 def raise_nofile() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = max(soft, min(hard, 1 << 20)) if hard != resource.RLIM_INFINITY else 1 << 20
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        pass
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
@@ -67,8 +66,16 @@ def build_request(url: str, body: bytes, method: str = "POST") -> tuple[str, int
 
 class Stats:
     __slots__ = (
-        "completed", "counting", "errors", "events", "gaps", "hb_intervals", "heartbeats",
-        "ttfb", "zero_gaps", "bytes",
+        "bytes",
+        "completed",
+        "counting",
+        "errors",
+        "events",
+        "gaps",
+        "hb_intervals",
+        "heartbeats",
+        "ttfb",
+        "zero_gaps",
     )
 
     def __init__(self) -> None:
@@ -88,8 +95,20 @@ class Conn(asyncio.Protocol):
     """One keep-alive connection; ``request()`` returns a future resolved at the response end."""
 
     __slots__ = (
-        "first", "head", "in_body", "last_ev", "last_hb", "lost", "stats", "t_head", "t_req",
-        "tail", "transport", "waiter", "status_ok",
+        "first",
+        "head",
+        "head_seen",
+        "in_body",
+        "last_ev",
+        "last_hb",
+        "lost",
+        "stats",
+        "status_ok",
+        "t_head",
+        "t_req",
+        "tail",
+        "transport",
+        "waiter",
     )
 
     def __init__(self, stats: Stats) -> None:
@@ -109,6 +128,13 @@ class Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Resolved once the response head is in (or the connection is lost): the hold mode
+        # waits on it instead of polling.
+        self.head_seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def _head_done(self) -> None:
+        if not self.head_seen.done():
+            self.head_seen.set_result(None)
 
     def request(self, payload: bytes) -> asyncio.Future[bool]:
         self.head = b""
@@ -137,6 +163,7 @@ class Conn(asyncio.Protocol):
             self.in_body = True
             self.t_head = now
             self.status_ok = head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+            self._head_done()
             if not self.status_ok:
                 self.finish(False)
                 return
@@ -181,6 +208,7 @@ class Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.transport = None
+        self._head_done()
         self.finish(False)
 
 
@@ -234,7 +262,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         stats.counting = True
     t_start = time.perf_counter()
     limit = args.duration if args.duration is not None else args.timeout
-    done, pending = await asyncio.wait(tasks, timeout=limit)
+    _, pending = await asyncio.wait(tasks, timeout=limit)
     stop = True
     t_end = time.perf_counter()
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -250,17 +278,15 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pct(values: list[float], zeros: int, q: float) -> float | None:
-    import numpy as np
-
+    """The q-th percentile (nearest rank) of ``values`` plus ``zeros`` zero values."""
     n = len(values) + zeros
     if n == 0:
         return None
-    rank = q / 100.0 * (n - 1)
+    rank = round(q / 100.0 * (n - 1))
     if rank < zeros:
         return 0.0
-    arr = np.sort(np.asarray(values, dtype=np.float64))
-    idx = min(len(arr) - 1, int(round(rank - zeros)))
-    return float(arr[idx])
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, rank - zeros)]
 
 
 def ms(x: float | None) -> float | None:
@@ -306,9 +332,8 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 conns.append(conn)
                 waiters.append(conn.request(payload))
-                deadline = time.perf_counter() + 10
-                while not conn.in_body and not conn.lost and time.perf_counter() < deadline:
-                    await asyncio.sleep(0.005)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(conn.head_seen), 10)
                 if conn.in_body and conn.status_ok:
                     return
                 break
@@ -381,10 +406,8 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
     except ImportError:
         uvloop = None
-    if uvloop is not None and not args.no_uvloop:
-        result = uvloop.run(coro)
-    else:
-        result = asyncio.run(coro)
+    use_uvloop = uvloop is not None and not args.no_uvloop
+    result = uvloop.run(coro) if use_uvloop else asyncio.run(coro)
     print(json.dumps(result), flush=True)
     sys.stdout.flush()
 
