@@ -1,4 +1,8 @@
-"""rawsse: a low-level Server-Sent Events server framework (h11 + anyio + orjson)."""
+"""rawsse: a low-level Server-Sent Events server framework (h11 + anyio + orjson).
+
+The client's reconnecting ``stream()`` is ``rawsse.client.stream``: ``rawsse.stream`` is the
+module that defines ``EventStream``.
+"""
 
 from rawsse.app import App
 from rawsse.broadcast import Broadcast
@@ -12,7 +16,6 @@ from rawsse.client import (
     SSEStatusError,
     SSETimeoutError,
     connect,
-    stream,
 )
 from rawsse.errors import ClientDisconnected, HTTPError, RawsseError, SlowClientEvicted
 from rawsse.limits import ServerLimits
@@ -66,5 +69,4 @@ __all__ = [
     "metrics_handler",
     "render_prometheus",
     "run",
-    "stream",
 ]

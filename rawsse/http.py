@@ -184,14 +184,24 @@ def _asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
 
 
+# Statuses whose responses have no body (RFC 9110 6.4.1): no Content-Length either.
+_NO_BODY_STATUSES = frozenset((204, 304))
+
+
 def _format_head(
-    status: int, headers: list[tuple[bytes, bytes]], http11: bool, close: bool
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    http11: bool,
+    close: bool,
+    *,
+    content_length: int | None = None,
 ) -> tuple[bytes, bool]:
-    """A streaming response's head, and whether the connection closes after it.
+    """A response head, and whether the connection closes after it.
 
     Formatted here rather than by h11, whose per-header validation is a fifth of a short
-    stream's cost; the same rules are checked (names are tokens, values hold no CR, LF or NUL).
-    The body is chunked on HTTP/1.1 and close-delimited on HTTP/1.0.
+    response's cost; the same rules are checked (names are tokens, values hold no CR, LF or
+    NUL). With ``content_length`` the body has that length; without, it is chunked on HTTP/1.1
+    and close-delimited on HTTP/1.0.
     """
     parts = [
         b"HTTP/1.1 %d %b\r\ndate: %b\r\nserver: rawsse\r\n"
@@ -205,7 +215,10 @@ def _format_head(
         if not _TOKEN.match(name) or _FORBIDDEN_IN_VALUE.search(value):
             raise ValueError(f"illegal response header {name!r}: {value!r}")
         parts.append(b"%b: %b\r\n" % (name, value))
-    if http11:
+    if content_length is not None:
+        if status not in _NO_BODY_STATUSES:
+            parts.append(b"content-length: %d\r\n" % content_length)
+    elif http11:
         parts.append(b"transfer-encoding: chunked\r\n")
     if close:
         parts.append(b"connection: close\r\n")
@@ -280,6 +293,9 @@ class Connection:
         ctx.connections.add(self)
         ctx.stats.connections_active += 1
         ctx.stats.connections_total += 1
+        # Watched from accept to close (no syscall per request): a hang-up cancels whatever
+        # handler is running; between requests it just marks the peer gone.
+        ctx.reactor.watch(self)
         try:
             first = True
             while True:
@@ -287,7 +303,6 @@ class Connection:
                 if request is None:
                     break
                 started = time.monotonic()
-                self._ctx.reactor.watch(self)
                 response = await self._run_handler(request)
                 if response is None or self.peer_gone:
                     if isinstance(response, StreamingResponse):
@@ -474,7 +489,17 @@ class Connection:
 
     async def _send_all(self, data: bytes) -> None:
         sock = self.sock
-        view = memoryview(data)
+        # Most responses fit the socket buffer: one send, no timeout armed.
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        self._ctx.stats.bytes_sent += sent
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
         with anyio.fail_after(self._ctx.limits.send_timeout_s):
             while view:
                 try:
@@ -574,12 +599,6 @@ class Connection:
                 self._handler_scope = None
         return None  # cancelled: the peer went away
 
-    def _response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        out = [(b"date", _DateHeader.get()), (b"server", b"rawsse"), *headers]
-        if self._ctx.shutting_down:
-            out.append((b"connection", b"close"))
-        return out
-
     def _log(self, request: Request, status: int, sent_bytes: int, started: float) -> None:
         ctx = self._ctx
         ctx.stats.count_response(status)
@@ -595,42 +614,52 @@ class Connection:
                 (time.monotonic() - started) * 1000,
             )
 
-    def _next_cycle(self, conn: h11.Connection) -> bool:
-        """Prepare for the next request on this connection; False when it must close."""
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return False
-        conn.start_next_cycle()
-        return not self.peer_gone
-
     async def _send_response(self, request: Request, response: Response, started: float) -> bool:
-        """Write a response with a known body; False when the connection must close."""
-        conn = self._h11
+        """Write a response with a known body; False when the connection must close.
+
+        Formatted here like a streaming head (h11's send path is most of a small response's
+        cost); h11 then starts afresh for the next request, as after a stream.
+        """
         status = response.status
+        body = response.body
         sent_bytes = 0
+        http11 = request.http_version == "1.1"
+        close = not http11 or self._ctx.shutting_down or _asks_to_close(request.headers.raw)
         try:
-            body = response.body
-            headers = self._response_headers(response.headers)
-            headers.append((b"content-length", b"%d" % len(body)))
-            data = conn.send(
-                h11.Response(status_code=status, headers=headers, reason=_status_phrase(status))
-            )
-            if body and request.method != "HEAD":
-                data += conn.send(h11.Data(data=body))
-            data += conn.send(h11.EndOfMessage())
-            self._ctx.reactor.unwatch(self)
-            await self._send_all(data)
-            sent_bytes = len(body)
-        except h11.LocalProtocolError as exc:
-            error_logger.error(
-                "cannot send response to %s %s: %s", request.method, request.path, exc
-            )
-            await self._send_error(500, "internal server error", head=request.method == "HEAD")
-            return False
+            try:
+                head, close = _format_head(
+                    status, response.headers, http11, close, content_length=len(body)
+                )
+            except ValueError as exc:
+                error_logger.error(
+                    "cannot send response to %s %s: %s", request.method, request.path, exc
+                )
+                await self._send_error(500, "internal server error", head=request.method == "HEAD")
+                return False
+            if body and request.method != "HEAD" and status not in _NO_BODY_STATUSES:
+                await self._send_all(head + body)
+                sent_bytes = len(body)
+            else:
+                await self._send_all(head)
         except (ClientDisconnected, TimeoutError):
             return False
         finally:
             self._log(request, status, sent_bytes, started)
-        return self._next_cycle(conn)
+        if close or self.peer_gone:
+            return False
+        self._restart_h11(*self._h11.trailing_data)
+        return True
+
+    def _restart_h11(self, trailing: bytes | bytearray, eof: bool) -> None:
+        """A fresh h11 connection for the next request, fed what the client already sent."""
+        fresh = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._ctx.limits.max_header_bytes
+        )
+        if trailing:  # (receive_data(b"") would mean end of input)
+            fresh.receive_data(bytes(trailing))
+        if eof:
+            fresh.receive_data(b"")
+        self._h11 = fresh
 
     async def _stream(self, request: Request, response: StreamingResponse, started: float) -> bool:
         """Write a streaming response; False when the connection must close.
@@ -662,7 +691,6 @@ class Connection:
             self._h11 = None  # type: ignore[assignment]
             if request.method == "HEAD":
                 await self._send_all(head)
-                ctx.reactor.unwatch(self)
                 await response.skip_body()
             else:
                 writer = BodyWriter(
@@ -701,7 +729,6 @@ class Connection:
             self._handler_scope = None
             self._body_writer = None
             self._response = None
-            ctx.reactor.unwatch(self)
             if writer is not None:
                 # Retire the body: its heartbeat and eviction timers must not touch the socket
                 # once the connection has moved on (keep-alive) or closed.
@@ -709,10 +736,5 @@ class Connection:
             self._log(request, response.status, writer.bytes_sent if writer else 0, started)
         if not keep_alive or self.peer_gone:
             return False
-        fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes)
-        if trailing:  # (receive_data(b"") would mean end of input)
-            fresh.receive_data(bytes(trailing))
-        if eof:
-            fresh.receive_data(b"")
-        self._h11 = fresh
+        self._restart_h11(trailing, eof)
         return True

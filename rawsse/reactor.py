@@ -171,11 +171,17 @@ class Reactor:
     # -- watcher ---------------------------------------------------------------------------
 
     def watch(self, target: SocketWatch) -> None:
-        """Report ``target``'s peer going away (and incoming data) until ``unwatch``."""
+        """Report ``target``'s peer going away until ``unwatch``.
+
+        On Linux only hang-ups are asked for (EPOLLRDHUP is a FIN, EPOLLHUP/ERR a reset): no
+        readability events, so a keep-alive connection can stay registered between requests.
+        Elsewhere readability is watched and peeked at to tell EOF from data.
+        """
         fd = target.sock.fileno()
         self._watched[fd] = target
-        self._masks[fd] = _IN | _HUP
-        self._poller.register(fd, _IN | _HUP)
+        mask = _HUP if _HAS_EPOLL else _IN | _HUP
+        self._masks[fd] = mask
+        self._poller.register(fd, mask)
         self.watched_count = len(self._watched)
 
     def unwatch(self, target: SocketWatch) -> None:
