@@ -14,8 +14,12 @@ body, before the first event, mid-stream, during a heartbeat, during a replay on
 route, while following a live stream there); a peer that stops reading (zero window: evicted
 after the send timeout, the producer held by backpressure meanwhile); a peer that half-closes;
 a thousand connections opened and dropped at once; the connection limit reached and recovered
-from; file descriptors exhausted (EMFILE, in a subprocess with a low RLIMIT_NOFILE); and model
-backends that raise (when called, before the first token, mid-stream), hang, or yield garbage.
+from; file descriptors exhausted (EMFILE, in a subprocess with a low RLIMIT_NOFILE, also at the
+very moment the server starts); model backends that raise (when called, before the first
+token, mid-stream), hang, or yield garbage; and load that must not grow costs: three rounds of
+500 streams dropped at once (memory stops growing), the replay store at its byte budget (an
+append costs the same with 50 streams or 3,000), one huge unpaced answer (other clients are
+still answered at once).
 """
 
 from __future__ import annotations
