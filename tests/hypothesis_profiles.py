@@ -6,7 +6,7 @@ profiles registered here:
 - ``rawsse-ci`` (the default): few examples, no deadline, so the three fuzz files run in well
   under a minute on two cores.
 - ``rawsse-long`` (``RAWSSE_HYPOTHESIS=long``): a hundred times more examples, for a night's
-  fuzzing: ``RAWSSE_HYPOTHESIS=long python -m pytest tests/test_fuzz_*.py -p no:timeout``.
+  fuzzing: ``RAWSSE_HYPOTHESIS=long python -m pytest tests/test_fuzz_*.py --timeout 0``.
 
 Nothing calls ``settings.load_profile``: importing this module changes no other test's settings.
 """
