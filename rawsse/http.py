@@ -19,7 +19,9 @@ Rules the driver keeps:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import socket
 import time
@@ -224,6 +226,19 @@ def _format_head(
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return b"".join(parts), close
+
+
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
+_request_counter = itertools.count(1)
+_ID_PREFIX = f"{os.getpid():x}"
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The X-Request-ID sent (when a safe token), else a new process-unique request id."""
+    for name, value in headers:
+        if name == b"x-request-id" and _SAFE_REQUEST_ID.match(value):
+            return value.decode("ascii")
+    return f"{_ID_PREFIX}-{next(_request_counter):x}"
 
 
 class _CloseConnection(Exception):
@@ -476,7 +491,7 @@ class Connection:
             )
             return None
         body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-        return Request(
+        request = Request(
             event.method.decode("ascii"),
             bytes(event.target),
             headers,
@@ -484,6 +499,8 @@ class Connection:
             client=self.client,
             http_version=event.http_version.decode("ascii"),
         )
+        request.request_id = _request_id(headers)
+        return request
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -593,7 +610,12 @@ class Connection:
                     exc.headers,
                 )
             except Exception:
-                error_logger.exception("handler failed for %s %s", request.method, request.path)
+                error_logger.exception(
+                    "handler failed for %s %s (rid=%s)",
+                    request.method,
+                    _loggable_target(request.target),
+                    request.request_id,
+                )
                 return Response("internal server error", 500)
             finally:
                 self._handler_scope = None
@@ -604,7 +626,7 @@ class Connection:
         ctx.stats.count_response(status)
         if ctx.access_log and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
-                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                '%s - "%s %s HTTP/%s" %d %d %.1fms rid=%s',
                 self.client[0] if self.client else "-",
                 request.method,
                 _loggable_target(request.target),
@@ -612,6 +634,7 @@ class Connection:
                 status,
                 sent_bytes,
                 (time.monotonic() - started) * 1000,
+                request.request_id,
             )
 
     async def _send_response(self, request: Request, response: Response, started: float) -> bool:

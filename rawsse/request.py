@@ -75,6 +75,7 @@ class Request:
         "path",
         "path_params",
         "query_string",
+        "request_id",
         "state",
         "target",
     )
@@ -99,6 +100,8 @@ class Request:
         self.client = client
         self.http_version = http_version
         self.path_params: dict[str, str] = {}
+        # Names this request in the logs (the client's X-Request-ID when it is a safe token).
+        self.request_id = ""
         # Free for the application (auth results, request ids, ...).
         self.state: dict[str, Any] = {}
         self._query: dict[str, str] | None = None

@@ -464,3 +464,26 @@ async def test_route_renders_server_decided_errors_in_its_own_shape() -> None:
         assert response.status == 413
         assert response.header("content-type") == "text/plain; charset=utf-8"
         await assert_still_serving(server.port)
+
+
+async def test_access_log_names_each_request(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from rawsse.server import Server
+    from tests.support import running_server
+
+    caplog.set_level(logging.INFO, logger="rawsse.access")
+    app = make_app()
+    async with running_server(app) as server:
+        server.context.access_log = True
+        assert isinstance(server, Server)
+        await request(server.port, get("/ping", extra="X-Request-ID: abc-123\r\n"))
+        await request(server.port, get("/ping", extra="X-Request-ID: <bad id>\r\n"))
+        await request(server.port, get("/ping?key=SECRET"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "rawsse.access"]
+    assert len(lines) == 3
+    assert lines[0].endswith("rid=abc-123")
+    assert "<bad id>" not in lines[1]
+    rids = [line.rsplit("rid=", 1)[1] for line in lines[1:]]
+    assert rids[0] != rids[1] and all(rids)
+    assert "SECRET" not in lines[2]
