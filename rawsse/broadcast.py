@@ -16,8 +16,7 @@ import anyio
 
 from rawsse.body import BodyWriter
 from rawsse.metrics import METRICS, StreamMetrics
-from rawsse.sse import encode_event
-from rawsse.stream import EventStream, encode_item
+from rawsse.stream import EventStream, encode_message
 
 __all__ = ["Broadcast"]
 
@@ -52,11 +51,7 @@ class Broadcast:
 
     def publish(self, data: Any, *, event: str | None = None, id: str | None = None) -> int:
         """Send one event to every subscriber; returns how many it was queued for."""
-        if event is None and id is None:
-            frame = encode_item(data) if not isinstance(data, bytes) else encode_event(data)
-        else:
-            frame = encode_event(data, event=event, id=id)
-        return self.publish_frame(frame)
+        return self.publish_frame(encode_message(data, event=event, id=id))
 
     def publish_frame(self, frame: bytes) -> int:
         """Send pre-encoded frame bytes to every subscriber."""

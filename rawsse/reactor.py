@@ -13,7 +13,7 @@ a reader task and a timer per stream, a ``Reactor`` runs three tasks for the who
 3. The *timer*. One heap of deadlines for every stream: heartbeats (a keep-alive frame after a
    silent interval) and slow-client eviction checks. No timer task per stream.
 
-Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_peer_data()`` and ``on_writable()``.
+Watchers implement ``SocketWatch``: ``on_peer_gone()`` and ``on_writable()``.
 Callbacks run synchronously in the reactor task and must not block.
 """
 

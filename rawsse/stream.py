@@ -69,6 +69,15 @@ def encode_item(item: Any) -> bytes:
     return encode_json_data(item)
 
 
+def encode_message(
+    data: Any, *, event: str | None = None, id: str | None = None, retry: int | None = None
+) -> bytes:
+    """One event's frame from ``send``-style arguments (``bytes`` data is UTF-8 text here)."""
+    if event is None and id is None and retry is None and not isinstance(data, bytes):
+        return encode_item(data)
+    return encode_event(data, event=event, id=id, retry=retry)
+
+
 class EventStream(StreamingResponse):
     """A ``text/event-stream`` response.
 
@@ -164,11 +173,7 @@ class EventStream(StreamingResponse):
         retry: int | None = None,
     ) -> None:
         """Send one event; waits only when the client is behind (backpressure)."""
-        if event is None and id is None and retry is None:
-            frame = encode_item(data) if not isinstance(data, bytes) else encode_event(data)
-        else:
-            frame = encode_event(data, event=event, id=id, retry=retry)
-        await self.send_raw(frame)
+        await self.send_raw(encode_message(data, event=event, id=id, retry=retry))
 
     async def send_raw(self, frame: bytes) -> None:
         """Send pre-encoded frame bytes as they are (they must be complete frames)."""
