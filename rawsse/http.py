@@ -39,7 +39,7 @@ from rawsse.reactor import Reactor
 from rawsse.request import Request
 from rawsse.response import Response, StreamingResponse
 
-__all__ = ["Connection", "ConnectionContext", "Handler", "ServerStats"]
+__all__ = ["Connection", "ConnectionContext", "Handler", "ServerStats", "linger"]
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
@@ -239,6 +239,28 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
         if name == b"x-request-id" and _SAFE_REQUEST_ID.match(value):
             return value.decode("ascii")
     return f"{_ID_PREFIX}-{next(_request_counter):x}"
+
+
+async def linger(sock: socket.socket) -> None:
+    """Half-close, then drop what the client still sends (bounded in time and bytes), so that
+    closing does not become a reset that destroys the answer before the client reads it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    received = 0
+    with anyio.move_on_after(_LINGER_S):
+        while received < _LINGER_BYTES:
+            try:
+                data = sock.recv(_RECV_BYTES)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            received += len(data)
 
 
 class _CloseConnection(Exception):
@@ -580,22 +602,7 @@ class Connection:
         await self._linger()
 
     async def _linger(self) -> None:
-        # Half-close, then drop what the client still sends, so our close does not turn into a
-        # reset that could destroy the response before the client reads it.
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        received = 0
-        with anyio.move_on_after(_LINGER_S):
-            while received < _LINGER_BYTES:
-                try:
-                    data = await self._recv()
-                except ClientDisconnected:
-                    return
-                if not data:
-                    return
-                received += len(data)
+        await linger(self.sock)
 
     async def _run_handler(self, request: Request) -> Response | StreamingResponse | None:
         ctx = self._ctx

@@ -26,7 +26,14 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from rawsse.http import Connection, ConnectionContext, Handler, ServerStats, error_response_bytes
+from rawsse.http import (
+    Connection,
+    ConnectionContext,
+    Handler,
+    ServerStats,
+    error_response_bytes,
+    linger,
+)
 from rawsse.limits import ServerLimits
 from rawsse.reactor import Reactor
 
@@ -297,16 +304,7 @@ class Server:
     async def _linger_close(self, sock: socket.socket) -> None:
         self._lingering += 1
         try:
-            sock.shutdown(socket.SHUT_WR)
-            with anyio.move_on_after(1.0):
-                while True:
-                    try:
-                        if not sock.recv(65536):
-                            break
-                    except BlockingIOError:
-                        await anyio.wait_readable(sock)
-        except OSError:
-            pass
+            await linger(sock)
         finally:
             self._lingering -= 1
             sock.close()
