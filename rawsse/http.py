@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import re
 import socket
@@ -35,9 +36,10 @@ import h11
 from rawsse.body import BodyWriter
 from rawsse.errors import ClientDisconnected, HTTPError
 from rawsse.limits import ServerLimits
-from rawsse.reactor import Reactor
+from rawsse.reactor import TIMER_SLACK_S, Reactor
 from rawsse.request import Request
 from rawsse.response import Response, StreamingResponse
+from rawsse.wakeup import Wakeup, new_wakeup
 
 __all__ = ["Connection", "ConnectionContext", "Handler", "ServerStats", "linger"]
 
@@ -275,8 +277,12 @@ class Connection:
         "_ctx",
         "_h11",
         "_handler_scope",
-        "_idle_scope",
+        "_idle_wait",
+        "_input_ready",
+        "_read_deadline",
         "_response",
+        "_timer_at",
+        "_wakeup",
         "client",
         "peer_gone",
         "sock",
@@ -290,16 +296,24 @@ class Connection:
             h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes
         )
         self._handler_scope: anyio.CancelScope | None = None
-        self._idle_scope: anyio.CancelScope | None = None
         self._body_writer: BodyWriter | None = None
         self._response: StreamingResponse | None = None
         self.peer_gone = False
+        # Input waits (see _recv): parked on a Wakeup that the reactor's input reports and the
+        # shared timer wake; no event-loop registration and no cancel scope per request.
+        self._wakeup: Wakeup = new_wakeup()
+        self._input_ready = True  # a fresh connection's request is often there already
+        self._read_deadline: float | None = None  # set while parked
+        self._idle_wait = False  # parked between requests (shutdown may end the wait)
+        # An entry of ours in the reactor's timer heap is due no later than this.
+        self._timer_at = math.inf
 
     # -- reactor callbacks -----------------------------------------------------------------
 
     def on_peer_gone(self) -> None:
         """The peer closed or reset while its handler ran: cancel the handler."""
         self.peer_gone = True
+        self._wakeup.wake()  # a parked read sees the EOF or the error
         if self._body_writer is not None:
             self._body_writer.on_peer_gone()
         if self._handler_scope is not None:
@@ -310,12 +324,31 @@ class Connection:
         if self._body_writer is not None:
             self._body_writer.on_writable()
 
+    def on_readable(self) -> None:
+        """Bytes arrived: a parked read can go on (otherwise the next read tries first)."""
+        self._input_ready = True
+        if self._read_deadline is not None:
+            self._wakeup.wake()
+
+    def on_timer(self, now: float) -> float | None:
+        """The shared timer: end a parked read whose deadline has come."""
+        deadline = self._read_deadline
+        if deadline is None:
+            self._timer_at = math.inf
+            return None
+        if now + TIMER_SLACK_S >= deadline:
+            self._timer_at = math.inf
+            self._wakeup.wake()
+            return None
+        self._timer_at = deadline  # parked again since, with a later deadline
+        return deadline
+
     # -- shutdown --------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
         """The server is stopping: end an idle keep-alive wait, ask a stream to finish."""
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._idle_wait:
+            self._wakeup.wake()
         response = self._response
         if response is not None:
             on_shutdown = getattr(response, "on_server_shutdown", None)
@@ -368,27 +401,57 @@ class Connection:
                 ctx.all_closed.set()
             ctx.reactor.unwatch(self)
             self.sock.close()
+            # A pending read-deadline entry may keep this object until it fires: keep it small.
+            self._h11 = None  # type: ignore[assignment]
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _recv_now(self) -> bytes | None:
-        """What the socket holds right now, or None if it holds nothing yet."""
-        try:
-            return self.sock.recv(_RECV_BYTES)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
-
-    async def _recv(self) -> bytes:
+    async def _recv(self, deadline: float, *, idle: bool = False) -> bytes | None:
+        """The next bytes from the client (b"" at EOF), or None when ``deadline`` (monotonic)
+        passes first, or, for an ``idle`` wait between requests, when the server stops."""
         sock = self.sock
+        edge_reads = self._ctx.reactor.edge_reads
         while True:
+            if self._input_ready or self.peer_gone or not edge_reads:
+                try:
+                    data = sock.recv(_RECV_BYTES)
+                except BlockingIOError:
+                    # Nothing there: input arriving from now on is reported (on_readable).
+                    self._input_ready = False
+                except OSError as exc:
+                    raise ClientDisconnected(str(exc)) from exc
+                else:
+                    # A short read took all the socket held (so the next wait parks without
+                    # a read that would fail); a full one may have left more behind.
+                    self._input_ready = len(data) == _RECV_BYTES
+                    return data
+            if idle and self._ctx.shutting_down:
+                return None
+            if not edge_reads:
+                with anyio.move_on_after(deadline - time.monotonic()):
+                    await anyio.wait_readable(sock)
+                    continue
+                return None
+            if time.monotonic() >= deadline:
+                return None
+            self._read_deadline = deadline
+            self._idle_wait = idle
+            if deadline < self._timer_at:
+                # One entry per connection mostly: a later deadline reuses the pending entry,
+                # which re-arms itself when it finds the read still parked.
+                self._timer_at = deadline
+                self._ctx.reactor.call_at(deadline, self)
             try:
-                return sock.recv(_RECV_BYTES)
-            except BlockingIOError:
-                await anyio.wait_readable(sock)
-            except (ConnectionError, OSError) as exc:
-                raise ClientDisconnected(str(exc)) from exc
+                await self._wakeup.park()
+            finally:
+                self._read_deadline = None
+                self._idle_wait = False
+            if not (self._input_ready or self.peer_gone):
+                # Woken by the timer, or by shutdown during an idle wait.
+                if idle and self._ctx.shutting_down:
+                    return None
+                if time.monotonic() + TIMER_SLACK_S >= deadline:
+                    return None
 
     async def _read_request(self, first: bool) -> Request | None:
         """Read one request with its body, or answer an error and return None to close."""
@@ -399,28 +462,29 @@ class Connection:
             if event is h11.NEED_DATA:
                 if self._ctx.shutting_down and not first:
                     return None
-                # The request is often there already (a fresh connection's first request): read
-                # it without arming a timeout, which costs more than the read.
-                data = self._recv_now()
-                if data is None:
+                started = time.monotonic()
+                if not conn.trailing_data[0]:
                     # Wait for the first byte: idle keep-alive, or a fresh connection.
                     idle_s = limits.header_timeout_s if first else limits.keepalive_timeout_s
-                    with anyio.move_on_after(idle_s) as scope:
-                        self._idle_scope = scope
-                        data = await self._recv()
-                    self._idle_scope = None
-                    if scope.cancel_called or data is None:
+                    data = await self._recv(started + idle_s, idle=not first)
+                    if data is None:
                         return None  # idle: close quietly, as nginx and uvicorn do
-                conn.receive_data(data)
-                event = conn.next_event()
-            if event is h11.NEED_DATA:
-                with anyio.move_on_after(limits.header_timeout_s) as scope:
+                    conn.receive_data(data)
+                    event = conn.next_event()
+                # else: part of a request came with the previous one; the rest is due in time.
+                if event is h11.NEED_DATA:
+                    # Slowloris: the header section is due within the limit of the connection
+                    # opening (first request) or of its first byte (later ones).
+                    deadline = (started if first else time.monotonic()) + limits.header_timeout_s
                     while event is h11.NEED_DATA:
-                        conn.receive_data(await self._recv())
+                        data = await self._recv(deadline)
+                        if data is None:
+                            await self._send_error(
+                                408, "request header section not received in time"
+                            )
+                            return None
+                        conn.receive_data(data)
                         event = conn.next_event()
-                if scope.cancel_called:
-                    await self._send_error(408, "request header section not received in time")
-                    return None
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             detail = (
@@ -481,10 +545,9 @@ class Connection:
                             )
                         )
                     if deadline is None:
-                        deadline = anyio.current_time() + limits.body_timeout_s
-                    with anyio.CancelScope(deadline=deadline) as scope:
-                        data = await self._recv()
-                    if scope.cancel_called:
+                        deadline = time.monotonic() + limits.body_timeout_s
+                    data = await self._recv(deadline)
+                    if data is None:
                         await self._send_error(
                             408, "request body not received in time", method=event.method
                         )

@@ -6,14 +6,16 @@ a reader task and a timer per stream, a ``Reactor`` runs three tasks for the who
 1. The *flusher*. Writers append frames to a buffer and call ``schedule_flush``; the flusher
    wakes once per event-loop turn and writes each dirty buffer with one non-blocking ``send``.
    Frames produced in the same turn therefore go out coalesced, in one chunk and one syscall.
-2. The *watcher*. Sockets of connections whose handler is running are registered with one
+2. The *watcher*. Every connection's socket is registered, from accept to close, with one
    ``epoll`` object (``select.poll`` elsewhere). The reactor waits on the poller itself, and
    reports (a) a peer that closed or reset (EOF, RST, RDHUP) so the handler can be cancelled
-   even while it writes nothing, and (b) writability of sockets whose send buffer was full.
+   even while it writes nothing, (b) writability of sockets whose send buffer was full, and
+   (c) on Linux, the arrival of input (edge-triggered), so that a connection waiting for its
+   next request parks on a ``Wakeup`` instead of registering with the event loop per request.
 3. The *timer*. One heap of deadlines for every stream: heartbeats (a keep-alive frame after a
    silent interval) and slow-client eviction checks. No timer task per stream.
 
-Watchers implement ``SocketWatch``: ``on_peer_gone()`` and ``on_writable()``.
+Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_writable()``, ``on_readable()``.
 Callbacks run synchronously in the reactor task and must not block.
 """
 
@@ -39,10 +41,14 @@ if _HAS_EPOLL:
     _IN = select.EPOLLIN
     _OUT = select.EPOLLOUT
     _HUP = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+    # Edge-triggered: input is reported when it arrives, once, so a socket with unread bytes
+    # (a pipelined request while a handler runs) never makes the watcher spin.
+    _WATCH_MASK = _HUP | _IN | select.EPOLLET
 else:  # pragma: no cover - exercised only off Linux
     _IN = select.POLLIN
     _OUT = select.POLLOUT
     _HUP = select.POLLHUP | select.POLLERR
+    _WATCH_MASK = _IN | _HUP
 
 # Fallback poll() interval off Linux, where the poller itself cannot be awaited.
 _POLL_INTERVAL_S = 0.05
@@ -58,6 +64,9 @@ class SocketWatch(Protocol):
 
     def on_writable(self) -> None:
         """The socket can take more bytes."""
+
+    def on_readable(self) -> None:
+        """Bytes arrived (Linux only: see ``Reactor.edge_reads``)."""
 
 
 class Flushable(Protocol):
@@ -81,6 +90,9 @@ TIMER_SLACK_S = 0.005
 
 class Reactor:
     """The flusher and the socket watcher shared by all connections of a server."""
+
+    # Whether input arrival is reported (``on_readable``); elsewhere readers wait on the loop.
+    edge_reads = _HAS_EPOLL
 
     def __init__(self) -> None:
         self._dirty: list[Flushable] = []
@@ -107,8 +119,12 @@ class Reactor:
 
     @property
     def timer_count(self) -> int:
-        """Pending timer entries (heartbeats and eviction checks)."""
+        """Pending timer entries (heartbeats, eviction checks, read deadlines)."""
         return len(self._timers)
+
+    def timer_targets(self) -> list[Timed]:
+        """What the pending timer entries will call, soonest first (for inspection)."""
+        return [target for _, _, target in sorted(self._timers)]
 
     async def _run_timer(self) -> None:
         heap = self._timers
@@ -173,13 +189,13 @@ class Reactor:
     def watch(self, target: SocketWatch) -> None:
         """Report ``target``'s peer going away until ``unwatch``.
 
-        On Linux only hang-ups are asked for (EPOLLRDHUP is a FIN, EPOLLHUP/ERR a reset): no
-        readability events, so a keep-alive connection can stay registered between requests.
+        On Linux hang-ups (EPOLLRDHUP is a FIN, EPOLLHUP/ERR a reset) and, edge-triggered, the
+        arrival of input are reported: one registration serves the connection's whole life.
         Elsewhere readability is watched and peeked at to tell EOF from data.
         """
         fd = target.sock.fileno()
         self._watched[fd] = target
-        mask = _HUP if _HAS_EPOLL else _IN | _HUP
+        mask = _WATCH_MASK
         self._masks[fd] = mask
         self._poller.register(fd, mask)
         self.watched_count = len(self._watched)
@@ -207,8 +223,8 @@ class Reactor:
             self._poller.modify(fd, new_mask)
 
     def _ignore_input(self, fd: int) -> None:
-        # The peer sent bytes (a pipelined request): stop reporting readability, which is
-        # level-triggered and would spin, but keep reporting hang-ups.
+        # Off Linux: the peer sent bytes (a pipelined request): stop reporting readability,
+        # which is level-triggered there and would spin, but keep reporting hang-ups.
         mask = self._masks[fd] & ~_IN
         self._masks[fd] = mask
         self._poller.modify(fd, mask)
@@ -223,11 +239,14 @@ class Reactor:
                 target.on_peer_gone()
                 continue
             if mask & _IN:
-                if self._peer_gone(target.sock):
+                if _HAS_EPOLL:
+                    target.on_readable()
+                elif self._peer_gone(target.sock):
                     self.unwatch(target)
                     target.on_peer_gone()
                     continue
-                self._ignore_input(fd)
+                else:
+                    self._ignore_input(fd)
             if mask & _OUT:
                 target.on_writable()
 
@@ -245,6 +264,18 @@ class Reactor:
         if _HAS_EPOLL:
             epoll = poller
             assert isinstance(epoll, select.epoll)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # trio: a task waiting on the poller, below
+            else:
+                # asyncio: one persistent reader callback, no add/remove per wake-up.
+                fd = epoll.fileno()
+                loop.add_reader(fd, lambda: self._dispatch(epoll.poll(0, 4096)))
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    loop.remove_reader(fd)
             while True:
                 # No deadline: woken by socket activity, cancelled with the server.
                 await anyio.wait_readable(epoll.fileno())

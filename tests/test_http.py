@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 
@@ -318,6 +320,48 @@ async def test_idle_keepalive_connection_is_closed() -> None:
             await client.send(get("/ping", close=False))
             data = await client.read_until_close(timeout=3)
         assert [r.status for r in parse_responses(data)] == [200]
+
+
+async def test_idle_timeout_holds_after_a_longer_first_wait() -> None:
+    """The first wait (header timeout, 5 s) leaves a later timer entry behind; the idle wait
+    after the response must still end at the keep-alive timeout, not at that entry."""
+    from tests.support import running_server
+
+    async with running_server(
+        make_app(), header_timeout_s=5, keepalive_timeout_s=0.3
+    ) as server:
+        async with RawClient.connect(server.port) as client:
+            await anyio.sleep(0.1)  # the server is parked on the first read by now
+            await client.send(get("/ping", close=False))
+            started = time.monotonic()
+            data = await client.read_until_close(timeout=3)
+            waited = time.monotonic() - started
+        assert [r.status for r in parse_responses(data)] == [200]
+        assert waited < 2.0
+
+
+async def test_slowloris_on_a_keepalive_connection_gets_408() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app(), header_timeout_s=0.5) as server:
+        async with RawClient.connect(server.port) as client:
+            await client.send(get("/ping", close=False))
+            await client.send(b"GET /ping HTTP/1.1\r\nHost: t\r\n")  # never finished
+            data = await client.read_until_close(timeout=3)
+        assert [r.status for r in parse_responses(data)] == [200, 408]
+        await assert_still_serving(server.port)
+
+
+async def test_slow_body_gets_408() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app(), body_timeout_s=0.4) as server:
+        async with RawClient.connect(server.port) as client:
+            await client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+            data = await client.read_until_close(timeout=3)
+        [response] = parse_responses(data)
+        assert response.status == 408
+        await assert_still_serving(server.port)
 
 
 async def test_client_closing_mid_request_and_mid_response() -> None:

@@ -1,0 +1,86 @@
+"""A one-task parking spot: ``await park()`` until a callback calls ``wake()``.
+
+Contract: at most one task parks at a time; ``wake()`` from a reactor callback (same thread)
+makes it runnable, and is a no-op when nobody is parked. Cancellation (an anyio cancel scope
+around ``park``) works as for any other await.
+
+Why not ``anyio.Event``: a connection waits for input once per request, and an Event (with the
+cancel scope a timeout needs) costs several times the wait itself. Here a wait is one asyncio
+future, or one trio ``wait_task_rescheduled``, and timeouts come from the reactor's shared timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+__all__ = ["Wakeup", "new_wakeup"]
+
+
+class Wakeup(Protocol):
+    """Park one task until woken."""
+
+    async def park(self) -> None:
+        """Wait until ``wake()`` (or cancellation)."""
+
+    def wake(self) -> None:
+        """Make the parked task runnable; nothing when no task is parked."""
+
+
+class _AsyncioWakeup:
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+
+    async def park(self) -> None:
+        future = self._future = self._loop.create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+
+    def wake(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+_trio_lowlevel: Any = None  # trio.lowlevel, imported on first use (trio is optional)
+
+
+class _TrioWakeup:
+    __slots__ = ("_task",)
+
+    def __init__(self) -> None:
+        global _trio_lowlevel
+        if _trio_lowlevel is None:
+            import trio.lowlevel
+
+            _trio_lowlevel = trio.lowlevel
+        self._task: Any = None
+
+    async def park(self) -> None:
+        self._task = _trio_lowlevel.current_task()
+        await _trio_lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: object) -> Any:
+        # Cancelled: forget the task so that a later wake() cannot reschedule it twice.
+        self._task = None
+        return _trio_lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            _trio_lowlevel.reschedule(task)
+
+
+def new_wakeup() -> Wakeup:
+    """A parking spot for the running backend (asyncio or trio)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _TrioWakeup()
+    return _AsyncioWakeup(loop)
