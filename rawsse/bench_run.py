@@ -39,14 +39,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 
 from rawsse.bench_frames import FrameCounter
 from rawsse.bench_stats import Histogram
 from rawsse.client_body import CloseBody
-from rawsse.client_conn import connect_ip
+from rawsse.client_conn import open_socket, wait_readable, wait_writable
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
-from rawsse.client_http import Exchange, PreparedRequest, Target
+from rawsse.client_http import Exchange, PreparedRequest, ResponseHead, Target
 from rawsse.jsonio import JSONDecodeError, loads
 from rawsse.parser import EventParser, EventTooLarge
 from rawsse.sse import Event
@@ -67,7 +66,11 @@ ERROR_KINDS = (
     "truncated",
     "check",
 )
-_RECV_BYTES = 64 * 1024
+# One read takes what the kernel holds, up to this: a long answer's many events in one read.
+_RECV_BYTES = 256 * 1024
+# Reads in a row made without waiting (the last one filled the buffer, so more was likely
+# queued) before the stream waits anyway, which lets the other streams run.
+_EAGER_READS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +231,11 @@ class _Runner:
         self.config = config
         self.state = state
         self.address = address
-        self.idle: list[anyio.abc.SocketStream] = []
+        # Connections are plain non-blocking sockets that bench reads itself: a read is one
+        # ``recv`` and, when nothing is queued, one readiness wait (no stream objects, buffers
+        # or protocol callbacks in between).
+        self.idle: list[socket.socket] = []
+        self.heads: dict[bytes, ResponseHead] = {}  # see ``Exchange``: h11 once per head
         self.tickets = 0
         self.hold_deadline = math.inf
         # Every request is the same: validated and serialised once.
@@ -236,14 +243,14 @@ class _Runner:
             config.target, config.method, list(config.headers), config.body
         )
 
-    async def _open(self) -> anyio.abc.SocketStream:
+    async def _open(self) -> socket.socket:
         config = self.config
         t0 = time.perf_counter()
         # In hold mode a connection not made by the end of the hold never will be useful.
         timeout_s = min(config.connect_timeout_s, self.hold_deadline - anyio.current_time())
         try:
             with anyio.fail_after(max(timeout_s, 0.0)):
-                sock = await connect_ip(self.address, config.target.port)
+                sock = await open_socket(self.address, config.target.port)
         except TimeoutError as exc:
             raise _Failed("connect", f"connect timed out after {timeout_s:.3g} s") from exc
         except OSError as exc:
@@ -257,7 +264,7 @@ class _Runner:
         state.started += 1
         state.active += 1
         state.peak_active = max(state.peak_active, state.active)
-        sock: anyio.abc.SocketStream | None = None
+        sock: socket.socket | None = None
         done = False
         try:
             reused = bool(self.idle)
@@ -272,7 +279,7 @@ class _Runner:
                 # counted apart so a server that keeps doing it shows.
                 state.retries += 1
                 sock = None
-                await anyio.aclose_forcefully(first)
+                first.close()
                 sock = fresh = await self._open()
                 sock = await self._exchange(fresh, t_ref, False)
             done = True
@@ -285,18 +292,18 @@ class _Runner:
             if not done:
                 state.cancelled += 1
             if sock is not None:
-                await anyio.aclose_forcefully(sock)
+                sock.close()
 
     async def _exchange(
-        self, sock: anyio.abc.SocketStream, t_ref: float, reused: bool
-    ) -> anyio.abc.SocketStream | None:
+        self, sock: socket.socket, t_ref: float, reused: bool
+    ) -> socket.socket | None:
         """Run one request on ``sock``; return the socket if it is closed or still needed."""
         config = self.config
         state = self.state
-        exchange = Exchange(self.prepared)
+        exchange = Exchange(self.prepared, self.heads)
         try:
-            await sock.send(exchange.request_bytes)
-        except (OSError, anyio.BrokenResourceError) as exc:
+            await _send_all(sock, exchange.request_bytes)
+        except OSError as exc:
             if reused:
                 raise _Failed("stale", str(exc)) from exc
             raise _Failed("disconnect", f"sending the request failed: {exc}") from exc
@@ -313,15 +320,24 @@ class _Runner:
         wire = 0
         payload_total = 0
         held = False
+        eager = False  # whether the last read filled the buffer (more is likely queued)
+        eager_reads = 0
         with anyio.CancelScope() as scope:
             scope.deadline = min(anyio.current_time() + timeout_s, self.hold_deadline)
             next_extend = time.perf_counter() + timeout_s / 2
             try:
                 while True:
+                    if eager and eager_reads < _EAGER_READS:
+                        eager_reads += 1
+                    else:
+                        eager_reads = 0
+                        await wait_readable(sock)
                     try:
-                        data = await sock.receive(_RECV_BYTES)
-                    except anyio.EndOfStream:
-                        data = b""
+                        data = sock.recv(_RECV_BYTES)
+                    except BlockingIOError:
+                        eager = False
+                        continue
+                    eager = len(data) == _RECV_BYTES
                     t = time.perf_counter()
                     if t > next_extend:
                         # Moving a deadline costs a timer update: do it every timeout/2 only.
@@ -381,7 +397,7 @@ class _Runner:
                 raise _Failed("protocol", str(exc)) from exc
             except SSEConnectionError as exc:
                 raise _Failed("disconnect", str(exc)) from exc
-            except (OSError, anyio.BrokenResourceError) as exc:
+            except OSError as exc:
                 if reused and not wire:
                     raise _Failed("stale", f"keep-alive connection was lost: {exc!r}") from exc
                 raise _Failed("disconnect", f"connection lost: {exc!r}") from exc
@@ -468,6 +484,18 @@ class _Runner:
             await self.stream(t_ref)
 
 
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Write all of ``data`` to the non-blocking ``sock``, waiting while its buffer is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await wait_writable(sock)
+            continue
+        view = view[sent:]
+
+
 async def _resolve(host: str, port: int) -> str:
     """Resolve once: 10,000 connections must not mean 10,000 name lookups."""
     infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -499,5 +527,5 @@ async def run_bench(config: BenchConfig, state: BenchState) -> None:
     finally:
         state.t_end = time.perf_counter()
         for sock in runner.idle:
-            await anyio.aclose_forcefully(sock)
+            sock.close()
         runner.idle.clear()

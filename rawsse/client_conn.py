@@ -26,26 +26,22 @@ from rawsse.client_errors import SSEConnectionError, SSETimeoutError
 from rawsse.client_http import Exchange, ResponseHead, Target
 from rawsse.client_wire import Received, Sent, WireHook, WireRecord
 
-__all__ = ["ClientConnection", "connect_ip"]
+__all__ = ["ClientConnection", "connect_ip", "open_socket", "wait_readable", "wait_writable"]
+
+# anyio 4.7 renamed wait_socket_readable/writable (which still exist, deprecated) to these.
+wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_readable
+wait_writable = getattr(anyio, "wait_writable", None) or anyio.wait_socket_writable
 
 # One read takes what the kernel has, up to this; 64 KiB matches the usual socket buffer.
 _RECV_BYTES = 64 * 1024
 
 
-async def connect_ip(address: str, port: int) -> anyio.abc.SocketStream:
-    """A TCP connection to an IP address (no name lookup), with ``TCP_NODELAY``.
+async def open_socket(address: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to an IP address (no name lookup), ``TCP_NODELAY``.
 
-    ``anyio.connect_tcp`` runs Happy Eyeballs (a task group, an event and a timeout per
-    connection attempt); measured here with 1,000 connections opened over half a second, that
-    machinery took connects from 0.3 ms to 120-300 ms (p50), on asyncio and trio alike. An IP
-    address needs none of it: a non-blocking ``connect``, a wait until writable, and anyio's
-    ``SocketStream.from_socket``. Raises ``OSError`` like ``connect_tcp``; falls back to it on
-    an anyio too old to wrap a socket.
+    A non-blocking ``connect`` and a wait until writable: no Happy Eyeballs machinery (see
+    ``connect_ip``). ``rawsse bench`` reads such sockets itself. Raises ``OSError``.
     """
-    from_socket = getattr(anyio.abc.SocketStream, "from_socket", None)
-    wait_writable = getattr(anyio, "wait_writable", None)
-    if from_socket is None or wait_writable is None:  # pragma: no cover - anyio < 4.10
-        return await anyio.connect_tcp(address, port)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -58,6 +54,27 @@ async def connect_ip(address: str, port: int) -> anyio.abc.SocketStream:
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             raise OSError(code, os.strerror(code))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_ip(address: str, port: int) -> anyio.abc.SocketStream:
+    """A TCP connection to an IP address (no name lookup), with ``TCP_NODELAY``.
+
+    ``anyio.connect_tcp`` runs Happy Eyeballs (a task group, an event and a timeout per
+    connection attempt); measured here with 1,000 connections opened over half a second, that
+    machinery took connects from 0.3 ms to 120-300 ms (p50), on asyncio and trio alike. An IP
+    address needs none of it: ``open_socket``, then anyio's ``SocketStream.from_socket``.
+    Raises ``OSError`` like ``connect_tcp``; falls back to it on an anyio too old to wrap a
+    socket.
+    """
+    from_socket = getattr(anyio.abc.SocketStream, "from_socket", None)
+    if from_socket is None:  # pragma: no cover - anyio < 4.10
+        return await anyio.connect_tcp(address, port)
+    sock = await open_socket(address, port)
+    try:
         stream: anyio.abc.SocketStream = await from_socket(sock)
     except BaseException:
         sock.close()
