@@ -19,10 +19,8 @@ Rules the driver keeps:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import os
 import re
 import socket
 import time
@@ -230,19 +228,6 @@ def _format_head(
     return b"".join(parts), close
 
 
-_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
-_request_counter = itertools.count(1)
-_ID_PREFIX = f"{os.getpid():x}"
-
-
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    """The X-Request-ID sent (when a safe token), else a new process-unique request id."""
-    for name, value in headers:
-        if name == b"x-request-id" and _SAFE_REQUEST_ID.match(value):
-            return value.decode("ascii")
-    return f"{_ID_PREFIX}-{next(_request_counter):x}"
-
-
 async def linger(sock: socket.socket) -> None:
     """Half-close, then drop what the client still sends (bounded in time and bytes), so that
     closing does not become a reset that destroys the answer before the client reads it."""
@@ -279,6 +264,7 @@ class Connection:
         "_handler_scope",
         "_idle_wait",
         "_input_ready",
+        "_plain_scope",
         "_read_deadline",
         "_response",
         "_timer_at",
@@ -295,7 +281,11 @@ class Connection:
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes
         )
+        # What a hang-up cancels: the scope around a running handler or stream, else None.
         self._handler_scope: anyio.CancelScope | None = None
+        # One scope for a run of plain requests (not one per request: a scope costs as much
+        # as a tenth of a short request); a streaming response leaves it and has its own.
+        self._plain_scope: anyio.CancelScope | None = None
         self._body_writer: BodyWriter | None = None
         self._response: StreamingResponse | None = None
         self.peer_gone = False
@@ -369,23 +359,14 @@ class Connection:
         try:
             first = True
             while True:
-                request = await self._read_request(first)
-                if request is None:
-                    break
-                started = time.monotonic()
-                response = await self._run_handler(request)
-                if response is None or self.peer_gone:
-                    if isinstance(response, StreamingResponse):
-                        # Never started: let it release what it holds (an upstream, a generator).
-                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                            await response.skip_body()
-                    break
-                # Separate methods, called from here, keep the stack of a held stream short.
-                if isinstance(response, Response):
-                    keep_alive = await self._send_response(request, response, started)
-                else:
-                    keep_alive = await self._stream(request, response, started)
-                if not keep_alive:
+                with anyio.CancelScope() as scope:
+                    self._plain_scope = scope
+                    stream = await self._serve_plain(first)
+                self._plain_scope = None
+                if stream is None:
+                    break  # closing, or a handler cancelled because the peer went away
+                # A separate method, called from here, keeps the stack of a held stream short.
+                if not await self._stream(*stream):
                     break
                 first = False
         except (_CloseConnection, ClientDisconnected):
@@ -403,6 +384,29 @@ class Connection:
             self.sock.close()
             # A pending read-deadline entry may keep this object until it fires: keep it small.
             self._h11 = None  # type: ignore[assignment]
+
+    async def _serve_plain(
+        self, first: bool
+    ) -> tuple[Request, StreamingResponse, float] | None:
+        """Serve requests with plain responses until one streams (returned, to be served
+        outside this run's cancel scope) or the connection is to close (None)."""
+        while True:
+            request = await self._read_request(first)
+            if request is None:
+                return None
+            started = time.monotonic()
+            response = await self._run_handler(request)
+            if self.peer_gone:
+                if isinstance(response, StreamingResponse):
+                    # Never started: let it release what it holds (an upstream, a generator).
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await response.skip_body()
+                return None
+            if not isinstance(response, Response):
+                return request, response, started
+            if not await self._send_response(request, response, started):
+                return None
+            first = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -584,7 +588,6 @@ class Connection:
             client=self.client,
             http_version=event.http_version.decode("ascii"),
         )
-        request.request_id = _request_id(headers)
         return request
 
     # -- writing ---------------------------------------------------------------------------
@@ -667,29 +670,27 @@ class Connection:
     async def _linger(self) -> None:
         await linger(self.sock)
 
-    async def _run_handler(self, request: Request) -> Response | StreamingResponse | None:
-        ctx = self._ctx
-        with anyio.CancelScope() as scope:
-            self._handler_scope = scope
-            try:
-                return await ctx.handler(request)
-            except HTTPError as exc:
-                return Response(
-                    exc.detail or _status_phrase(exc.status).decode(),
-                    exc.status,
-                    exc.headers,
-                )
-            except Exception:
-                error_logger.exception(
-                    "handler failed for %s %s (rid=%s)",
-                    request.method,
-                    _loggable_target(request.target),
-                    request.request_id,
-                )
-                return Response("internal server error", 500)
-            finally:
-                self._handler_scope = None
-        return None  # cancelled: the peer went away
+    async def _run_handler(self, request: Request) -> Response | StreamingResponse:
+        """The handler's response; a hang-up meanwhile cancels the run's scope."""
+        self._handler_scope = self._plain_scope
+        try:
+            return await self._ctx.handler(request)
+        except HTTPError as exc:
+            return Response(
+                exc.detail or _status_phrase(exc.status).decode(),
+                exc.status,
+                exc.headers,
+            )
+        except Exception:
+            error_logger.exception(
+                "handler failed for %s %s (rid=%s)",
+                request.method,
+                _loggable_target(request.target),
+                request.request_id,
+            )
+            return Response("internal server error", 500)
+        finally:
+            self._handler_scope = None
 
     def _log(self, request: Request, status: int, sent_bytes: int, started: float) -> None:
         ctx = self._ctx

@@ -7,6 +7,9 @@ JSON) happens lazily, on first use, so a handler pays only for what it reads.
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -62,11 +65,25 @@ class Headers(Mapping[str, str]):
         return f"Headers({self.raw!r})"
 
 
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
+_request_counter = itertools.count(1)
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The X-Request-ID sent (when a safe token), else a new process-unique request id."""
+    for name, value in headers:
+        if name == b"x-request-id" and _SAFE_REQUEST_ID.match(value):
+            return value.decode("ascii")
+    # The pid at call time: workers forked after import must not share a prefix.
+    return f"{os.getpid():x}-{next(_request_counter):x}"
+
+
 class Request:
     """One HTTP request, with its body already read."""
 
     __slots__ = (
         "_query",
+        "_request_id",
         "body",
         "client",
         "headers",
@@ -75,7 +92,6 @@ class Request:
         "path",
         "path_params",
         "query_string",
-        "request_id",
         "state",
         "target",
     )
@@ -100,11 +116,22 @@ class Request:
         self.client = client
         self.http_version = http_version
         self.path_params: dict[str, str] = {}
-        # Names this request in the logs (the client's X-Request-ID when it is a safe token).
-        self.request_id = ""
+        self._request_id: str | None = None
         # Free for the application (auth results, request ids, ...).
         self.state: dict[str, Any] = {}
         self._query: dict[str, str] | None = None
+
+    @property
+    def request_id(self) -> str:
+        """Names this request in the logs: the client's X-Request-ID when it is a safe token,
+        else a process-unique id (made on first use: a request nobody logs costs nothing)."""
+        if self._request_id is None:
+            self._request_id = _request_id(self.headers.raw)
+        return self._request_id
+
+    @request_id.setter
+    def request_id(self, value: str) -> None:
+        self._request_id = value
 
     @property
     def query(self) -> dict[str, str]:
