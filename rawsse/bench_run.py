@@ -66,8 +66,9 @@ ERROR_KINDS = (
     "truncated",
     "check",
 )
-# One read takes what the kernel holds, up to this: a long answer's many events in one read.
-_RECV_BYTES = 256 * 1024
+# One read takes what the kernel holds, up to this (256 KiB measured no better: its buffer
+# comes from mmap each time).
+_RECV_BYTES = 64 * 1024
 # Reads in a row made without waiting (the last one filled the buffer, so more was likely
 # queued) before the stream waits anyway, which lets the other streams run.
 _EAGER_READS = 4
