@@ -186,6 +186,11 @@ def _asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
 
 
+# Validated and formatted header lines, by (name, value): most responses repeat the same few
+# (content types, cache control), and checking them is a fifth of a short response's cost.
+_HEADER_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_HEADER_LINES_MAX = 1024
+
 # Statuses whose responses have no body (RFC 9110 6.4.1): no Content-Length either.
 _NO_BODY_STATUSES = frozenset((204, 304))
 
@@ -209,14 +214,22 @@ def _format_head(
         b"HTTP/1.1 %d %b\r\ndate: %b\r\nserver: rawsse\r\n"
         % (status, _status_phrase(status), _DateHeader.get())
     ]
-    for name, value in headers:
-        if name.lower() in _FRAMING_HEADERS:
-            if name.lower() == b"connection" and b"close" in value.lower():
-                close = True
-            continue
-        if not _TOKEN.match(name) or _FORBIDDEN_IN_VALUE.search(value):
-            raise ValueError(f"illegal response header {name!r}: {value!r}")
-        parts.append(b"%b: %b\r\n" % (name, value))
+    lines = _HEADER_LINES
+    for header in headers:
+        line = lines.get(header)
+        if line is None:
+            name, value = header
+            lower = name.lower()
+            if lower in _FRAMING_HEADERS:
+                if lower == b"connection" and b"close" in value.lower():
+                    close = True
+                continue
+            if not _TOKEN.match(name) or _FORBIDDEN_IN_VALUE.search(value):
+                raise ValueError(f"illegal response header {name!r}: {value!r}")
+            line = b"%b: %b\r\n" % (name, value)
+            if len(lines) < _HEADER_LINES_MAX:
+                lines[header] = line
+        parts.append(line)
     if content_length is not None:
         if status not in _NO_BODY_STATUSES:
             parts.append(b"content-length: %d\r\n" % content_length)
@@ -503,35 +516,47 @@ class Connection:
             raise _CloseConnection
         return await self._read_body(event)
 
-    def _check_framing(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    def _check_framing(
+        self, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[tuple[int, str] | None, bool]:
+        """A refusal (status, detail) or None; and whether the request has a body."""
         limits = self._ctx.limits
         if len(headers) > limits.max_headers:
-            return 431, f"too many header fields (limit {limits.max_headers})"
+            return (431, f"too many header fields (limit {limits.max_headers})"), False
         # h11 only bounds a header section that arrives in pieces; one that arrives whole in a
         # single read is measured here, so the limit does not depend on packet boundaries.
-        if sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes:
-            return 431, "request header section too large"
+        section_bytes = 0
         content_length: bytes | None = None
         has_transfer_encoding = False
         for name, value in headers:
+            section_bytes += len(name) + len(value) + 4
             if name == b"content-length":
                 content_length = value
             elif name == b"transfer-encoding":
                 has_transfer_encoding = True
+        if section_bytes > limits.max_header_bytes:
+            return (431, "request header section too large"), False
         if has_transfer_encoding and content_length is not None:
-            return 400, "both Content-Length and Transfer-Encoding: ambiguous framing refused"
-        if content_length is not None and int(content_length) > limits.max_body_bytes:
-            return 413, f"request body too large (limit {limits.max_body_bytes} bytes)"
-        return None
+            refusal = 400, "both Content-Length and Transfer-Encoding: ambiguous framing refused"
+            return refusal, False
+        length = int(content_length) if content_length is not None else 0
+        if length > limits.max_body_bytes:
+            return (413, f"request body too large (limit {limits.max_body_bytes} bytes)"), False
+        return None, has_transfer_encoding or length > 0
 
     async def _read_body(self, event: h11.Request) -> Request | None:
         conn = self._h11
         limits = self._ctx.limits
         headers = list(event.headers)
-        refusal = self._check_framing(headers)
+        refusal, has_body = self._check_framing(headers)
         if refusal is not None:
             await self._send_error(*refusal, target=event.target, method=event.method)
             return None
+        if not has_body:
+            # No body to read (most requests): h11's EndOfMessage would tell nothing new, and
+            # the h11 connection is replaced before the next request anyway (its trailing
+            # data, the bytes after this header section, carries over).
+            return self._new_request(event, headers, b"")
         chunks: list[bytes] = []
         size = 0
         # Armed at the first wait only: most bodies arrive with their headers.
@@ -580,7 +605,12 @@ class Connection:
             )
             return None
         body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-        request = Request(
+        return self._new_request(event, headers, body)
+
+    def _new_request(
+        self, event: h11.Request, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Request:
+        return Request(
             event.method.decode("ascii"),
             bytes(event.target),
             headers,
@@ -588,7 +618,6 @@ class Connection:
             client=self.client,
             http_version=event.http_version.decode("ascii"),
         )
-        return request
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]]
 def _header_list(
     headers: HeadersLike | None, content_type: str | None
 ) -> list[tuple[bytes, bytes]]:
-    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    if headers is None:  # the common case: a content type only
+        return [] if content_type is None else [(b"content-type", content_type.encode("latin-1"))]
+    items = headers.items() if isinstance(headers, Mapping) else headers
     out = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in items]
     if content_type is not None and not any(name.lower() == b"content-type" for name, _ in out):
         out.append((b"content-type", content_type.encode("latin-1")))

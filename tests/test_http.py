@@ -322,6 +322,30 @@ async def test_idle_keepalive_connection_is_closed() -> None:
         assert [r.status for r in parse_responses(data)] == [200]
 
 
+async def test_pipelined_requests_with_empty_and_real_bodies() -> None:
+    """Bodiless requests skip h11's end-of-message step: what follows them must still be
+    parsed from the right byte, whatever framing the next one uses."""
+    from tests.support import running_server
+
+    async with running_server(make_app()) as server:
+        raw = (
+            b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+            + get("/ping", close=False)
+            + b"POST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+            + b"POST /raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"2\r\nde\r\n0\r\n\r\n"
+            + b"POST /raw HTTP/1.0\r\nHost: t\r\n\r\n"
+        )
+        responses = await request(server.port, raw)
+        assert [(r.status, r.body) for r in responses] == [
+            (200, b""),
+            (200, b"pong"),
+            (200, b"abc"),
+            (200, b"de"),
+            (200, b""),
+        ]
+
+
 async def test_idle_timeout_holds_after_a_longer_first_wait() -> None:
     """The first wait (header timeout, 5 s) leaves a later timer entry behind; the idle wait
     after the response must still end at the keep-alive timeout, not at that entry."""
