@@ -97,23 +97,20 @@ class FrameCounter:
         Totals are exact (within the module's rules); a piece's own figures can be off by one
         when a comment frame starts in one piece and ends in the next.
         """
-        if not self._sep:
+        first = not self._sep
+        if first:
             payload = self._pending + payload
             if not self._decide_separator(payload):
                 self._pending = payload
                 return 0, 0
             self._pending = b""
-            if self._sep == b"\n\n":
-                return self._feed_lf(payload)
-            # The first frame follows no separator: seen through a virtual one, a leading
-            # comment is counted like any other.
-            comments = (self._sep + payload[:1]).count(self._comment)
-        elif self._sep == b"\n\n":
-            return self._feed_lf(payload)
-        else:
-            comments = 0
-        carry = self._carry
         sep = self._sep
+        if sep == b"\n\n":
+            return self._feed_lf(payload)
+        # The first frame follows no separator: seen through a virtual one, a leading
+        # comment is counted like any other.
+        comments = (sep + payload[:1]).count(self._comment) if first else 0
+        carry = self._carry
         comment = self._comment
         # Regex scans, not bytes.count: re's literal search is about twice as fast here (JSON
         # is full of the ":" that bytes.count's skip table keys on), and allocation-cheap.

@@ -18,11 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawsse.bench_frames import FrameCounter
+from rawsse.bench_run import BenchConfig, BenchState, run_bench
 from rawsse.bench_stats import Histogram
+from rawsse.client_body import ChunkedBody
 from rawsse.client_conn import connect_ip
+from rawsse.client_http import Target
 from rawsse.parser import EventParser
 from tests.tools_support import (
     DONE_FRAME,
+    ERROR_FRAME,
     LAST_CHUNK,
     MISBEHAVIOURS,
     REPO_ROOT,
@@ -128,6 +132,142 @@ def test_frame_counter_agrees_with_the_parser(
     assert counter.comments == comment_frames == returned_comments
     assert counter.error_frames == sum(b"error" in frame for frame in frames)
     assert counter.ends_with(b"[DONE]") == (frames[-1] == b"data: [DONE]\n\n")
+
+
+# ---------------------------------------------------------------- de-chunking and counting
+
+
+def _realistic_frames() -> list[bytes]:
+    """A chat stream with what a counter must tell apart: a role frame, tokens, a heartbeat,
+    an in-band error, a multi-line frame, the finish and ``[DONE]``."""
+    return [
+        chat_chunk(""),
+        *(chat_chunk(f"tok{i} ") for i in range(12)),
+        b": keep-alive\n\n",
+        ERROR_FRAME,
+        b"id: 7\nevent: error\ndata: {}\n\n",
+        chat_chunk("last"),
+        DONE_FRAME,
+    ]
+
+
+def _chunked(payload: bytes, sizes: list[int]) -> bytes:
+    """``payload`` cut into chunks of ``sizes`` (cycled), framed, with the last chunk."""
+    wire = b""
+    i = k = 0
+    while i < len(payload):
+        size = sizes[k % len(sizes)]
+        wire += chunk(payload[i : i + size])
+        i += size
+        k += 1
+    return wire + LAST_CHUNK
+
+
+# One frame per chunk (as most servers write), and chunk sizes that cut frames and separators.
+CHUNKINGS = {
+    "frame per chunk": None,
+    "odd sizes": [1, 7, 230, 3, 500, 2, 64],
+    "one chunk": [1 << 20],
+}
+
+
+def _decode_and_count(wire: bytes, cuts: list[int]) -> tuple[bytes, FrameCounter, ChunkedBody]:
+    decoder = ChunkedBody()
+    counter = FrameCounter()
+    payload = b""
+    start = 0
+    for end in [*cuts, len(wire)]:
+        piece = decoder.feed(wire[start:end])
+        if piece:
+            counter.feed(piece)
+        payload += piece
+        start = end
+    return payload, counter, decoder
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+def test_every_split_point_of_a_realistic_body_counts_the_same(chunking: str) -> None:
+    frames = _realistic_frames()
+    payload = b"".join(frames)
+    sizes = CHUNKINGS[chunking]
+    if sizes is None:
+        wire = b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
+    else:
+        wire = _chunked(payload, sizes)
+    events = len(EventParser().feed(payload))
+    for cut in range(len(wire) + 1):  # two reads, cut at every byte
+        decoded, counter, decoder = _decode_and_count(wire, [cut])
+        assert decoded == payload, cut
+        assert decoder.done and decoder.unused == b"", cut
+        assert (counter.events, counter.comments, counter.error_frames) == (events, 1, 2), cut
+        assert counter.ends_with(b"[DONE]"), cut
+    rng = random.Random(6)
+    for _ in range(300):  # many reads, cut anywhere
+        cuts = sorted(rng.sample(range(1, len(wire)), 12))
+        decoded, counter, _ = _decode_and_count(wire, cuts)
+        assert decoded == payload, cuts
+        assert (counter.events, counter.comments, counter.error_frames) == (events, 1, 2), cuts
+
+
+def test_chunk_boundary_look_alikes_in_the_data_are_data() -> None:
+    # Data holding what looks like a chunk boundary ("\r\n1a\r\n") makes the bulk cut's
+    # lengths disagree: the decoder then goes chunk by chunk and still gets it right.
+    frames = [b"data: a\r\n1a\r\nb\r\n\r\n", b"data: c\r\n\r\n"] * 20
+    payload = b"".join(frames)
+    wire = b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
+    for cut in range(len(wire) + 1):
+        decoded, counter, decoder = _decode_and_count(wire, [cut])
+        assert decoded == payload and decoder.done, cut
+        assert counter.events == 40, cut
+    # Upper-case hex, leading zeros and extensions: valid, taken by the general steps.
+    odd = b"0A\r\ndata: xx\n\n\r\n00a;x=1\r\ndata: yy\n\n\r\nA\r\ndata: zz\n\n\r\n0\r\n\r\n"
+    decoded, counter, decoder = _decode_and_count(odd, [])
+    assert decoded == b"data: xx\n\ndata: yy\n\ndata: zz\n\n" and decoder.done
+    assert counter.events == 3
+
+
+@pytest.mark.anyio
+async def test_bench_counts_the_same_whatever_the_reads(anyio_backend: str) -> None:
+    # The server writes each response in pieces cut at varying points (a size line, a CRLF,
+    # a separator split across writes), pausing between them so that bench reads them apart.
+    frames = [*_realistic_frames()[:-4], chat_chunk("last"), DONE_FRAME]  # no error frames
+    wire = b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    cuts = iter(range(1, 400, 7))
+
+    async def pieces(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        buf = b""
+        while True:
+            cut = next(cuts)
+            await s.send(head + wire[:cut])
+            await anyio.sleep(0.005)
+            await s.send(wire[cut : cut + 5])  # a few bytes alone: a size line, a seam
+            await anyio.sleep(0.005)
+            await s.send(wire[cut + 5 :])
+            try:
+                while b"\r\n\r\n" not in buf:
+                    buf += await s.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            buf = buf.partition(b"\r\n\r\n")[2]
+
+    async with raw_server(pieces) as server:
+        config = BenchConfig(
+            Target.from_url(server.url("/events")),
+            method="GET",
+            streams=2,
+            requests=20,
+            terminal="[DONE]",
+        )
+        state = BenchState()
+        await run_bench(config, state)
+    assert state.errors == dict.fromkeys(state.errors, 0), state.error_samples
+    assert state.completed == 20
+    assert state.events == 20 * (len(frames) - 1)  # the heartbeat is a comment
+    assert state.comments == 20
+    assert state.gap_us.count == 20 * (len(frames) - 2)
+    assert state.first_event_us.count == 20
 
 
 # ---------------------------------------------------------------- the command
