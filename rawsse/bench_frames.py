@@ -133,19 +133,36 @@ class FrameCounter:
         return frames - comments, comments
 
     def _feed_lf(self, payload: bytes) -> tuple[int, int]:
-        buf = self._held + payload
-        n = len(buf)
+        self._tail = (
+            payload[-_TAIL_BYTES:]
+            if len(payload) >= _TAIL_BYTES
+            else (self._tail + payload)[-_TAIL_BYTES:]
+        )
+        found: list[bytes] = []
+        start = 0
+        if self._held:
+            # The held tail is scanned with the head of this piece, up to its first run of LFs
+            # after a non-LF (no pattern crosses that point); the rest in place (no copy).
+            cut = payload.find(b"\n", 1)
+            while cut > 0 and payload[cut - 1] == 0x0A:
+                cut = payload.find(b"\n", cut + 1)
+            if cut > 0:
+                found = _LF_SCAN.findall(self._held + payload[:cut])
+                start = cut
+            else:
+                payload = self._held + payload
+        n = len(payload)
         end = n
         held_frames = 0
-        last = buf.rfind(b"\n")
-        if last >= 0 and n - last - 1 < _LF_LOOKAHEAD:
+        last = payload.rfind(b"\n")
+        if last >= start and n - last - 1 < _LF_LOOKAHEAD:
             # A pattern may start in the last run of LFs and end in the next piece: hold the
             # run back, counting the separators it holds now.
             end = last
-            while end and buf[end - 1] == 0x0A:
+            while end > start and payload[end - 1] == 0x0A:
                 end -= 1
             held_frames = (last + 1 - end) // 2
-        found = _LF_SCAN.findall(buf, 0, end)
+        found += _LF_SCAN.findall(payload, start, end)
         separators = found.count(b"\n\n")
         comments = found.count(b"\n\n:")
         frames = separators + comments
@@ -155,11 +172,8 @@ class FrameCounter:
                 match.startswith(b"\n\ne") or match.startswith(b"\n\nd") for match in found
             )
         frames += held_frames - self._held_frames
-        self._held = buf[end:]
+        self._held = payload[end:]
         self._held_frames = held_frames
-        self._tail = (
-            buf[-_TAIL_BYTES:] if n >= _TAIL_BYTES else (self._tail + payload)[-_TAIL_BYTES:]
-        )
         self.frames += frames
         self.comments += comments
         return frames - comments, comments

@@ -7,9 +7,11 @@ command line's contract: ``streams``, ``completed``, ``errors`` (total failed st
 ``connect_ms``, ``ttfb_ms``, ``headers_ms``, ``first_event_ms``, ``gap_ms``,
 ``heartbeat_gap_ms`` and ``stream_ms``; plus ``requests``, ``bytes``, ``mb_per_s``,
 ``error_kinds`` (count per kind), ``error_samples`` (the first message of each kind),
-``retries`` (requests resent after a keep-alive connection died before answering) and
-``statuses``. ``format_table`` renders the same dict for people; ``progress_line`` is one
-line about a run in progress.
+``retries`` (requests resent after a keep-alive connection died before answering),
+``statuses``, and ``cpu_s`` / ``events_per_cpu_s`` (the load generator's own CPU time in the
+run, and events per CPU second: its cost per event on a machine shared with other work).
+``format_table`` renders the same dict for people; ``progress_line`` is one line about a run
+in progress.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def result_json(config: BenchConfig, state: BenchState, url: str) -> dict[str, A
         "bytes": state.bytes,
         "payload_bytes": state.payload_bytes,
         "mb_per_s": round(state.bytes / elapsed / 1e6, 3) if elapsed else 0.0,
+        # the load generator's own CPU: near duration_s means it, not the server, was the limit
+        "cpu_s": round(state.cpu_s, 3),
+        "events_per_cpu_s": round(state.events / state.cpu_s, 1) if state.cpu_s else 0.0,
     }
     for key, attribute, _ in _LATENCIES:
         histogram: Histogram = getattr(state, attribute)

@@ -134,11 +134,21 @@ class BenchState:
     stream_us: Histogram = field(default_factory=Histogram)
     t_start: float = 0.0
     t_end: float = 0.0
+    # The load generator's own CPU time during the run (``time.process_time``): events per CPU
+    # second is its cost, whatever else the machine was doing.
+    cpu_start: float = 0.0
+    cpu_end: float = 0.0
 
     @property
     def error_count(self) -> int:
         """All failed streams, whatever the kind."""
         return sum(self.errors.values())
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the load generator used from the start of the run to its end (or now)."""
+        end = self.cpu_end or time.process_time()
+        return max(end - self.cpu_start, 0.0) if self.t_start else 0.0
 
     @property
     def elapsed_s(self) -> float:
@@ -515,6 +525,7 @@ async def run_bench(config: BenchConfig, state: BenchState) -> None:
         return
     runner = _Runner(config, state, address)
     state.t_start = time.perf_counter()
+    state.cpu_start = time.process_time()
     if config.hold_s is not None:
         runner.hold_deadline = anyio.current_time() + config.ramp_s + config.hold_s
     limit = math.inf
@@ -527,6 +538,7 @@ async def run_bench(config: BenchConfig, state: BenchState) -> None:
                     tg.start_soon(runner.worker, index)
     finally:
         state.t_end = time.perf_counter()
+        state.cpu_end = time.process_time()
         for sock in runner.idle:
             sock.close()
         runner.idle.clear()
