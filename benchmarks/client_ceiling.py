@@ -146,6 +146,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _bench(url: str, streams: int, duration_s: float, *extra: str) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "rawsse", "bench", url, "--streams", str(streams),
@@ -214,10 +221,16 @@ def _measure(
                 for backend in backends:
                     target = url + path.format(tokens=tokens)
                     options = ("--max-tokens", str(tokens), "--backend", backend, *extra)
+                    cpu0 = _cpu_s(proc.pid)
                     result = _bench(target, streams, duration_s, *options)
+                    # The server's CPU over the bench process's life: outside the run it idles,
+                    # so this is its CPU for the run.
+                    result["server_cpu_s"] = _cpu_s(proc.pid) - cpu0
                     print(
                         f"{command[-1]} {label} {backend} {extra}: "
-                        f"{result['events_per_s']:,.0f} events/s, {result['errors']} failed",
+                        f"{result['events_per_s']:,.0f} events/s, "
+                        f"{result['events_per_cpu_s']:,.0f} per bench CPU s, "
+                        f"server CPU {result['server_cpu_s']:.2f} s, {result['errors']} failed",
                         file=sys.stderr,
                     )
                     best = results.get((label, backend))
@@ -226,6 +239,11 @@ def _measure(
     finally:
         _stop(proc)
     return results
+
+
+def _share(result: dict[str, Any]) -> float:
+    """The bench process's CPU seconds per second of the run."""
+    return float(result["cpu_s"]) / float(result["duration_s"])
 
 
 def main() -> int:
@@ -251,30 +269,46 @@ def main() -> int:
         for name, command, path, extra in _servers()
     ]
     print(
-        f"# rawsse bench: the client's ceiling ({time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n"
+        f"# rawsse bench: the client's ceiling ({time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})\n"
     )
     print("Ceiling: bench (CPU 0) against pre-encoded frames written as fast as possible (CPU 1).")
-    print("Events/s include the role, finish and [DONE] frames; us/event = 1e6 / events/s.")
-    print(f"Each figure is the best of {repeat} runs.\n")
-    print("| stream shape | backend | events/s | us per event | MB/s |")
-    print("|---|---|---:|---:|---:|")
+    print("Events/s include the role, finish and [DONE] frames. Bench CPU share = its CPU seconds")
+    print("/ run seconds (below 1.0: it waited, for the server or for a core shared with other")
+    print("work); events per CPU s = events / its CPU seconds, its cost whatever the machine did.")
+    print(f"Each figure is the best of {repeat} runs (by events/s).\n")
+    print(
+        "| stream shape | backend | events/s | bench CPU share | events per CPU s "
+        "| ceiling server CPU share | MB/s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for (label, backend), result in [*ceiling.items(), *checked.items()]:
         name = backend + (" --check" if result in checked.values() else "")
         print(
-            f"| {label} | {name} | {result['events_per_s']:,.0f} | "
-            f"{1e6 / result['events_per_s']:.2f} | {result['mb_per_s']:.1f} |"
+            f"| {label} | {name} | {result['events_per_s']:,.0f} | {_share(result):.2f} | "
+            f"{result['events_per_cpu_s']:,.0f} | "
+            f"{result['server_cpu_s'] / result['duration_s']:.2f} | {result['mb_per_s']:.1f} |"
         )
-    print("\nServers, one core each, measured by the same bench (default backend); the ratio")
-    print("divides the asyncio ceiling of the same shape by the server's events/s:\n")
-    print("| server | stream shape | events/s | failed streams | ceiling (same shape) / server |")
-    print("|---|---|---:|---:|---:|")
+    print("\nServers, one core each, measured by the same bench (default backend). Server CPU")
+    print("share near 1.0 means the server was the limit; its events per CPU s is its cost per")
+    print("core. Ratios: the ceiling of the same shape (asyncio) over the server, by events/s and")
+    print("by events per CPU s (bench's own over the server's):\n")
+    print(
+        "| server | stream shape | events/s | server CPU share | server events per CPU s "
+        "| failed | ceiling / server (events/s) | ceiling / server (per CPU s) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, results in servers:
         for (label, _), result in results.items():
-            ratio = ceiling[label, "asyncio"]["events_per_s"] / result["events_per_s"]
+            top = ceiling[label, "asyncio"]
+            server_share = result["server_cpu_s"] / result["duration_s"]
+            per_cpu = result["events"] / result["server_cpu_s"] if result["server_cpu_s"] else 0
+            ratio = top["events_per_s"] / result["events_per_s"]
+            cpu_ratio = top["events_per_cpu_s"] / per_cpu if per_cpu else float("nan")
             print(
-                f"| {name} | {label} | {result['events_per_s']:,.0f} | {result['errors']} "
-                f"| {ratio:.1f}x |"
+                f"| {name} | {label} | {result['events_per_s']:,.0f} | {server_share:.2f} | "
+                f"{per_cpu:,.0f} | {result['errors']} | {ratio:.1f}x | {cpu_ratio:.1f}x |"
             )
     return 0
 

@@ -30,6 +30,7 @@ Where it is approximate (use ``rawsse bench --check`` for an exact, parsed count
 from __future__ import annotations
 
 import re
+from itertools import repeat
 
 __all__ = ["FrameCounter"]
 
@@ -45,6 +46,8 @@ _SEPARATORS = {
     sep: (re.compile(re.escape(sep)), re.compile(re.escape(sep + b":")))
     for sep in (b"\n\n", b"\r\n\r\n", b"\r\r")
 }
+# How a one-line frame starts when it is a comment or an in-band error (as ``_LF_SCAN`` sees it).
+_SPECIAL_STARTS = (b":", b'data: {"error"', b'data:{"error"', b"event: error", b"event:error")
 _ERROR_WORD = re.compile(b"error").search
 _ERROR_PATTERNS = (b'data: {"error"', b'data:{"error"', b"event: error", b"event:error")
 _CARRY_BYTES = 15  # longest pattern (14 bytes) - 1, with room for "\r\n\r\n:" (5)
@@ -128,6 +131,32 @@ class FrameCounter:
         else:
             self._carry = (carry + payload)[-_CARRY_BYTES:]
             self._tail = (self._tail + payload)[-_TAIL_BYTES:]
+        self.frames += frames
+        self.comments += comments
+        return frames - comments, comments
+
+    @property
+    def at_frame_start(self) -> bool:
+        """Whether the stream so far is whole LF-separated frames (or nothing yet)."""
+        if self._sep == b"\n\n" or (not self._sep and not self._pending):
+            return self._held == b"\n\n" and self._held_frames == 1
+        return False
+
+    def add_frames(self, lines: list[bytes]) -> tuple[int, int]:
+        """Count whole frames of one line each, given as that line (no CR or LF in it, no
+        ``\n\n`` after it), at a frame start (``at_frame_start``); return (events, comments).
+
+        The same counts ``feed`` makes of ``b"".join(line + b"\\n\\n" for line in lines)``,
+        with no scan of the bytes: one frame per line, comments and errors by how lines start.
+        """
+        self._sep = b"\n\n"  # what ``feed`` decides from such a body's first line end
+        comments = 0
+        special = sum(map(bytes.startswith, lines, repeat(_SPECIAL_STARTS)))
+        if special:  # comments and errors: rare, sorted one by one
+            comments = sum(line.startswith(b":") for line in lines)
+            self.error_frames += special - comments
+        frames = len(lines)
+        self._tail = (self._tail + lines[-1] + b"\n\n")[-_TAIL_BYTES:]
         self.frames += frames
         self.comments += comments
         return frames - comments, comments

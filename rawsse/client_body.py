@@ -91,6 +91,11 @@ class ChunkedBody:
         self._start = False
         self._trailers = b""
 
+    @property
+    def at_chunk_start(self) -> bool:
+        """Whether the next byte fed starts a chunk-size line (nothing partial is buffered)."""
+        return self._state == _SIZE and not self._buf
+
     def feed(self, data: bytes) -> bytes:
         """Decode ``data``; return the chunk payload bytes it completes or continues."""
         if self._buf:

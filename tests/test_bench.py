@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rawsse.bench_chunks import frame_chunks
 from rawsse.bench_frames import FrameCounter
 from rawsse.bench_run import BenchConfig, BenchState, run_bench
 from rawsse.bench_stats import Histogram
@@ -224,6 +225,70 @@ def test_chunk_boundary_look_alikes_in_the_data_are_data() -> None:
     decoded, counter, decoder = _decode_and_count(odd, [])
     assert decoded == b"data: xx\n\ndata: yy\n\ndata: zz\n\n" and decoder.done
     assert counter.events == 3
+
+
+def _fused_then_general(wire: bytes, cuts: list[int]) -> tuple[bytes, FrameCounter, int]:
+    """Decode and count as bench does: ``frame_chunks`` first when it can, then the rest."""
+    decoder = ChunkedBody()
+    counter = FrameCounter()
+    payload = b""
+    fused = 0
+    start = 0
+    for end in [*cuts, len(wire)]:
+        data = wire[start:end]
+        start = end
+        if decoder.at_chunk_start and counter.at_frame_start:
+            taken = frame_chunks(data)
+            if taken is not None:
+                lines, used, size = taken
+                counter.add_frames(lines)
+                joined = b"\n\n".join(lines) + b"\n\n"
+                assert len(joined) == size
+                payload += joined
+                fused += len(lines)
+                data = data[used:]
+        piece = decoder.feed(data)
+        if piece:
+            counter.feed(piece)
+        payload += piece
+    assert decoder.done and decoder.unused == b""
+    return payload, counter, fused
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+def test_one_pass_frame_chunks_count_as_the_two_passes(chunking: str) -> None:
+    frames = _realistic_frames()
+    payload = b"".join(frames)
+    sizes = CHUNKINGS[chunking]
+    if sizes is None:
+        wire = b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
+    else:
+        wire = _chunked(payload, sizes)
+    expected = (len(EventParser().feed(payload)), 1, 2)
+    taken = 0
+    for cut in range(len(wire) + 1):
+        decoded, counter, fused = _fused_then_general(wire, [cut])
+        assert decoded == payload, cut
+        assert (counter.events, counter.comments, counter.error_frames) == expected, cut
+        assert counter.ends_with(b"[DONE]"), cut
+        taken += fused
+    # Frame per chunk: the one-line frames are taken in one pass (the multi-line one is not).
+    assert (taken > 0) == (sizes is None)
+
+
+def test_frame_chunks_refuses_what_is_not_one_line_per_chunk() -> None:
+    lines = [b"data: %d" % i for i in range(5)]
+    wire = b"".join(chunk(line + b"\n\n") for line in lines) + LAST_CHUNK
+    taken = frame_chunks(wire)
+    assert taken is not None
+    assert taken[0] == lines and wire[taken[1] :] == LAST_CHUNK
+    two_lines = chunk(b"event: x\ndata: 1\n\n") * 3 + LAST_CHUNK
+    cr_lines = chunk(b"data: 1\r\n\r\n") * 3 + LAST_CHUNK
+    blank = chunk(b"\n\n") * 3 + LAST_CHUNK
+    wrong_size = b"8\r\ndata: 1\n\n\r\n" * 3 + LAST_CHUNK  # one byte short each
+    extension = b"9;x\r\ndata: 1\n\n\r\n" * 3 + LAST_CHUNK
+    for body in (two_lines, cr_lines, blank, wrong_size, extension):
+        assert frame_chunks(body) is None, body
 
 
 @pytest.mark.anyio
