@@ -263,6 +263,20 @@ async def linger(sock: socket.socket) -> None:
             received += len(data)
 
 
+class _RequestLine:
+    """What the access log needs of a request: kept by a stream instead of the whole request
+    (its headers and body), which a held stream need not pin in memory."""
+
+    __slots__ = ("http_version", "method", "path", "request_id", "target")
+
+    def __init__(self, request: Request, with_id: bool) -> None:
+        self.method = request.method
+        self.target = request.target
+        self.path = request.path
+        self.http_version = request.http_version
+        self.request_id = request.request_id if with_id else ""
+
+
 class _CloseConnection(Exception):
     """Internal: stop serving this connection (the reason was already handled)."""
 
@@ -277,6 +291,7 @@ class Connection:
         "_handler_scope",
         "_idle_wait",
         "_input_ready",
+        "_next_stream",
         "_plain_scope",
         "_read_deadline",
         "_response",
@@ -301,6 +316,7 @@ class Connection:
         self._plain_scope: anyio.CancelScope | None = None
         self._body_writer: BodyWriter | None = None
         self._response: StreamingResponse | None = None
+        self._next_stream: tuple[Request, StreamingResponse, float] | None = None
         self.peer_gone = False
         # Input waits (see _recv): parked on a Wakeup that the reactor's input reports and the
         # shared timer wake; no event-loop registration and no cancel scope per request.
@@ -372,14 +388,14 @@ class Connection:
         try:
             first = True
             while True:
-                with anyio.CancelScope() as scope:
-                    self._plain_scope = scope
-                    stream = await self._serve_plain(first)
+                # (Not bound to a local: a held stream must not keep the scope alive.)
+                with anyio.CancelScope() as self._plain_scope:
+                    await self._serve_plain(first)
                 self._plain_scope = None
-                if stream is None:
+                if self._next_stream is None:
                     break  # closing, or a handler cancelled because the peer went away
                 # A separate method, called from here, keeps the stack of a held stream short.
-                if not await self._stream(*stream):
+                if not await self._stream():
                     break
                 first = False
         except (_CloseConnection, ClientDisconnected):
@@ -398,15 +414,14 @@ class Connection:
             # A pending read-deadline entry may keep this object until it fires: keep it small.
             self._h11 = None  # type: ignore[assignment]
 
-    async def _serve_plain(
-        self, first: bool
-    ) -> tuple[Request, StreamingResponse, float] | None:
-        """Serve requests with plain responses until one streams (returned, to be served
-        outside this run's cancel scope) or the connection is to close (None)."""
+    async def _serve_plain(self, first: bool) -> None:
+        """Serve requests with plain responses until one streams (then ``_next_stream`` holds
+        request, response and start time, to be served outside this run's cancel scope) or
+        the connection is to close (``_next_stream`` left None)."""
         while True:
             request = await self._read_request(first)
             if request is None:
-                return None
+                return
             started = time.monotonic()
             response = await self._run_handler(request)
             if self.peer_gone:
@@ -414,11 +429,12 @@ class Connection:
                     # Never started: let it release what it holds (an upstream, a generator).
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         await response.skip_body()
-                return None
+                return
             if not isinstance(response, Response):
-                return request, response, started
+                self._next_stream = (request, response, started)
+                return
             if not await self._send_response(request, response, started):
-                return None
+                return
             first = False
 
     # -- reading ---------------------------------------------------------------------------
@@ -721,7 +737,9 @@ class Connection:
         finally:
             self._handler_scope = None
 
-    def _log(self, request: Request, status: int, sent_bytes: int, started: float) -> None:
+    def _log(
+        self, request: Request | _RequestLine, status: int, sent_bytes: int, started: float
+    ) -> None:
         ctx = self._ctx
         ctx.stats.count_response(status)
         if ctx.access_log and access_logger.isEnabledFor(logging.INFO):
@@ -784,19 +802,25 @@ class Connection:
             fresh.receive_data(b"")
         self._h11 = fresh
 
-    async def _stream(self, request: Request, response: StreamingResponse, started: float) -> bool:
-        """Write a streaming response; False when the connection must close.
+    async def _stream(self) -> bool:
+        """Write the streaming response ``_serve_plain`` left; False when the connection must
+        close.
 
-        The h11 connection is done with once the head is out (the body is framed here), so it
-        is dropped for the life of the stream (a held stream costs less memory) and a fresh one
-        takes over the bytes the client sent meanwhile, for the next request.
+        What a held stream does not need is let go of: the h11 connection once the head is out
+        (the body is framed here; a fresh one takes over the bytes the client sent meanwhile,
+        for the next request), the head once sent, the request once its log line is known.
         """
+        assert self._next_stream is not None
+        full_request, response, started = self._next_stream
+        self._next_stream = None
         ctx = self._ctx
         conn = self._h11
         writer: BodyWriter | None = None
-        http11 = request.http_version == "1.1"
+        http11 = full_request.http_version == "1.1"
         # Keep-alive as h11 decides it: HTTP/1.1 without "Connection: close" on either side.
-        close = not http11 or ctx.shutting_down or _asks_to_close(request.headers.raw)
+        close = not http11 or ctx.shutting_down or _asks_to_close(full_request.headers.raw)
+        request = _RequestLine(full_request, ctx.access_log)
+        del full_request
         try:
             try:
                 head, close = _format_head(response.status, response.headers, http11, close)
@@ -827,6 +851,7 @@ class Connection:
                     # The head goes out with the first chunk: one send for a short stream.
                     prefix=head,
                 )
+                del head
                 self._body_writer = writer
                 self._response = response
                 with anyio.CancelScope() as scope:

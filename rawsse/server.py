@@ -112,6 +112,7 @@ class _ConnectionSpawner:
     def __init__(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forget = self._tasks.discard
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -123,7 +124,7 @@ class _ConnectionSpawner:
             return
         task = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget)  # one bound method for all tasks, not one each
 
     async def cancel_all(self) -> None:
         """Cancel the plain tasks and wait until they have finished."""
