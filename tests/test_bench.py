@@ -276,6 +276,41 @@ def test_one_pass_frame_chunks_count_as_the_two_passes(chunking: str) -> None:
     assert (taken > 0) == (sizes is None)
 
 
+ONE_LINE_FRAMES = st.sampled_from(
+    [
+        chat_chunk("a")[:-2],
+        chat_chunk("bb")[:-2],
+        b'data: {"choices":[]}',
+        b'data: {"error":{"message":"m"}}',
+        b'data:{"error":1}',
+        b"event: error",
+        b": keep-alive",
+        b":",
+        b"data: [DONE]",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(ONE_LINE_FRAMES, min_size=1, max_size=12), before=st.booleans())
+def test_add_frames_counts_as_feed(lines: list[bytes], before: bool) -> None:
+    fast = FrameCounter()
+    slow = FrameCounter()
+    if before:  # a frame already counted the usual way
+        fast.feed(b"data: x\n\n")
+        slow.feed(b"data: x\n\n")
+    assert fast.at_frame_start
+    returned = fast.add_frames(lines)
+    assert returned == slow.feed(b"".join(line + b"\n\n" for line in lines))
+    assert (fast.events, fast.comments, fast.error_frames) == (
+        slow.events,
+        slow.comments,
+        slow.error_frames,
+    )
+    assert fast.ends_with(b"[DONE]") == slow.ends_with(b"[DONE]")
+    assert fast.at_frame_start
+
+
 def test_frame_chunks_refuses_what_is_not_one_line_per_chunk() -> None:
     lines = [b"data: %d" % i for i in range(5)]
     wire = b"".join(chunk(line + b"\n\n") for line in lines) + LAST_CHUNK
