@@ -327,6 +327,40 @@ def test_frame_chunks_refuses_what_is_not_one_line_per_chunk() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_stalled_stream_times_out_and_the_rest_go_on(anyio_backend: str) -> None:
+    served = 0
+
+    async def stalls_once(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        # the first stream sends its head and one event, then nothing; the others finish
+        nonlocal served
+        served += 1
+        await s.send(sse_head() + chunk(chat_chunk("a")))
+        if served == 1:
+            await anyio.sleep(5)
+            return
+        await s.send(chunk(DONE_FRAME) + LAST_CHUNK)
+
+    async with raw_server(stalls_once) as server:
+        config = BenchConfig(
+            Target.from_url(server.url("/events")),
+            method="GET",
+            streams=2,
+            requests=6,
+            read_timeout_s=0.4,
+            terminal="[DONE]",
+        )
+        state = BenchState()
+        with anyio.fail_after(4):
+            await run_bench(config, state)
+    assert state.errors["timeout"] == 1, state.error_samples
+    assert state.error_samples["timeout"] == "no data for 0.4 s"
+    assert state.completed == 5
+    assert state.error_count == 1
+    timed_out_ms = state.stream_us.max / 1000
+    assert 400 <= timed_out_ms < 1500  # checked every quarter of the timeout
+
+
+@pytest.mark.anyio
 async def test_bench_counts_the_same_whatever_the_reads(anyio_backend: str) -> None:
     # The server writes each response in pieces cut at varying points (a size line, a CRLF,
     # a separator split across writes), pausing between them so that bench reads them apart.
