@@ -154,15 +154,21 @@ class FrameCounter:
         comments = 0
         # Every line sorts between the least and the greatest: when both start with the same
         # 14 bytes, so do all, and whether those start a comment or an error says it for all
-        # (two C passes of comparisons, not a prefix test per line per pattern).
-        prefix = min(lines)[:_SPECIAL_BYTES]
+        # (two C passes of comparisons, not a prefix test per line per pattern). The last line
+        # is left out and tested alone: a ``data: [DONE]`` there would sort apart.
+        body = lines[:-1]
+        prefix = min(body)[:_SPECIAL_BYTES] if body else b""
         if (
             len(prefix) < _SPECIAL_BYTES
-            or not max(lines).startswith(prefix)
+            or not max(body).startswith(prefix)
             or prefix.startswith(_SPECIAL_STARTS)
         ):
-            special = sum(map(bytes.startswith, lines, repeat(_SPECIAL_STARTS)))
-            comments = sum(line.startswith(b":") for line in lines)
+            body = lines
+        else:
+            body = lines[-1:]
+        special = sum(map(bytes.startswith, body, repeat(_SPECIAL_STARTS)))
+        if special:  # comments and errors
+            comments = sum(map(bytes.startswith, body, repeat(b":")))
             self.error_frames += special - comments
         frames = len(lines)
         self._tail = (self._tail + lines[-1] + b"\n\n")[-_TAIL_BYTES:]
