@@ -38,6 +38,9 @@ _MAX_LINE_BYTES = 4096
 # Trailer sections are rare and small; h11 caps a whole header section at 16 KiB.
 _MAX_TRAILER_BYTES = 16 * 1024
 
+# Below this, a read holds a few chunks at most: the per-chunk steps are as quick as a split.
+_BULK_MIN_BYTES = 1024
+
 _SIZE, _DATA, _CRLF, _TRAILERS, _DONE = range(5)
 
 
@@ -114,7 +117,7 @@ class ChunkedBody:
         bulk = True
         while i < n:
             if state == _SIZE and framing is None:
-                if bulk:
+                if bulk and n - i >= _BULK_MIN_BYTES:
                     # Many whole chunks at once, at C speed (see ``_whole_chunks``); once per
                     # call, so a body it cannot take costs one failed try per read, no more.
                     bulk = False

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -208,6 +209,33 @@ def test_every_split_point_of_a_realistic_body_counts_the_same(chunking: str) ->
         decoded, counter, _ = _decode_and_count(wire, cuts)
         assert decoded == payload, cuts
         assert (counter.events, counter.comments, counter.error_frames) == (events, 1, 2), cuts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(
+        st.binary(min_size=1, max_size=300)
+        | st.sampled_from([b"\r\n", b"\r\n1a\r\n", b"\n\n\r\n5\r\n", b"data: x\n\n"]),
+        max_size=40,
+    ),
+    cuts=st.lists(st.integers(min_value=1, max_value=3000), max_size=6),
+)
+def test_bulk_dechunking_matches_h11(pieces: list[bytes], cuts: list[int]) -> None:
+    # Reads large enough for the bulk split (and the one-pass frame split), chunk data that
+    # holds boundary look-alikes; h11 frames the body, as a server would.
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.next_event()
+    server.send(h11.Response(status_code=200, headers=[]))
+    wire = b"".join(server.send(h11.Data(data=piece)) or b"" for piece in pieces)
+    wire += server.send(h11.EndOfMessage()) or b""
+    points = sorted({min(cut, len(wire)) for cut in cuts})
+    decoded, _, decoder = _decode_and_count(wire, points)
+    assert decoded == b"".join(pieces)
+    assert decoder.done and decoder.unused == b""
+    if all(piece.endswith(b"\n\n") and b"\n" not in piece[:-2] for piece in pieces):
+        decoded, _, _ = _fused_then_general(wire, points)
+        assert decoded == b"".join(pieces)
 
 
 def test_chunk_boundary_look_alikes_in_the_data_are_data() -> None:
