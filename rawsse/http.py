@@ -263,18 +263,44 @@ async def linger(sock: socket.socket) -> None:
             received += len(data)
 
 
-class _RequestLine:
-    """What the access log needs of a request: kept by a stream instead of the whole request
-    (its headers and body), which a held stream need not pin in memory."""
+class _StreamState:
+    """One streaming response in progress: what the driver keeps of it while it is held.
 
-    __slots__ = ("http_version", "method", "path", "request_id", "target")
+    The request's line only (what the access log needs), not the request with its headers and
+    body; the rest is decided when the stream starts (keep-alive, the bytes the client sent
+    after the request, the writer).
+    """
 
-    def __init__(self, request: Request, with_id: bool) -> None:
+    __slots__ = (
+        "eof",
+        "head_only",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "request_id",
+        "response",
+        "started",
+        "target",
+        "trailing",
+        "writer",
+    )
+
+    def __init__(
+        self, request: Request, response: StreamingResponse, started: float, with_id: bool
+    ) -> None:
         self.method = request.method
         self.target = request.target
         self.path = request.path
         self.http_version = request.http_version
         self.request_id = request.request_id if with_id else ""
+        self.response = response
+        self.started = started
+        self.keep_alive = False
+        self.head_only = False
+        self.trailing: bytes | bytearray = b""
+        self.eof = False
+        self.writer: BodyWriter | None = None
 
 
 class _CloseConnection(Exception):
@@ -320,7 +346,7 @@ class Connection:
         self.peer_gone = False
         # Input waits (see _recv): parked on a Wakeup that the reactor's input reports and the
         # shared timer wake; no event-loop registration and no cancel scope per request.
-        self._wakeup: Wakeup = new_wakeup()
+        self._wakeup: Wakeup | None = None  # made at the first wait
         self._input_ready = True  # a fresh connection's request is often there already
         self._read_deadline: float | None = None  # set while parked
         self._idle_wait = False  # parked between requests (shutdown may end the wait)
@@ -332,7 +358,7 @@ class Connection:
     def on_peer_gone(self) -> None:
         """The peer closed or reset while its handler ran: cancel the handler."""
         self.peer_gone = True
-        self._wakeup.wake()  # a parked read sees the EOF or the error
+        self._wake_reader()  # a parked read sees the EOF or the error
         if self._body_writer is not None:
             self._body_writer.on_peer_gone()
         if self._handler_scope is not None:
@@ -343,11 +369,15 @@ class Connection:
         if self._body_writer is not None:
             self._body_writer.on_writable()
 
+    def _wake_reader(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.wake()
+
     def on_readable(self) -> None:
         """Bytes arrived: a parked read can go on (otherwise the next read tries first)."""
         self._input_ready = True
         if self._read_deadline is not None:
-            self._wakeup.wake()
+            self._wake_reader()
 
     def on_timer(self, now: float) -> float | None:
         """The shared timer: end a parked read whose deadline has come."""
@@ -357,7 +387,7 @@ class Connection:
             return None
         if now + TIMER_SLACK_S >= deadline:
             self._timer_at = math.inf
-            self._wakeup.wake()
+            self._wake_reader()
             return None
         self._timer_at = deadline  # parked again since, with a later deadline
         return deadline
@@ -367,7 +397,7 @@ class Connection:
     def begin_shutdown(self) -> None:
         """The server is stopping: end an idle keep-alive wait, ask a stream to finish."""
         if self._idle_wait:
-            self._wakeup.wake()
+            self._wake_reader()
         response = self._response
         if response is not None:
             on_shutdown = getattr(response, "on_server_shutdown", None)
@@ -394,9 +424,34 @@ class Connection:
                 self._plain_scope = None
                 if self._next_stream is None:
                     break  # closing, or a handler cancelled because the peer went away
-                # A separate method, called from here, keeps the stack of a held stream short.
-                if not await self._stream():
+                # The body is written from this frame, with no helper coroutine in between:
+                # a held stream's stack is memory.
+                stream = self._take_stream()
+                try:
+                    writer = await self._start_stream(stream)
+                    if writer is not None:
+                        with anyio.CancelScope() as scope:
+                            self._handler_scope = writer.cancel_scope = scope
+                            try:
+                                await stream.response.write_body(writer)
+                            except ClientDisconnected:
+                                pass
+                            except Exception:
+                                error_logger.exception(
+                                    "streaming body failed for %s %s", stream.method, stream.path
+                                )
+                                # The body cannot be completed honestly: close without a
+                                # terminator, so the client sees a truncated body, not an end.
+                                writer.close()
+                        self._handler_scope = None
+                        if writer.closed or self.peer_gone:
+                            break
+                        await writer.finish(b"0\r\n\r\n" if stream.http_version == "1.1" else b"")
+                finally:
+                    self._end_stream(stream)
+                if not stream.keep_alive or self.peer_gone:
                     break
+                self._restart_h11(stream.trailing, stream.eof)
                 first = False
         except (_CloseConnection, ClientDisconnected):
             pass
@@ -474,8 +529,11 @@ class Connection:
                 # which re-arms itself when it finds the read still parked.
                 self._timer_at = deadline
                 self._ctx.reactor.call_at(deadline, self)
+            wakeup = self._wakeup
+            if wakeup is None:
+                wakeup = self._wakeup = new_wakeup()
             try:
-                await self._wakeup.park()
+                await wakeup.park()
             finally:
                 self._read_deadline = None
                 self._idle_wait = False
@@ -738,7 +796,7 @@ class Connection:
             self._handler_scope = None
 
     def _log(
-        self, request: Request | _RequestLine, status: int, sent_bytes: int, started: float
+        self, request: Request | _StreamState, status: int, sent_bytes: int, started: float
     ) -> None:
         ctx = self._ctx
         ctx.stats.count_response(status)
@@ -802,87 +860,76 @@ class Connection:
             fresh.receive_data(b"")
         self._h11 = fresh
 
-    async def _stream(self) -> bool:
-        """Write the streaming response ``_serve_plain`` left; False when the connection must
-        close.
+    def _take_stream(self) -> _StreamState:
+        """The streaming response ``_serve_plain`` left, with what it needs of its request.
 
-        What a held stream does not need is let go of: the h11 connection once the head is out
-        (the body is framed here; a fresh one takes over the bytes the client sent meanwhile,
-        for the next request), the head once sent, the request once its log line is known.
+        What a held stream does not need is let go of: the request (its headers and body),
+        the h11 connection once the head is formatted (the body is framed here; a fresh one
+        takes over the bytes the client sent meanwhile, for the next request), the head once
+        sent.
         """
         assert self._next_stream is not None
-        full_request, response, started = self._next_stream
+        request, response, started = self._next_stream
         self._next_stream = None
         ctx = self._ctx
-        conn = self._h11
-        writer: BodyWriter | None = None
-        http11 = full_request.http_version == "1.1"
+        stream = _StreamState(request, response, started, ctx.access_log)
         # Keep-alive as h11 decides it: HTTP/1.1 without "Connection: close" on either side.
-        close = not http11 or ctx.shutting_down or _asks_to_close(full_request.headers.raw)
-        request = _RequestLine(full_request, ctx.access_log)
-        del full_request
+        stream.keep_alive = not (
+            request.http_version != "1.1"
+            or ctx.shutting_down
+            or _asks_to_close(request.headers.raw)
+        )
+        stream.head_only = request.method == "HEAD"
+        return stream
+
+    async def _start_stream(self, stream: _StreamState) -> BodyWriter | None:
+        """Send the stream's head and make its writer (None for HEAD, or when the head cannot
+        be sent: then the answer is complete here)."""
+        ctx = self._ctx
+        response = stream.response
+        http11 = stream.http_version == "1.1"
+        head_only = stream.head_only
         try:
-            try:
-                head, close = _format_head(response.status, response.headers, http11, close)
-            except ValueError as exc:
-                error_logger.error(
-                    "cannot send response to %s %s: %s", request.method, request.path, exc
-                )
-                await self._send_error(
-                    500, "internal server error", head=request.method == "HEAD"
-                )
-                return False
-            keep_alive = not close
-            trailing, eof = conn.trailing_data
-            del conn
-            self._h11 = None  # type: ignore[assignment]
-            if request.method == "HEAD":
-                await self._send_all(head)
-                await response.skip_body()
-            else:
-                writer = BodyWriter(
-                    self.sock,
-                    ctx.reactor,
-                    self,
-                    chunked=http11,
-                    high_water_bytes=ctx.limits.write_buffer_bytes,
-                    send_timeout_s=ctx.limits.send_timeout_s,
-                    on_bytes_sent=ctx.stats.add_bytes,
-                    # The head goes out with the first chunk: one send for a short stream.
-                    prefix=head,
-                )
-                del head
-                self._body_writer = writer
-                self._response = response
-                with anyio.CancelScope() as scope:
-                    self._handler_scope = writer.cancel_scope = scope
-                    try:
-                        await response.write_body(writer)
-                    except ClientDisconnected:
-                        pass
-                    except Exception:
-                        error_logger.exception(
-                            "streaming body failed for %s %s", request.method, request.path
-                        )
-                        # The body cannot be completed honestly: close without a terminator,
-                        # so the client sees a truncated body rather than a clean end.
-                        writer.close()
-                self._handler_scope = None
-                if writer.closed or self.peer_gone:
-                    return False
-                await writer.finish(b"0\r\n\r\n" if http11 else b"")
-        except (ClientDisconnected, TimeoutError):
-            return False
-        finally:
-            self._handler_scope = None
-            self._body_writer = None
-            self._response = None
-            if writer is not None:
-                # Retire the body: its heartbeat and eviction timers must not touch the socket
-                # once the connection has moved on (keep-alive) or closed.
-                writer.close()
-            self._log(request, response.status, writer.bytes_sent if writer else 0, started)
-        if not keep_alive or self.peer_gone:
-            return False
-        self._restart_h11(trailing, eof)
-        return True
+            head, close = _format_head(
+                response.status, response.headers, http11, not stream.keep_alive
+            )
+        except ValueError as exc:
+            stream.keep_alive = False
+            error_logger.error("cannot send response to %s %s: %s", stream.method, stream.path, exc)
+            await self._send_error(500, "internal server error", head=head_only)
+            return None
+        stream.keep_alive = not close
+        stream.trailing, stream.eof = self._h11.trailing_data
+        self._h11 = None  # type: ignore[assignment]
+        if head_only:
+            await self._send_all(head)
+            await response.skip_body()
+            return None
+        writer = stream.writer = self._body_writer = BodyWriter(
+            self.sock,
+            ctx.reactor,
+            self,
+            chunked=http11,
+            high_water_bytes=ctx.limits.write_buffer_bytes,
+            send_timeout_s=ctx.limits.send_timeout_s,
+            on_bytes_sent=ctx.stats.add_bytes,
+            # The head goes out with the first chunk: one send for a short stream.
+            prefix=head,
+        )
+        # Made again for the next request's wait: a held stream does not read.
+        self._wakeup = None
+        self._response = response
+        return writer
+
+    def _end_stream(self, stream: _StreamState) -> None:
+        """Retire a stream however it ended, and log it."""
+        self._handler_scope = None
+        self._body_writer = None
+        self._response = None
+        writer = stream.writer
+        if writer is not None:
+            # Its heartbeat and eviction timers must not touch the socket once the connection
+            # has moved on (keep-alive) or closed.
+            writer.close()
+        sent = writer.bytes_sent if writer else 0
+        self._log(stream, stream.response.status, sent, stream.started)

@@ -99,6 +99,8 @@ class Reactor:
         self._wake = anyio.Event()
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._watched: dict[int, SocketWatch] = {}
+        # Masks that differ from _WATCH_MASK (blocked writers, ignored input): few at a time,
+        # so the common case costs no entry per connection.
         self._masks: dict[int, int] = {}
         self._poller: select.epoll | select.poll
         self._poller = select.epoll() if _HAS_EPOLL else select.poll()
@@ -195,9 +197,8 @@ class Reactor:
         """
         fd = target.sock.fileno()
         self._watched[fd] = target
-        mask = _WATCH_MASK
-        self._masks[fd] = mask
-        self._poller.register(fd, mask)
+        self._masks.pop(fd, None)
+        self._poller.register(fd, _WATCH_MASK)
         self.watched_count = len(self._watched)
 
     def unwatch(self, target: SocketWatch) -> None:
@@ -206,7 +207,7 @@ class Reactor:
         if fd < 0 or self._watched.get(fd) is not target:
             return
         del self._watched[fd]
-        del self._masks[fd]
+        self._masks.pop(fd, None)
         with contextlib.suppress(OSError, KeyError):  # already gone with its socket
             self._poller.unregister(fd)
         self.watched_count = len(self._watched)
@@ -214,20 +215,24 @@ class Reactor:
     def want_writable(self, target: SocketWatch, wanted: bool) -> None:
         """Turn reports of writability for ``target`` on or off."""
         fd = target.sock.fileno()
-        mask = self._masks.get(fd)
-        if mask is None or self._watched.get(fd) is not target:
+        if self._watched.get(fd) is not target:
             return
+        mask = self._masks.get(fd, _WATCH_MASK)
         new_mask = (mask | _OUT) if wanted else (mask & ~_OUT)
         if new_mask != mask:
-            self._masks[fd] = new_mask
-            self._poller.modify(fd, new_mask)
+            self._set_mask(fd, new_mask)
+
+    def _set_mask(self, fd: int, mask: int) -> None:
+        if mask == _WATCH_MASK:
+            self._masks.pop(fd, None)
+        else:
+            self._masks[fd] = mask
+        self._poller.modify(fd, mask)
 
     def _ignore_input(self, fd: int) -> None:
         # Off Linux: the peer sent bytes (a pipelined request): stop reporting readability,
         # which is level-triggered there and would spin, but keep reporting hang-ups.
-        mask = self._masks[fd] & ~_IN
-        self._masks[fd] = mask
-        self._poller.modify(fd, mask)
+        self._set_mask(fd, self._masks.get(fd, _WATCH_MASK) & ~_IN)
 
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         for fd, mask in events:
