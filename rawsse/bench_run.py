@@ -44,9 +44,10 @@ import anyio
 
 from rawsse.bench_chunks import frame_chunks
 from rawsse.bench_frames import FrameCounter
+from rawsse.bench_io import Readiness, send_all
 from rawsse.bench_stats import Histogram
 from rawsse.client_body import ChunkedBody, CloseBody
-from rawsse.client_conn import open_socket, wait_readable, wait_writable
+from rawsse.client_conn import open_socket
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
 from rawsse.client_http import Exchange, PreparedRequest, ResponseHead, Target
 from rawsse.jsonio import JSONDecodeError, loads
@@ -339,7 +340,7 @@ class _Runner:
         state = self.state
         exchange = Exchange(self.prepared, self.heads)
         try:
-            await _send_all(sock, exchange.request_bytes)
+            await send_all(sock, exchange.request_bytes)
         except OSError as exc:
             if reused:
                 raise _Failed("stale", str(exc)) from exc
@@ -362,18 +363,21 @@ class _Runner:
         eager_reads = 0
         watch = _Watch(sock, time.perf_counter())
         self.watches.add(watch)
+        readiness = Readiness.open(sock)
         try:
             while True:
                 if eager and eager_reads < _EAGER_READS:
                     eager_reads += 1
                 else:
                     eager_reads = 0
-                    await wait_readable(sock)
+                    await readiness.wait()
                 try:
                     data = sock.recv(_RECV_BYTES)
                 except BlockingIOError:
+                    readiness.consumed()
                     eager = False
                     continue
+                readiness.consumed()
                 eager = len(data) == _RECV_BYTES
                 t = time.perf_counter()
                 watch.last = t
@@ -457,6 +461,7 @@ class _Runner:
                     raise _Failed("stale", f"keep-alive connection was lost: {exc!r}") from exc
                 raise _Failed("disconnect", f"connection lost: {exc!r}") from exc
         finally:
+            readiness.close()
             self.watches.discard(watch)
             state.payload_bytes += payload_total
             if checker is not None:
@@ -556,18 +561,6 @@ class _Runner:
                 if t_ref >= end:
                     return
             await self.stream(t_ref)
-
-
-async def _send_all(sock: socket.socket, data: bytes) -> None:
-    """Write all of ``data`` to the non-blocking ``sock``, waiting while its buffer is full."""
-    view = memoryview(data)
-    while view:
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:
-            await wait_writable(sock)
-            continue
-        view = view[sent:]
 
 
 async def _resolve(host: str, port: int) -> str:
