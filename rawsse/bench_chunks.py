@@ -5,7 +5,7 @@ and returns ``(frames, end, size)``: the whole chunks at the start of ``data`` t
 exactly one single-line SSE frame (``data: ...\\n\\n``), as that line without its
 ``\\n\\n``; the index in ``data`` of the first chunk it did not take (left to
 ``ChunkedBody``); and the payload bytes the frames were (lines and separators). It returns
-``None`` when the body is not of that shape (or is, but in fewer than two chunks).
+``None`` when the body does not start with such a chunk.
 
 Most SSE servers write one event per chunk, and an OpenAI-style event is one ``data:`` line, so
 this is the common shape of an LLM stream on the wire. ``ChunkedBody`` de-chunks with one regex
@@ -45,16 +45,24 @@ _LENGTHS = _FrameLengths()
 def frame_chunks(data: bytes) -> tuple[list[bytes], int, int] | None:
     """The one-frame chunks at the start of ``data`` (see the module contract)."""
     parts = _SPLIT(_BOUNDARY + data)
-    if len(parts) < 5 or parts[0]:
+    if len(parts) < 3 or parts[0]:
         return None
     frames = parts[2:-2:2]
     lengths = list(map(len, frames))
     # Length 0 is a chunk of just "\n\n" (or a size below 2): not a one-line frame.
     if lengths != list(map(_LENGTHS.__getitem__, parts[1:-2:2])) or 0 in lengths:
         return None
+    # Taken so far: up to the last size line matched; its chunk and what follows are left.
+    end = len(data) - len(parts[-1]) - 2 - len(parts[-2])
+    # A read that ends with a whole one-frame chunk (the usual end of a read of a server that
+    # writes an event at a time) takes that chunk too: its data, "\n\n", CRLF, and nothing more.
+    last = parts[-1]
+    if last.endswith(b"\n\n\r\n") and len(last) - 4 == _LENGTHS[parts[-2]] > 0:
+        frames.append(last[:-4])
+        end = len(data)
+    elif not frames:
+        return None
     lines = b"".join(frames)
     if lines.find(b"\n") >= 0 or lines.find(b"\r") >= 0:
         return None  # a frame of several lines (or CR line ends): the general path counts it
-    # Taken: up to the last size line matched; its chunk and what follows are left.
-    end = len(data) - len(parts[-1]) - 2 - len(parts[-2])
     return frames, end, len(lines) + 2 * len(frames)

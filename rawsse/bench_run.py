@@ -26,9 +26,9 @@ do), counted in ``retries`` rather than as an error.
 Per stream, latencies are measured from its reference time: time to the first response byte
 (``ttfb``), to the complete head (``headers``), to the first event (``first_event``), and the gaps
 between events as the client sees them (events that arrive in one read have a gap of 0).
-The per-read work is the lean chunked decoder and ``FrameCounter`` (or, for a read of many
-chunks of one single-line frame each, ``frame_chunks``, which does both in one pass): no
-per-event parsing unless ``check`` is on.
+The per-read work is ``frame_chunks``, which de-chunks and counts in one pass the chunks of one
+single-line frame each (most servers' events), then the lean chunked decoder and
+``FrameCounter`` for what is left: no per-event parsing unless ``check`` is on.
 """
 
 from __future__ import annotations
@@ -76,8 +76,6 @@ _RECV_BYTES = 64 * 1024
 # Reads in a row made without waiting (the last one filled the buffer, so more was likely
 # queued) before the stream waits anyway, which lets the other streams run.
 _EAGER_READS = 4
-# Reads this long may hold many one-frame chunks: worth trying ``frame_chunks`` on.
-_FUSED_MIN_BYTES = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,12 +410,7 @@ class _Runner:
                     decoder.feed_eof()
                     break
                 events = comments = 0
-                if (
-                    chunked is not None
-                    and len(data) >= _FUSED_MIN_BYTES
-                    and chunked.at_chunk_start
-                    and counter.at_frame_start
-                ):
+                if chunked is not None and chunked.at_chunk_start and counter.at_frame_start:
                     taken = frame_chunks(data)
                     if taken is not None:
                         lines, end, size = taken
