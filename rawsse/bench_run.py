@@ -7,7 +7,7 @@ the workload is done; it never raises for a failed stream, it counts it by kind:
 - ``connect``: the TCP connection failed or took over ``connect_timeout_s``;
 - ``status`` / ``content_type``: not 200, or not ``text/event-stream``;
 - ``protocol``: a malformed response head or chunked framing;
-- ``timeout``: no bytes for ``read_timeout_s``;
+- ``timeout``: no bytes for ``read_timeout_s`` (noticed within a quarter of it more);
 - ``disconnect``: the connection closed or reset before the body ended;
 - ``in_band``: the stream carried an error frame (``data: {"error"...``, ``event: error``);
 - ``truncated``: the body ended without the terminal frame (``[DONE]``, ``message_stop``);
