@@ -362,8 +362,9 @@ async def test_a_stalled_stream_times_out_and_the_rest_go_on(anyio_backend: str)
         # the first stream sends its head and one event, then nothing; the others finish
         nonlocal served
         served += 1
+        first = served == 1  # read before any await: the other handlers run meanwhile
         await s.send(sse_head() + chunk(chat_chunk("a")))
-        if served == 1:
+        if first:
             await anyio.sleep(5)
             return
         await s.send(chunk(DONE_FRAME) + LAST_CHUNK)
