@@ -446,7 +446,7 @@ class Connection:
                         self._handler_scope = None
                         if writer.closed or self.peer_gone:
                             break
-                        await writer.finish(b"0\r\n\r\n" if stream.http_version == "1.1" else b"")
+                        await writer.finish(b"0\r\n\r\n" if writer.chunked else b"")
                 finally:
                     self._end_stream(stream)
                 if not stream.keep_alive or self.peer_gone:
@@ -520,7 +520,8 @@ class Connection:
                     await anyio.wait_readable(sock)
                     continue
                 return None
-            if time.monotonic() >= deadline:
+            # Due within the timer's slack counts as due (the timer fires that early).
+            if time.monotonic() + TIMER_SLACK_S >= deadline:
                 return None
             self._read_deadline = deadline
             self._idle_wait = idle
@@ -537,12 +538,7 @@ class Connection:
             finally:
                 self._read_deadline = None
                 self._idle_wait = False
-            if not (self._input_ready or self.peer_gone):
-                # Woken by the timer, or by shutdown during an idle wait.
-                if idle and self._ctx.shutting_down:
-                    return None
-                if time.monotonic() + TIMER_SLACK_S >= deadline:
-                    return None
+            # Woken by input, a hang-up, the timer or a shutdown: the checks above tell which.
 
     async def _read_request(self, first: bool) -> Request | None:
         """Read one request with its body, or answer an error and return None to close."""
