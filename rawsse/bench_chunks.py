@@ -1,11 +1,12 @@
 """De-chunking and frame counting in one pass, for bodies whose chunks each hold one frame.
 
-Contract: ``frame_chunks(data)`` takes bytes that start at a chunk-size line of a chunked body
-and returns ``(frames, end, size)``: the whole chunks at the start of ``data`` that each hold
-exactly one single-line SSE frame (``data: ...\\n\\n``), as that line without its
-``\\n\\n``; the index in ``data`` of the first chunk it did not take (left to
-``ChunkedBody``); and the payload bytes the frames were (lines and separators). It returns
-``None`` when the body does not start with such a chunk.
+Contract: ``frame_chunks(data, start)`` takes bytes whose ``data[start:]`` starts at a
+chunk-size line of a chunked body and returns ``(frames, end, size, last)``: the whole chunks
+from ``start`` that each hold exactly one single-line SSE frame (``data: ...\n\n``), as that
+line without its ``\n\n``; the index in ``data`` of the first byte it did not take (left to
+``ChunkedBody``); the payload bytes the frames were (lines and separators); and whether the
+taken bytes end with the body's last chunk (``0`` CRLF, no trailers, CRLF: then ``end`` is
+``len(data)``). It returns ``None`` when the body does not start with such a chunk.
 
 Most SSE servers write one event per chunk, and an OpenAI-style event is one ``data:`` line, so
 this is the common shape of an LLM stream on the wire. ``ChunkedBody`` de-chunks with one regex
@@ -42,9 +43,11 @@ class _FrameLengths(dict[bytes, int]):
 _LENGTHS = _FrameLengths()
 
 
-def frame_chunks(data: bytes) -> tuple[list[bytes], int, int] | None:
-    """The one-frame chunks at the start of ``data`` (see the module contract)."""
-    parts = _SPLIT(_BOUNDARY + data)
+def frame_chunks(data: bytes, start: int = 0) -> tuple[list[bytes], int, int, bool] | None:
+    """The one-frame chunks at ``data[start:]`` (see the module contract)."""
+    # One copy, the boundary prepended (a body that follows its head in one read is not
+    # sliced out first).
+    parts = _SPLIT(_BOUNDARY + memoryview(data)[start:] if start else _BOUNDARY + data)
     if len(parts) < 3 or parts[0]:
         return None
     frames = parts[2:-2:2]
@@ -52,17 +55,23 @@ def frame_chunks(data: bytes) -> tuple[list[bytes], int, int] | None:
     # Length 0 is a chunk of just "\n\n" (or a size below 2): not a one-line frame.
     if lengths != list(map(_LENGTHS.__getitem__, parts[1:-2:2])) or 0 in lengths:
         return None
+    last = parts[-1]
+    size = parts[-2]
+    ended = False
     # Taken so far: up to the last size line matched; its chunk and what follows are left.
-    end = len(data) - len(parts[-1]) - 2 - len(parts[-2])
+    end = len(data) - len(last) - 2 - len(size)
+    if size == b"0" and last == b"\r\n":
+        # The body's last chunk, with no trailers, ends the read: the whole body is taken.
+        ended = True
+        end = len(data)
     # A read that ends with a whole one-frame chunk (the usual end of a read of a server that
     # writes an event at a time) takes that chunk too: its data, "\n\n", CRLF, and nothing more.
-    last = parts[-1]
-    if last.endswith(b"\n\n\r\n") and len(last) - 4 == _LENGTHS[parts[-2]] > 0:
+    elif last.endswith(b"\n\n\r\n") and len(last) - 4 == _LENGTHS[size] > 0:
         frames.append(last[:-4])
         end = len(data)
-    elif not frames:
+    if not frames:
         return None
     lines = b"".join(frames)
     if lines.find(b"\n") >= 0 or lines.find(b"\r") >= 0:
         return None  # a frame of several lines (or CR line ends): the general path counts it
-    return frames, end, len(lines) + 2 * len(frames)
+    return frames, end, len(lines) + 2 * len(frames), ended

@@ -38,24 +38,16 @@ import math
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import anyio
 
-from rawsse.bench_chunks import frame_chunks
-from rawsse.bench_frames import FrameCounter
+from rawsse.bench_head import HeadCache
 from rawsse.bench_io import Readiness, send_all
+from rawsse.bench_response import Checker, Failed, ResponseReader
 from rawsse.bench_stats import Histogram
-from rawsse.client_body import ChunkedBody, CloseBody
 from rawsse.client_conn import open_socket
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
-from rawsse.client_http import Exchange, PreparedRequest, ResponseHead, Target
-from rawsse.jsonio import JSONDecodeError, loads
-from rawsse.parser import EventParser, EventTooLarge
-from rawsse.sse import Event
-
-if TYPE_CHECKING:
-    from rawsse.chat.grammar import AnthropicGrammar, OpenAIGrammar
+from rawsse.client_http import PreparedRequest, Target
 
 __all__ = ["ERROR_KINDS", "BenchConfig", "BenchState", "run_bench"]
 
@@ -166,90 +158,17 @@ class BenchState:
         self.error_samples.setdefault(kind, detail)
 
 
-class _Failed(Exception):
-    """One stream failed; ``kind`` is one of ``ERROR_KINDS``."""
+class _Conn:
+    """One connection: its socket, its readiness waiter (kept across keep-alive exchanges),
+    and the exchange it carries as the watchdog sees it: when it last got bytes, and why the
+    watchdog ended it (``"timeout"``, ``"hold"``; ``""`` while it runs)."""
 
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
+    __slots__ = ("ended", "last", "readiness", "sock")
 
-
-class _Checker:
-    """``check`` mode: parse every event, verify its data is JSON and, for a chat dialect,
-    that the stream follows its grammar (``rawsse.chat.grammar``)."""
-
-    __slots__ = ("events", "failure", "grammar", "in_band", "last", "parser")
-
-    def __init__(self, dialect: str | None) -> None:
-        self.parser = EventParser()
-        self.events = 0
-        self.in_band = 0
-        self.last: tuple[str, str] | None = None  # (event type, data) of the last event
-        self.failure = ""
-        self.grammar: OpenAIGrammar | AnthropicGrammar | None = None
-        if dialect is not None:
-            from rawsse.chat.grammar import AnthropicGrammar, OpenAIGrammar
-
-            self.grammar = OpenAIGrammar() if dialect == "openai" else AnthropicGrammar()
-
-    def feed(self, payload: bytes) -> None:
-        try:
-            events = self.parser.feed(payload)
-        except EventTooLarge as exc:
-            self.failure = self.failure or str(exc)
-            return
-        for event in events:
-            self.events += 1
-            self.last = (event.event, event.data)
-            self._check_grammar(event)
-            if event.event == "error":
-                self.in_band += 1
-                continue
-            if event.data == "[DONE]":
-                continue
-            try:
-                value = loads(event.data)
-            except JSONDecodeError:
-                self.failure = self.failure or f"event data is not JSON: {event.data[:80]!r}"
-                continue
-            if isinstance(value, dict) and "error" in value:
-                self.in_band += 1
-
-    def _check_grammar(self, event: Event) -> None:
-        if self.grammar is None or self.failure:
-            return
-        from rawsse.chat.grammar import GrammarError
-
-        try:
-            self.grammar.feed(event)
-        except GrammarError as exc:
-            self.failure = str(exc)
-
-    def finish(self) -> None:
-        """The stream ended: the grammar's end-of-stream rules."""
-        if self.grammar is None or self.failure:
-            return
-        from rawsse.chat.grammar import GrammarError
-
-        try:
-            self.grammar.end()
-        except GrammarError as exc:
-            self.failure = str(exc)
-
-    def ends_with(self, marker: str) -> bool:
-        """Whether the last event is the terminal one: its data or its type is ``marker``."""
-        return self.last is not None and marker in self.last
-
-
-class _Watch:
-    """An exchange reading its response, as the watchdog sees it: when it last got bytes, and
-    why the watchdog ended it (``"timeout"``, ``"hold"``; ``""`` while it runs)."""
-
-    __slots__ = ("ended", "last", "sock")
-
-    def __init__(self, sock: socket.socket, last: float) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.last = last
+        self.readiness = Readiness.open(sock)
+        self.last = 0.0
         self.ended = ""
 
     def end(self, why: str) -> None:
@@ -257,6 +176,11 @@ class _Watch:
         self.ended = why
         with contextlib.suppress(OSError):  # closed by the peer already: the read wakes anyway
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop watching the socket and close it."""
+        self.readiness.close()
+        self.sock.close()
 
 
 class _Runner:
@@ -267,19 +191,20 @@ class _Runner:
         # Connections are plain non-blocking sockets that bench reads itself: a read is one
         # ``recv`` and, when nothing is queued, one readiness wait (no stream objects, buffers
         # or protocol callbacks in between).
-        self.idle: list[socket.socket] = []
-        self.heads: dict[bytes, ResponseHead] = {}  # see ``Exchange``: h11 once per head
+        self.idle: list[_Conn] = []
         # Read timeouts and the end of a hold are the watchdog's: a cancel scope per request
         # cost about 8 % of bench's time, a timestamp per read costs nothing measurable.
-        self.watches: set[_Watch] = set()
+        self.watches: set[_Conn] = set()
         self.tickets = 0
         self.hold_deadline = math.inf
-        # Every request is the same: validated and serialised once.
-        self.prepared = PreparedRequest.build(
+        # Every request is the same: validated and serialised once, its heads judged once.
+        prepared = PreparedRequest.build(
             config.target, config.method, list(config.headers), config.body
         )
+        self.request = prepared.data
+        self.heads = HeadCache(prepared)
 
-    async def _open(self) -> socket.socket:
+    async def _open(self) -> _Conn:
         config = self.config
         t0 = time.perf_counter()
         # In hold mode a connection not made by the end of the hold never will be useful.
@@ -288,11 +213,11 @@ class _Runner:
             with anyio.fail_after(max(timeout_s, 0.0)):
                 sock = await open_socket(self.address, config.target.port)
         except TimeoutError as exc:
-            raise _Failed("connect", f"connect timed out after {timeout_s:.3g} s") from exc
+            raise Failed("connect", f"connect timed out after {timeout_s:.3g} s") from exc
         except OSError as exc:
-            raise _Failed("connect", f"connect failed: {exc}") from exc
+            raise Failed("connect", f"connect failed: {exc}") from exc
         self.state.connect_us.record(int((time.perf_counter() - t0) * 1e6))
-        return sock
+        return _Conn(sock)
 
     async def stream(self, t_ref: float) -> None:
         """Run one request; count its outcome. Cancellation (end of the run) propagates."""
@@ -300,208 +225,113 @@ class _Runner:
         state.started += 1
         state.active += 1
         state.peak_active = max(state.peak_active, state.active)
-        sock: socket.socket | None = None
+        conn: _Conn | None = None
         done = False
         try:
             reused = bool(self.idle)
-            first = sock = self.idle.pop() if reused else await self._open()
+            conn = self.idle.pop() if reused else await self._open()
             try:
-                sock = await self._exchange(first, t_ref, reused)
-            except _Failed as exc:
+                pooled = await self._exchange(conn, t_ref, reused)
+            except Failed as exc:
                 if exc.kind != "stale":
                     raise
                 # The server closed an idle keep-alive connection before it answered a byte:
                 # the request goes again on a fresh connection (as HTTP clients' pools do),
                 # counted apart so a server that keeps doing it shows.
                 state.retries += 1
-                sock = None
-                first.close()
-                sock = fresh = await self._open()
-                sock = await self._exchange(fresh, t_ref, False)
+                stale, conn = conn, None
+                stale.close()
+                conn = await self._open()
+                pooled = await self._exchange(conn, t_ref, False)
+            if pooled:
+                conn = None
             done = True
             state.completed += 1
-        except _Failed as exc:
+        except Failed as exc:
             done = True
             state.fail(exc.kind, str(exc))
         finally:
             state.active -= 1
             if not done:
                 state.cancelled += 1
-            if sock is not None:
-                sock.close()
+            if conn is not None:
+                conn.close()
 
-    async def _exchange(
-        self, sock: socket.socket, t_ref: float, reused: bool
-    ) -> socket.socket | None:
-        """Run one request on ``sock``; return the socket if it is closed or still needed."""
-        config = self.config
-        state = self.state
-        exchange = Exchange(self.prepared, self.heads)
+    async def _send(self, conn: _Conn, reused: bool) -> None:
+        request = self.request
         try:
-            await send_all(sock, exchange.request_bytes)
+            try:
+                sent = conn.sock.send(request)  # nearly always all of it, at once
+            except BlockingIOError:
+                sent = 0
+            if sent < len(request):
+                await send_all(conn.sock, request[sent:])
         except OSError as exc:
             if reused:
-                raise _Failed("stale", str(exc)) from exc
-            raise _Failed("disconnect", f"sending the request failed: {exc}") from exc
-        timeout_s = config.read_timeout_s
-        counter = FrameCounter()
-        checker = _Checker(config.dialect) if config.check else None
-        gap = state.gap_us
-        heartbeat_gap = state.heartbeat_gap_us
-        head = None
-        decoder = None
-        chunked: ChunkedBody | None = None  # the decoder, when the body is chunked
-        t_first = 0.0
-        t_last_event = 0.0
-        t_last_comment = 0.0
-        wire = 0
-        payload_total = 0
-        held = False
+                raise Failed("stale", str(exc)) from exc
+            raise Failed("disconnect", f"sending the request failed: {exc}") from exc
+
+    async def _exchange(self, conn: _Conn, t_ref: float, reused: bool) -> bool:
+        """Run one request on ``conn``; return whether ``conn`` went back to the pool."""
+        config = self.config
+        conn.readiness.resume()
+        await self._send(conn, reused)
+        checker = Checker(config.dialect) if config.check else None
+        reader = ResponseReader(self.state, self.heads, t_ref, reused, config.terminal, checker)
+        conn.ended = ""
+        conn.last = time.perf_counter()
+        self.watches.add(conn)
+        try:
+            await self._read(conn, reader)
+        except SSEProtocolError as exc:
+            raise Failed("protocol", str(exc)) from exc
+        except SSEConnectionError as exc:
+            raise Failed("disconnect", str(exc)) from exc
+        except OSError as exc:
+            if not conn.ended:
+                if reused and not reader.wire:
+                    raise Failed("stale", f"keep-alive connection was lost: {exc!r}") from exc
+                raise Failed("disconnect", f"connection lost: {exc!r}") from exc
+        finally:
+            self.watches.discard(conn)
+            reader.close()
+            self.state.stream_us.record(int((time.perf_counter() - t_ref) * 1e6))
+        if conn.ended == "timeout":
+            raise Failed("timeout", f"no data for {config.read_timeout_s} s")
+        if not reader.finish(held=bool(conn.ended)) or not config.keepalive:
+            return False
+        conn.readiness.park()
+        self.idle.append(conn)
+        return True
+
+    async def _read(self, conn: _Conn, reader: ResponseReader) -> None:
+        """Read ``conn`` into ``reader`` until the response is complete, the peer closes, or
+        the watchdog ends the exchange."""
+        sock = conn.sock
+        readiness = conn.readiness
         eager = False  # whether the last read filled the buffer (more is likely queued)
         eager_reads = 0
-        watch = _Watch(sock, time.perf_counter())
-        self.watches.add(watch)
-        readiness = Readiness.open(sock)
-        try:
-            while True:
-                if eager and eager_reads < _EAGER_READS:
-                    eager_reads += 1
-                else:
-                    eager_reads = 0
-                    await readiness.wait()
-                try:
-                    data = sock.recv(_RECV_BYTES)
-                except BlockingIOError:
-                    readiness.consumed()
-                    eager = False
-                    continue
+        while True:
+            if eager and eager_reads < _EAGER_READS:
+                eager_reads += 1
+            else:
+                eager_reads = 0
+                await readiness.wait()
+            try:
+                data = sock.recv(_RECV_BYTES)
+            except BlockingIOError:
                 readiness.consumed()
-                eager = len(data) == _RECV_BYTES
-                t = time.perf_counter()
-                watch.last = t
-                if not data and watch.ended:
-                    break  # the watchdog ended the exchange: judged below
-                wire += len(data)
-                state.bytes += len(data)
-                if head is None:
-                    if not data:
-                        if reused and not wire:
-                            raise _Failed("stale", "keep-alive connection was closed")
-                        raise _Failed("disconnect", "closed before a response head arrived")
-                    if not t_first:
-                        t_first = t
-                        state.ttfb_us.record(int((t - t_ref) * 1e6))
-                    head = exchange.feed_head(data)
-                    if head is None:
-                        continue
-                    state.headers_us.record(int((t - t_ref) * 1e6))
-                    state.statuses[head.status] = state.statuses.get(head.status, 0) + 1
-                    if head.status != 200:
-                        raise _Failed("status", f"{head.status} {head.reason}")
-                    if head.media_type != "text/event-stream":
-                        raise _Failed("content_type", f"Content-Type {head.media_type!r}")
-                    decoder = exchange.body_decoder(head)
-                    chunked = decoder if isinstance(decoder, ChunkedBody) else None
-                    data = exchange.unused
-                    if not data and not decoder.done:
-                        continue  # the head came alone: the body is in later reads
-                assert decoder is not None
-                if not data:
-                    decoder.feed_eof()
-                    break
-                events = comments = 0
-                if chunked is not None and chunked.at_chunk_start and counter.at_frame_start:
-                    taken = frame_chunks(data)
-                    if taken is not None:
-                        lines, end, size = taken
-                        events, comments = counter.add_frames(lines)
-                        payload_total += size
-                        if checker is not None:
-                            checker.feed(b"\n\n".join(lines) + b"\n\n")
-                        data = data[end:]
-                payload = decoder.feed(data)
-                if payload:
-                    payload_total += len(payload)
-                    more_events, more_comments = counter.feed(payload)
-                    events += more_events
-                    comments += more_comments
-                    if checker is not None:
-                        checker.feed(payload)
-                if events or comments:
-                    state.events += events
-                    state.comments += comments
-                    if events > 0:
-                        if t_last_event:
-                            gap.record(int((t - t_last_event) * 1e6))
-                        else:
-                            state.first_event_us.record(int((t - t_ref) * 1e6))
-                        if events > 1:
-                            gap.record(0, events - 1)
-                        t_last_event = t
-                    if comments > 0:
-                        if t_last_comment:
-                            heartbeat_gap.record(int((t - t_last_comment) * 1e6))
-                        t_last_comment = t
-                if decoder.done:
-                    break
-        except SSEProtocolError as exc:
-            raise _Failed("protocol", str(exc)) from exc
-        except SSEConnectionError as exc:
-            raise _Failed("disconnect", str(exc)) from exc
-        except OSError as exc:
-            if not watch.ended:
-                if reused and not wire:
-                    raise _Failed("stale", f"keep-alive connection was lost: {exc!r}") from exc
-                raise _Failed("disconnect", f"connection lost: {exc!r}") from exc
-        finally:
-            readiness.close()
-            self.watches.discard(watch)
-            state.payload_bytes += payload_total
-            if checker is not None:
-                # the parsed count is the exact one: replace the fast estimate
-                state.events += checker.events - counter.events
-            state.stream_us.record(int((time.perf_counter() - t_ref) * 1e6))
-        if watch.ended == "timeout":
-            raise _Failed("timeout", f"no data for {timeout_s} s")
-        if watch.ended:  # the end of the hold
-            if decoder is None:
-                raise _Failed("timeout", "no response head before the end of the hold")
-            held = True
-        assert decoder is not None
-        assert head is not None
-        self._judge(counter, checker, held)
-        if (
-            config.keepalive
-            and not held
-            and head.keep_alive
-            and not decoder.unused
-            and not isinstance(decoder, CloseBody)
-        ):
-            self.idle.append(sock)
-            return None
-        return sock
-
-    def _judge(self, counter: FrameCounter, checker: _Checker | None, held: bool) -> None:
-        terminal = self.config.terminal
-        if checker is not None:
-            if checker.failure:
-                raise _Failed("check", checker.failure)
-            if checker.in_band:
-                raise _Failed("in_band", "the stream carried an error frame")
-            if held:
+                eager = False
+                continue
+            readiness.consumed()
+            t = conn.last = time.perf_counter()
+            if not data:
+                if not conn.ended:  # else the watchdog ended the exchange: judged after
+                    reader.eof()
                 return
-            if terminal is not None and not checker.ends_with(terminal):
-                raise _Failed("truncated", f"the stream ended without {terminal!r}")
-            checker.finish()
-            if checker.failure:
-                raise _Failed("check", checker.failure)
-            return
-        if counter.error_frames:
-            raise _Failed("in_band", "the stream carried an error frame")
-        if held:
-            return
-        if terminal is not None and not counter.ends_with(terminal.encode()):
-            raise _Failed("truncated", f"the stream ended without {terminal!r}")
+            if reader.take(data, t):
+                return
+            eager = len(data) == _RECV_BYTES
 
     async def watchdog(self) -> None:
         """End exchanges that got no bytes for ``read_timeout_s`` (checked every quarter of

@@ -231,6 +231,11 @@ class LengthBody:
         if self.done and framing is not None:
             framing.append(BodyEnd())
 
+    @property
+    def remaining(self) -> int:
+        """Bytes of the body still to come."""
+        return self._remaining
+
     def feed(self, data: bytes) -> bytes:
         """Return the part of ``data`` that belongs to the body."""
         if self.done:

@@ -262,24 +262,27 @@ def _fused_then_general(wire: bytes, cuts: list[int]) -> tuple[bytes, FrameCount
     payload = b""
     fused = 0
     start = 0
+    ended = False
     for end in [*cuts, len(wire)]:
         data = wire[start:end]
         start = end
+        assert not (ended and data)  # the last chunk ends the wire
         if decoder.at_chunk_start and counter.at_frame_start:
             taken = frame_chunks(data)
             if taken is not None:
-                lines, used, size = taken
+                lines, used, size, ended = taken
+                assert used == len(data) or not ended
                 counter.add_frames(lines)
                 joined = b"\n\n".join(lines) + b"\n\n"
                 assert len(joined) == size
                 payload += joined
                 fused += len(lines)
                 data = data[used:]
-        piece = decoder.feed(data)
+        piece = decoder.feed(data) if data else b""
         if piece:
             counter.feed(piece)
         payload += piece
-    assert decoder.done and decoder.unused == b""
+    assert ended or (decoder.done and decoder.unused == b"")
     return payload, counter, fused
 
 
@@ -344,7 +347,16 @@ def test_frame_chunks_refuses_what_is_not_one_line_per_chunk() -> None:
     wire = b"".join(chunk(line + b"\n\n") for line in lines) + LAST_CHUNK
     taken = frame_chunks(wire)
     assert taken is not None
-    assert taken[0] == lines and wire[taken[1] :] == LAST_CHUNK
+    assert taken[0] == lines and taken[1:] == (len(wire), len(b"".join(lines)) + 10, True)
+    # the last chunk with a trailer, or bytes after it: left to the decoder
+    for end in (b"0\r\nx: 1\r\n\r\n", LAST_CHUNK + b"HTTP/1.1"):
+        body = wire[: -len(LAST_CHUNK)] + end
+        taken = frame_chunks(body)
+        assert taken is not None
+        assert taken[0] == lines and body[taken[1] :] == end and not taken[3]
+    # an offset: the body after its head, in the same read
+    taken = frame_chunks(b"HEAD\r\n\r\n" + wire, 8)
+    assert taken is not None and taken[0] == lines and taken[1] == len(wire) + 8
     two_lines = chunk(b"event: x\ndata: 1\n\n") * 3 + LAST_CHUNK
     cr_lines = chunk(b"data: 1\r\n\r\n") * 3 + LAST_CHUNK
     blank = chunk(b"\n\n") * 3 + LAST_CHUNK
