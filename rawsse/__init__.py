@@ -27,6 +27,7 @@ from rawsse.response import JSONResponse, Response, StreamingResponse
 from rawsse.server import Server, run
 from rawsse.sse import Event, encode_comment, encode_event, encode_json_data, encode_retry
 from rawsse.stream import EventStream
+from rawsse.ticker import Ticker
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "SlowClientEvicted",
     "StreamMetrics",
     "StreamingResponse",
+    "Ticker",
     "connect",
     "encode_comment",
     "encode_event",

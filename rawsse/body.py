@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 
@@ -28,6 +29,12 @@ __all__ = ["BodyWriter"]
 
 # A write this long after the previous one goes straight to the socket (see ``write``).
 _WRITE_THROUGH_AFTER_S = 0.002
+
+
+class SentCounter(Protocol):
+    """Anything counting bytes sent (the server's stats)."""
+
+    bytes_sent: int
 
 
 class _EvictionCheck:
@@ -69,11 +76,11 @@ class BodyWriter:
         "keepalive_interval_s",
         "last_write_s",
         "max_buffer_bytes",
-        "on_bytes_sent",
         "on_keepalive",
         "send_blocked_s",
         "send_timeout_s",
         "sock",
+        "totals",
         "watch",
     )
 
@@ -86,7 +93,7 @@ class BodyWriter:
         chunked: bool,
         high_water_bytes: int,
         send_timeout_s: float,
-        on_bytes_sent: Callable[[int], None] | None = None,
+        totals: SentCounter | None = None,
         prefix: bytes = b"",
     ) -> None:
         self.sock = sock
@@ -96,7 +103,9 @@ class BodyWriter:
         self.chunked = chunked
         self.high_water_bytes = high_water_bytes
         self.send_timeout_s = send_timeout_s
-        self.on_bytes_sent = on_bytes_sent
+        # Server-wide counters that also get every byte sent (an attribute, not a callback:
+        # this runs once per send).
+        self.totals = totals
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._unsent = bytearray()
@@ -276,7 +285,11 @@ class BodyWriter:
         except OSError:
             self._lost()
             return
-        self._count(sent)
+        if sent:  # _count, inlined: this is the per-event path of a paced stream
+            self.bytes_sent += sent
+            totals = self.totals
+            if totals is not None:
+                totals.bytes_sent += sent
         if sent < len(payload):
             self._unsent += memoryview(payload)[sent:]
             self._block()
@@ -299,8 +312,9 @@ class BodyWriter:
     def _count(self, sent: int) -> None:
         if sent:
             self.bytes_sent += sent
-            if self.on_bytes_sent is not None:
-                self.on_bytes_sent(sent)
+            totals = self.totals
+            if totals is not None:
+                totals.bytes_sent += sent
 
     def _block(self) -> None:
         if self.blocked_since is None:

@@ -69,10 +69,6 @@ class ServerStats:
         by_status = self.requests_by_status
         by_status[status] = by_status.get(status, 0) + 1
 
-    def add_bytes(self, count: int) -> None:
-        """Count ``count`` bytes written to sockets."""
-        self.bytes_sent += count
-
 
 class ConnectionContext:
     """What every connection of one server shares: handler, limits, reactor, counters."""
@@ -908,7 +904,7 @@ class Connection:
             chunked=http11,
             high_water_bytes=ctx.limits.write_buffer_bytes,
             send_timeout_s=ctx.limits.send_timeout_s,
-            on_bytes_sent=ctx.stats.add_bytes,
+            totals=ctx.stats,
             # The head goes out with the first chunk: one send for a short stream.
             prefix=head,
         )

@@ -30,6 +30,7 @@ import select
 import socket
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 import anyio
@@ -82,6 +83,10 @@ class Timed(Protocol):
     def on_timer(self, now: float) -> float | None:
         """Do what is due at ``now``; return when to be called next, or None."""
 
+
+# The reactor of the server whose task is running (``Server.serve`` sets it; connection tasks
+# inherit it): how code inside a handler reaches the shared timer (``rawsse.Ticker``).
+CURRENT_REACTOR: ContextVar[Reactor | None] = ContextVar("rawsse_reactor", default=None)
 
 # Timers due within this slack of each other fire in the same tick, so 10,000 streams with
 # heartbeats wake the timer task a few hundred times a second, not 10,000 times.

@@ -36,7 +36,7 @@ from rawsse.http import (
     linger,
 )
 from rawsse.limits import ServerLimits
-from rawsse.reactor import Reactor
+from rawsse.reactor import CURRENT_REACTOR, Reactor
 
 __all__ = ["Server", "bind_socket", "run"]
 
@@ -231,6 +231,8 @@ class Server:
             self.host, self._requested_port, reuse_port=self.reuse_port
         )
         self.port = lsock.getsockname()[1]
+        # Connection tasks inherit this: a handler's ``Ticker`` paces on the shared timer.
+        reactor_token = CURRENT_REACTOR.set(self.reactor)
         try:
             with anyio.CancelScope() as serve_scope:
                 self._serve_scope = serve_scope
@@ -259,6 +261,7 @@ class Server:
                         connections.cancel_scope.cancel()
                     services.cancel_scope.cancel()
         finally:
+            CURRENT_REACTOR.reset(reactor_token)
             lsock.close()
 
     async def _drain_connections(self) -> None:

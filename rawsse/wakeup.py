@@ -12,9 +12,11 @@ future, or one trio ``wait_task_rescheduled``, and timeouts come from the reacto
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
-__all__ = ["Wakeup", "new_wakeup"]
+__all__ = ["Wakeup", "new_wakeup", "wakeup_factory"]
 
 
 class Wakeup(Protocol):
@@ -25,6 +27,9 @@ class Wakeup(Protocol):
 
     def wake(self) -> None:
         """Make the parked task runnable; nothing when no task is parked."""
+
+    def on_timer(self, now: float) -> float | None:
+        """As a shared-timer entry (``Reactor.call_at``): wake the parked task, once."""
 
 
 class _AsyncioWakeup:
@@ -45,6 +50,9 @@ class _AsyncioWakeup:
         future = self._future
         if future is not None and not future.done():
             future.set_result(None)
+
+    def on_timer(self, now: float) -> None:
+        self.wake()
 
 
 _trio_lowlevel: Any = None  # trio.lowlevel, imported on first use (trio is optional)
@@ -76,11 +84,19 @@ class _TrioWakeup:
             self._task = None
             _trio_lowlevel.reschedule(task)
 
+    def on_timer(self, now: float) -> None:
+        self.wake()
 
-def new_wakeup() -> Wakeup:
-    """A parking spot for the running backend (asyncio or trio)."""
+
+def wakeup_factory() -> Callable[[], Wakeup]:
+    """A maker of parking spots for the running backend, for callers that need many."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return _TrioWakeup()
-    return _AsyncioWakeup(loop)
+        return _TrioWakeup
+    return partial(_AsyncioWakeup, loop)
+
+
+def new_wakeup() -> Wakeup:
+    """A parking spot for the running backend (asyncio or trio)."""
+    return wakeup_factory()()

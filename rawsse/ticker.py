@@ -1,0 +1,70 @@
+"""``Ticker``: pace a producer on a fixed schedule, on the server's shared timer.
+
+Contract: ``Ticker(interval_s)`` starts a schedule at the moment it is made; each
+``await ticker.tick()`` returns at the schedule's next point (origin + k * interval, or a step
+of its own: ``tick(step_s)``). The schedule is fixed: a tick that comes late (a busy server)
+does not push the later ones back, and a tick already due returns after one checkpoint, so a
+late producer catches up. Ticks may come up to the timer's slack (``TIMER_SLACK_S``, 5 ms)
+early or late: that slack is what lets one wake-up of the timer serve every stream due then.
+
+Why it exists: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
+sleeps once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
+comparisons run in Python, plus anyio's backend lookup; on trio, a cancel scope per sleep. A
+tick is one entry in the reactor's heap of plain tuples and one parked task. Outside a rawsse
+server (no reactor in the context) a tick falls back to ``anyio.sleep``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+
+from rawsse.reactor import CURRENT_REACTOR, Reactor
+from rawsse.wakeup import Wakeup, wakeup_factory
+
+__all__ = ["Ticker"]
+
+
+class Ticker:
+    """A fixed schedule of ticks ``interval_s`` apart, starting now (monotonic clock).
+
+    One task at a time awaits ``tick()``. Cancelling a waiting ``tick()`` leaves the schedule
+    where it was advanced to: the next ``tick()`` waits for the point after it.
+    """
+
+    __slots__ = ("_new_wakeup", "_reactor", "interval_s", "next_at")
+
+    def __init__(self, interval_s: float) -> None:
+        if not interval_s >= 0:  # also refuses NaN
+            raise ValueError(f"interval_s must be >= 0: {interval_s!r}")
+        self.interval_s = interval_s
+        # When the next tick is due, in ``time.monotonic()`` terms (the reactor's clock).
+        self.next_at = time.monotonic()
+        self._reactor: Reactor | None = CURRENT_REACTOR.get()
+        self._new_wakeup: Callable[[], Wakeup] | None = None
+
+    async def tick(self, step_s: float | None = None) -> None:
+        """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on."""
+        if step_s is None:
+            step_s = self.interval_s
+        elif not step_s >= 0:
+            raise ValueError(f"step_s must be >= 0: {step_s!r}")
+        due = self.next_at = self.next_at + step_s
+        reactor = self._reactor
+        if reactor is None:
+            await anyio.sleep(max(0.0, due - time.monotonic()))
+            return
+        if due <= time.monotonic():
+            await anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
+            return
+        new_wakeup = self._new_wakeup
+        if new_wakeup is None:
+            new_wakeup = self._new_wakeup = wakeup_factory()
+        # A fresh parking spot per tick: the timer entry of a cancelled tick stays in the heap
+        # until its time and must not wake a later one.
+        wakeup = new_wakeup()
+        reactor.call_at(due, wakeup)
+        await wakeup.park()

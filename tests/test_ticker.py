@@ -1,0 +1,139 @@
+"""``Ticker``: a fixed schedule on the server's shared timer, over real sockets, both backends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from rawsse import App, EventStream, Request, Ticker
+from rawsse.reactor import TIMER_SLACK_S
+from tests.chat_support import wait_for
+from tests.support import blocking_socket, get, recv_some, reset_close, running_server
+
+pytestmark = pytest.mark.anyio
+
+# Loose bounds: these tests check the schedule, not the machine's speed.
+LATE_LIMIT_S = 0.5
+
+
+def ticker_app(state: dict[str, Any]) -> App:
+    app = App()
+
+    @app.get("/ticks")
+    async def ticks(req: Request) -> EventStream:
+        count = int(req.query.get("n", "5"))
+        interval = float(req.query.get("interval", "0.02"))
+        stall = float(req.query.get("stall", "0"))
+
+        async def source() -> AsyncIterator[dict[str, Any]]:
+            ticker = Ticker(interval)
+            state["ticker"] = ticker
+            state["origin"] = ticker.next_at
+            try:
+                for i in range(count):
+                    if i:
+                        await ticker.tick()
+                    state.setdefault("times", []).append(time.monotonic())
+                    if i == 1 and stall:
+                        time.sleep(stall)  # a producer that falls behind its schedule
+                    yield {"i": i}
+            finally:
+                state["closed"] = True
+
+        return EventStream(source(), heartbeat_s=0)
+
+    return app
+
+
+async def read_stream(port: int, path: str) -> bytes:
+    sock = blocking_socket(port)
+    try:
+        sock.sendall(get(path))
+        seen = b""
+        with anyio.fail_after(10):
+            while not seen.endswith(b"0\r\n\r\n"):
+                data = await recv_some(sock)
+                assert data, "the server closed before the end of the stream"
+                seen += data
+        return seen
+    finally:
+        sock.close()
+
+
+async def test_ticks_follow_the_schedule_on_the_shared_timer() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        seen = await read_stream(server.port, "/ticks?n=6&interval=0.03")
+        assert seen.count(b"data: ") == 6
+        assert state["ticker"]._reactor is server.reactor  # not the anyio.sleep fallback
+        origin, times = state["origin"], state["times"]
+        for k, at in enumerate(times):
+            due = origin + k * 0.03
+            assert at >= due - TIMER_SLACK_S - 0.001, f"tick {k} came {due - at:.4f} s early"
+            assert at <= due + LATE_LIMIT_S
+
+
+async def test_a_late_producer_catches_up_without_drift() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        # Event 1 blocks the loop for 0.2 s: ticks 2..6 (due 0.06..0.15 s) are all past due then.
+        await read_stream(server.port, "/ticks?n=10&interval=0.03&stall=0.2")
+        origin, times = state["origin"], state["times"]
+        assert times[6] - times[2] < 0.05  # the overdue ticks came at once
+        for k in (8, 9):  # and the schedule did not move: later ticks are on the original grid
+            due = origin + k * 0.03
+            assert due - TIMER_SLACK_S - 0.001 <= times[k] <= due + LATE_LIMIT_S
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+async def test_client_leaving_during_a_tick_cancels_the_producer(how: str) -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        sock = blocking_socket(server.port)
+        sock.sendall(get("/ticks?n=3&interval=30"))  # parked in tick() for 30 s
+        seen = b""
+        while b"data: " not in seen:
+            seen += await recv_some(sock)
+        started = time.monotonic()
+        reset_close(sock) if how == "rst" else sock.close()
+        await wait_for(lambda: state.get("closed", False), timeout_s=3)
+        assert time.monotonic() - started < 2.0
+        await wait_for(lambda: server.stats.connections_active == 0)
+        # The cancelled tick's timer entry is still in the heap; it wakes nobody when due.
+        assert server.reactor.timer_count >= 1
+
+
+async def test_cancelled_tick_does_not_wake_a_later_one() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        await read_stream(server.port, "/ticks?n=1")
+        ticker = Ticker(0.05)
+        ticker._reactor = server.reactor  # as if made inside a handler of this server
+        with anyio.move_on_after(0.01):
+            await ticker.tick()  # its entry (due at +0.05) stays in the heap
+        started = time.monotonic()
+        await ticker.tick()  # due at +0.10: the stale entry at +0.05 must not end this early
+        assert time.monotonic() - started >= 0.09 - TIMER_SLACK_S - 0.001
+
+
+async def test_outside_a_server_it_falls_back_to_sleep() -> None:
+    ticker = Ticker(0.02)
+    assert ticker._reactor is None
+    started = time.monotonic()
+    for _ in range(3):
+        await ticker.tick()
+    await ticker.tick(0.04)  # a step of its own
+    assert time.monotonic() - started >= 0.1 - 0.001
+
+
+def test_bad_intervals_are_refused() -> None:
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError):
+            Ticker(bad)
+    ticker = Ticker(0)
+    with pytest.raises(ValueError):
+        anyio.run(ticker.tick, -0.5)
