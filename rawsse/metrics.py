@@ -60,8 +60,11 @@ class StreamMetrics:
 
     def snapshot(self) -> dict[str, int]:
         """All counters as a dict (for tests and JSON)."""
-        return {name: getattr(self, name) for name in self.__slots__ if name.endswith("_total")
-                or name == "streams_active"}
+        return {
+            name: getattr(self, name)
+            for name in self.__slots__
+            if name.endswith("_total") or name == "streams_active"
+        }
 
 
 # The process's stream counters. Like prometheus_client's REGISTRY, one per process.
@@ -127,9 +130,7 @@ def metrics_handler(
     its registry's output, with rawsse's counters registered as a collector: one page with the
     process metrics and any of the application's own, and no number counted twice.
     """
-    current_stats: Callable[[], ServerStats | None] = (
-        stats if callable(stats) else (lambda: stats)
-    )
+    current_stats: Callable[[], ServerStats | None] = stats if callable(stats) else (lambda: stats)
     generate = None
     if use_prometheus_client is not False:
         generate = _prometheus_client_page(current_stats, metrics)

@@ -98,11 +98,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds open requests and streams get to finish on shutdown (default 5)",
     )
     parser.add_argument(
-        "--tcp-keepalive", type=float, default=None, metavar="SECONDS",
+        "--tcp-keepalive",
+        type=float,
+        default=None,
+        metavar="SECONDS",
         help="TCP keepalive probes after this much idle time (default: the OS default)",
     )
     parser.add_argument(
-        "--tcp-user-timeout", type=float, default=None, metavar="SECONDS",
+        "--tcp-user-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
         help="drop a connection whose sent data stays unacknowledged this long (Linux)",
     )
     parser.add_argument(
