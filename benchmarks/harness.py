@@ -55,9 +55,9 @@ class Peer:
         return True
 
 
-def _rawsse(*extra: str) -> tuple[str, ...]:
-    return (PY, "-m", "rawsse", "serve", "benchmarks.peers.rawsse_app:app", "--port", "{port}",
-            "--no-access-log", "--log-level", "warning", *extra)
+def _rawsse(*extra: str, app: str = "app") -> tuple[str, ...]:
+    return (PY, "-m", "rawsse", "serve", f"benchmarks.peers.rawsse_app:{app}", "--port",
+            "{port}", "--no-access-log", "--log-level", "warning", *extra)
 
 
 def _asgi_uvicorn(http: str) -> tuple[str, ...]:
@@ -73,6 +73,10 @@ PEERS: dict[str, Peer] = {
         Peer("rawsse-uvloop", _rawsse("--uvloop"), "rawsse, asyncio backend on uvloop",
              ("rawsse", "uvloop")),
         Peer("rawsse-trio", _rawsse("--backend", "trio"), "rawsse, trio backend", ("trio",)),
+        Peer("rawsse-ticker", _rawsse(app="ticker_app"),
+             "rawsse, asyncio backend, paced by rawsse.Ticker", ("rawsse",)),
+        Peer("rawsse-trio-ticker", _rawsse("--backend", "trio", app="ticker_app"),
+             "rawsse, trio backend, paced by rawsse.Ticker", ("trio",)),
         Peer("floor", (PY, "-m", "benchmarks.peers.floor", "--port", "{port}"),
              "bare asyncio.Protocol, hand-written chunked frames (stdlib loop)"),
         Peer("floor-uvloop", (PY, "-m", "benchmarks.peers.floor", "--port", "{port}", "--uvloop"),

@@ -11,7 +11,9 @@ Scenarios (server pinned to CPU 0, ``benchmarks/loadgen.py`` pinned to CPU 1):
 - ``paced``: the most concurrent streams one core sustains at 25 events/s each (40 ms apart) with
   the inter-event gap p99 under 100 ms, no errors and at least 95% of the offered events
   delivered: doubling, then bisection to within 10%. Streams start spread over 1 s (a real
-  server's streams do not start in lockstep); each point runs on a fresh server.
+  server's streams do not start in lockstep); each point runs on a fresh server. rawsse runs
+  twice per backend: paced with ``anyio.sleep`` (``rawsse``, ``rawsse-trio``) and with its own
+  ``rawsse.Ticker`` (``rawsse-ticker``, ``rawsse-trio-ticker``).
 - ``rss``: KiB of server RSS per held idle stream at 1,000 and 10,000 streams, heartbeats on.
 - ``jitter``: 10,000 idle streams with a 1 s heartbeat, held for 10 s: |interval - 1 s| p99.
 
@@ -34,6 +36,9 @@ from benchmarks.compare import run_bursts, run_rss, summarise
 ALL = ("burst", "paced", "rss", "jitter")
 BURST_PEERS = ("rawsse", "rawsse-trio", "floor", "aiohttp", "uvicorn-httptools", "node")
 CORE_PEERS = ("rawsse", "rawsse-trio", "floor")
+# Paced also runs rawsse paced by its own Ticker (the same schedule on the shared timer).
+PACED_PEERS = ("rawsse", "rawsse-ticker", "rawsse-trio", "rawsse-trio-ticker", "floor")
+RAWSSE_PACED = tuple(n for n in PACED_PEERS if n != "floor")
 PACED_RATE = 25.0  # events/s per stream
 GAP_LIMIT_MS = 100.0
 
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(ALL), help=f"from: {', '.join(ALL)}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=None)
-    parser.add_argument("--paced-peers", default=",".join(CORE_PEERS))
+    parser.add_argument("--paced-peers", default=",".join(PACED_PEERS))
     parser.add_argument("--paced-start", type=int, default=500)
     parser.add_argument("--out", default=str(h.RESULTS / "streams"))
     parser.add_argument("--merge", action="store_true",
@@ -205,7 +210,7 @@ def _measured(key: str, only: list[str]) -> bool:
 
 def paced_runs_section(runs: list[dict[str, Any]], paced_s: float) -> list[str]:
     """The paced search repeated: each run's figure per server, their median, every point."""
-    names = [n for n in CORE_PEERS if any(n in r for r in runs)]
+    names = [n for n in PACED_PEERS if any(n in r for r in runs)]
     floor = h.median([r.get("floor", {}).get("max_streams") for r in runs])
     rows = []
     for name in names:
@@ -294,7 +299,7 @@ def write_report(results: dict[str, Any], out: str) -> None:
     if "paced_runs" in results:
         md += paced_runs_section(results["paced_runs"], paced_s)
         floor_n = h.median([r.get("floor", {}).get("max_streams") for r in results["paced_runs"]])
-        for name in ("rawsse", "rawsse-trio"):
+        for name in RAWSSE_PACED:
             n = h.median([r.get(name, {}).get("max_streams") for r in results["paced_runs"]])
             targets.append(["2. paced max streams ≥ 0.8x floor's (median of runs)", name,
                             f"{h.fmt(n)} vs {h.fmt(floor_n)} ({h.ratio(n, floor_n)})",
@@ -329,7 +334,7 @@ def write_report(results: dict[str, Any], out: str) -> None:
             md.append(f"- {name}: {pts}")
         md.append("")
         floor_n = paced.get("floor", {}).get("max_streams")
-        for name in ("rawsse", "rawsse-trio"):
+        for name in RAWSSE_PACED:
             if name in paced:
                 n = paced[name]["max_streams"]
                 targets.append(["2. paced max streams ≥ 0.8x floor's", name,

@@ -13,7 +13,8 @@ a reader task and a timer per stream, a ``Reactor`` runs three tasks for the who
    (c) on Linux, the arrival of input (edge-triggered), so that a connection waiting for its
    next request parks on a ``Wakeup`` instead of registering with the event loop per request.
 3. The *timer*. One heap of deadlines for every stream: heartbeats (a keep-alive frame after a
-   silent interval) and slow-client eviction checks. No timer task per stream.
+   silent interval), slow-client eviction checks, read deadlines and ``Ticker`` ticks. No timer
+   task per stream. An entry fires never before its time and at most ``TIMER_SLACK_S`` after.
 
 Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_writable()``, ``on_readable()``.
 Callbacks run synchronously in the reactor task and must not block.
@@ -88,8 +89,9 @@ class Timed(Protocol):
 # inherit it): how code inside a handler reaches the shared timer (``rawsse.Ticker``).
 CURRENT_REACTOR: ContextVar[Reactor | None] = ContextVar("rawsse_reactor", default=None)
 
-# Timers due within this slack of each other fire in the same tick, so 10,000 streams with
-# heartbeats wake the timer task a few hundred times a second, not 10,000 times.
+# Timers fire at most this late, and never early: those due within the slack of each other
+# fire in the same tick, so 10,000 streams with heartbeats (or paced by ``Ticker``) wake the
+# timer task a few hundred times a second, not 10,000 times.
 TIMER_SLACK_S = 0.005
 
 
@@ -137,22 +139,22 @@ class Reactor:
         heap = self._timers
         while True:
             now = time.monotonic()
-            horizon = now + TIMER_SLACK_S
             rescheduled: list[tuple[float, Timed]] = []
-            while heap and heap[0][0] <= horizon:
+            while heap and heap[0][0] <= now:
                 _, _, target = heapq.heappop(heap)
                 again = target.on_timer(now)
                 if again is not None:
                     rescheduled.append((again, target))
-            # Pushed back only after the sweep: an entry that asks for a time inside the
-            # horizon again cannot be popped twice in one tick (no busy loop, whatever it asks).
+            # Pushed back only after the sweep: an entry that asks for a time already past
+            # cannot be popped twice in one tick (no busy loop, whatever it asks).
             for when, target in rescheduled:
-                heapq.heappush(heap, (max(when, horizon + 1e-6), next(self._timer_seq), target))
+                heapq.heappush(heap, (max(when, now + 1e-6), next(self._timer_seq), target))
             self._timer_next = heap[0][0] if heap else math.inf
             self._timer_wake = anyio.Event()
-            delay = self._timer_next - time.monotonic()
+            # Sleeps past the earliest deadline by the slack (or until call_at() brings one
+            # forward): entries never fire early, and all that fall due meanwhile share a tick.
+            delay = self._timer_next + TIMER_SLACK_S - time.monotonic()
             if delay > 0:
-                # Sleeps until the earliest deadline, or until call_at() brings one forward.
                 with anyio.move_on_after(delay):
                     await self._timer_wake.wait()
 

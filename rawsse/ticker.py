@@ -4,8 +4,9 @@ Contract: ``Ticker(interval_s)`` starts a schedule at the moment it is made; eac
 ``await ticker.tick()`` returns at the schedule's next point (origin + k * interval, or a step
 of its own: ``tick(step_s)``). The schedule is fixed: a tick that comes late (a busy server)
 does not push the later ones back, and a tick already due returns after one checkpoint, so a
-late producer catches up. Ticks may come up to the timer's slack (``TIMER_SLACK_S``, 5 ms)
-early or late: that slack is what lets one wake-up of the timer serve every stream due then.
+late producer catches up. A tick never comes early, and at most the timer's slack
+(``TIMER_SLACK_S``, 5 ms) late: that slack lets one wake-up of the timer serve every stream
+due then.
 
 Why it exists: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
 sleeps once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
