@@ -31,10 +31,13 @@ _MAX_SIZES = 4096
 
 
 class _FrameLengths(dict[bytes, int]):
-    """Size line -> the length of the frame line it frames (the chunk size minus 2)."""
+    """Size line -> the length of the frame line it frames (the chunk size minus 2), or -1
+    for a chunk too small to hold a line and its ``\n\n`` (no piece is that long)."""
 
     def __missing__(self, size: bytes) -> int:
         length = int(size, 16) - 2
+        if length < 1:
+            length = -1
         if len(self) < _MAX_SIZES:
             self[size] = length
         return length
@@ -52,8 +55,8 @@ def frame_chunks(data: bytes, start: int = 0) -> tuple[list[bytes], int, int, bo
         return None
     frames = parts[2:-2:2]
     lengths = list(map(len, frames))
-    # Length 0 is a chunk of just "\n\n" (or a size below 2): not a one-line frame.
-    if lengths != list(map(_LENGTHS.__getitem__, parts[1:-2:2])) or 0 in lengths:
+    # A chunk of just "\n\n" (or a size below 2) is not a one-line frame: its size maps to -1.
+    if lengths != list(map(_LENGTHS.__getitem__, parts[1:-2:2])):
         return None
     last = parts[-1]
     size = parts[-2]

@@ -54,9 +54,15 @@ class Readiness:
             return Readiness(sock, _trio_wait_readable())
         return _LoopReadiness(sock, loop)
 
-    async def wait(self) -> None:
-        """Return once the socket may be read (or has reached EOF or an error)."""
-        await self._wait(self._sock)
+    @property
+    def ready(self) -> bool:
+        """Whether the socket is known to be readable now (so ``wait`` may be skipped)."""
+        return False
+
+    def wait(self) -> Awaitable[None]:
+        """Something to await until the socket may be read (or has reached EOF or an error);
+        not a coroutine of its own, so waiting adds no frame to the await chain."""
+        return self._wait(self._sock)
 
     def consumed(self) -> None:
         """A read returned data."""
@@ -100,21 +106,26 @@ class _LoopReadiness(Readiness):
         self._ready = True
         waiter = self._waiter
         if waiter is not None:
-            if not waiter.done():
+            self._waiter = None
+            if not waiter.done():  # else its task was cancelled
                 waiter.set_result(None)
         elif self._parked:  # level-triggered: it would be called again on every pass
             self._loop.remove_reader(self._fd)
             self._registered = False
 
-    async def wait(self) -> None:
-        """Return once the socket may be read (or has reached EOF or an error)."""
+    @property
+    def ready(self) -> bool:
+        """Whether the loop has seen the socket readable since the last read."""
+        return self._ready
+
+    def wait(self) -> Awaitable[None]:
+        """A future that the readable callback completes (done already if it was seen)."""
+        waiter = self._loop.create_future()
         if self._ready:
-            return
-        waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+            waiter.set_result(None)
+        else:
+            self._waiter = waiter
+        return waiter
 
     def consumed(self) -> None:
         """A read returned data: wait for the loop to see more."""

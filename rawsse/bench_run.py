@@ -257,41 +257,67 @@ class _Runner:
             if conn is not None:
                 conn.close()
 
-    async def _send(self, conn: _Conn, reused: bool) -> None:
+    def _send_now(self, conn: _Conn, reused: bool) -> bytes:
+        """Send the request without waiting; return what the socket did not take (nearly
+        always nothing: a request is far smaller than a socket buffer)."""
         request = self.request
         try:
-            try:
-                sent = conn.sock.send(request)  # nearly always all of it, at once
-            except BlockingIOError:
-                sent = 0
-            if sent < len(request):
-                await send_all(conn.sock, request[sent:])
+            sent = conn.sock.send(request)
+        except BlockingIOError:
+            sent = 0
         except OSError as exc:
-            if reused:
-                raise Failed("stale", str(exc)) from exc
-            raise Failed("disconnect", f"sending the request failed: {exc}") from exc
+            raise _send_failure(exc, reused) from exc
+        return request[sent:] if sent < len(request) else b""
+
+    async def _send_rest(self, conn: _Conn, rest: bytes, reused: bool) -> None:
+        try:
+            await send_all(conn.sock, rest)
+        except OSError as exc:
+            raise _send_failure(exc, reused) from exc
 
     async def _exchange(self, conn: _Conn, t_ref: float, reused: bool) -> bool:
         """Run one request on ``conn``; return whether ``conn`` went back to the pool."""
         config = self.config
-        conn.readiness.resume()
-        await self._send(conn, reused)
+        readiness = conn.readiness
+        readiness.resume()
+        rest = self._send_now(conn, reused)
+        if rest:
+            await self._send_rest(conn, rest, reused)
         checker = Checker(config.dialect) if config.check else None
         reader = ResponseReader(self.state, self.heads, t_ref, reused, config.terminal, checker)
+        sock = conn.sock
         conn.ended = ""
         conn.last = time.perf_counter()
         self.watches.add(conn)
+        # The read loop is here rather than in a coroutine of its own: each wake-up resumes
+        # every frame of the await chain, and a request has one or two.
+        wait = True
+        eager_reads = 0  # reads in a row made without waiting
         try:
-            await self._read(conn, reader)
-        except SSEProtocolError as exc:
-            raise Failed("protocol", str(exc)) from exc
-        except SSEConnectionError as exc:
-            raise Failed("disconnect", str(exc)) from exc
-        except OSError as exc:
-            if not conn.ended:
-                if reused and not reader.wire:
-                    raise Failed("stale", f"keep-alive connection was lost: {exc!r}") from exc
-                raise Failed("disconnect", f"connection lost: {exc!r}") from exc
+            while True:
+                if wait and not readiness.ready:
+                    await readiness.wait()
+                try:
+                    data = sock.recv(_RECV_BYTES)
+                except BlockingIOError:
+                    readiness.consumed()
+                    wait = True
+                    continue
+                readiness.consumed()
+                t = conn.last = time.perf_counter()
+                if not data:
+                    if not conn.ended:  # else the watchdog ended the exchange: judged below
+                        reader.eof()
+                    break
+                if reader.take(data, t):
+                    break
+                # A full buffer: more is likely queued, read it at once (a few times in a row).
+                wait = len(data) < _RECV_BYTES or eager_reads >= _EAGER_READS
+                eager_reads = 0 if wait else eager_reads + 1
+        except (OSError, SSEConnectionError) as exc:  # malformed framing is one too
+            failure = _read_failure(exc, conn, reused and not reader.wire)
+            if failure is not None:
+                raise failure from exc
         finally:
             self.watches.discard(conn)
             reader.close()
@@ -300,38 +326,9 @@ class _Runner:
             raise Failed("timeout", f"no data for {config.read_timeout_s} s")
         if not reader.finish(held=bool(conn.ended)) or not config.keepalive:
             return False
-        conn.readiness.park()
+        readiness.park()
         self.idle.append(conn)
         return True
-
-    async def _read(self, conn: _Conn, reader: ResponseReader) -> None:
-        """Read ``conn`` into ``reader`` until the response is complete, the peer closes, or
-        the watchdog ends the exchange."""
-        sock = conn.sock
-        readiness = conn.readiness
-        eager = False  # whether the last read filled the buffer (more is likely queued)
-        eager_reads = 0
-        while True:
-            if eager and eager_reads < _EAGER_READS:
-                eager_reads += 1
-            else:
-                eager_reads = 0
-                await readiness.wait()
-            try:
-                data = sock.recv(_RECV_BYTES)
-            except BlockingIOError:
-                readiness.consumed()
-                eager = False
-                continue
-            readiness.consumed()
-            t = conn.last = time.perf_counter()
-            if not data:
-                if not conn.ended:  # else the watchdog ended the exchange: judged after
-                    reader.eof()
-                return
-            if reader.take(data, t):
-                return
-            eager = len(data) == _RECV_BYTES
 
     async def watchdog(self) -> None:
         """End exchanges that got no bytes for ``read_timeout_s`` (checked every quarter of
@@ -384,6 +381,26 @@ class _Runner:
                 if t_ref >= end:
                     return
             await self.stream(t_ref)
+
+
+def _send_failure(exc: OSError, reused: bool) -> Failed:
+    if reused:  # the server closed the idle connection: the request may go again
+        return Failed("stale", str(exc))
+    return Failed("disconnect", f"sending the request failed: {exc}")
+
+
+def _read_failure(exc: OSError | SSEConnectionError, conn: _Conn, stale: bool) -> Failed | None:
+    """What a read that raised ``exc`` means for the stream; ``None`` when the watchdog had
+    ended the exchange (judged by why), ``stale`` when a reused connection had sent nothing."""
+    if isinstance(exc, SSEProtocolError):
+        return Failed("protocol", str(exc))
+    if isinstance(exc, SSEConnectionError):
+        return Failed("disconnect", str(exc))
+    if conn.ended:
+        return None
+    if stale:
+        return Failed("stale", f"keep-alive connection was lost: {exc!r}")
+    return Failed("disconnect", f"connection lost: {exc!r}")
 
 
 async def _resolve(host: str, port: int) -> str:
