@@ -15,6 +15,10 @@ single split on ``\\n\\n`` + CRLF + size + CRLF does both: verified as ``Chunked
 its split (every piece 2 bytes shorter than its chunk size says, see ``_whole_chunks`` there),
 each piece is one chunk whose data ends with ``\\n\\n``, and a C-speed ``find`` shows that no
 piece holds another line end. So each piece is one frame, counted by ``len`` of the list.
+
+The split runs on the read as it is (a body after its head is not copied out of the read): the
+first chunk, which no boundary precedes, is the end of the split's first piece, cut at its
+size line's CRLF; its size is checked as strictly as the regex checks the others.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ __all__ = ["frame_chunks"]
 
 # The end of a frame, the CRLF after its chunk's data, and the next chunk's size line.
 _SPLIT = re.compile(rb"\n\n\r\n([0-9A-Fa-f]{1,16})\r\n").split
-_BOUNDARY = b"\n\n\r\n"
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 # Chunk sizes seen, parsed once: a stream's sizes repeat. Bounded against hostile variety.
 _MAX_SIZES = 4096
 
 
 class _FrameLengths(dict[bytes, int]):
     """Size line -> the length of the frame line it frames (the chunk size minus 2), or -1
-    for a chunk too small to hold a line and its ``\n\n`` (no piece is that long)."""
+    for a chunk too small to hold a line and its ``\n\n`` (no piece is that long), and for
+    anything but 1 to 16 hex digits (``int`` alone would take ``+``, ``_``, ``0x``, spaces)."""
 
     def __missing__(self, size: bytes) -> int:
+        if not 0 < len(size) <= 16 or size.translate(None, _HEX_DIGITS):
+            return -1  # not cached: any bytes may come here
         length = int(size, 16) - 2
         if length < 1:
             length = -1
@@ -48,16 +55,25 @@ _LENGTHS = _FrameLengths()
 
 def frame_chunks(data: bytes, start: int = 0) -> tuple[list[bytes], int, int, bool] | None:
     """The one-frame chunks at ``data[start:]`` (see the module contract)."""
-    # One copy, the boundary prepended (a body that follows its head in one read is not
-    # sliced out first).
-    parts = _SPLIT(_BOUNDARY + memoryview(data)[start:] if start else _BOUNDARY + data)
-    if len(parts) < 3 or parts[0]:
+    parts = _SPLIT(data)
+    head = parts[0]
+    if len(head) < start:
+        return None  # a boundary look-alike before ``start``
+    # The first chunk: what the first piece holds after ``start``, cut at its size line.
+    size, _, line = (head[start:] if start else head).partition(b"\r\n")
+    if len(parts) == 1:
+        # No boundary: the read holds one chunk at most, taken if whole (a server that writes
+        # an event at a time, read as it comes).
+        if line.endswith(b"\n\n\r\n") and len(line) - 4 == _LENGTHS[size] > 0:
+            return _taken([line[:-4]], len(data), False)
         return None
     frames = parts[2:-2:2]
-    lengths = list(map(len, frames))
-    # A chunk of just "\n\n" (or a size below 2) is not a one-line frame: its size maps to -1.
-    if lengths != list(map(_LENGTHS.__getitem__, parts[1:-2:2])):
+    # Every piece as long as its size says (the first one too): then the split is the parse.
+    if len(line) != _LENGTHS[size] or list(map(len, frames)) != list(
+        map(_LENGTHS.__getitem__, parts[1:-2:2])
+    ):
         return None
+    frames.insert(0, line)
     last = parts[-1]
     size = parts[-2]
     ended = False
@@ -72,8 +88,10 @@ def frame_chunks(data: bytes, start: int = 0) -> tuple[list[bytes], int, int, bo
     elif last.endswith(b"\n\n\r\n") and len(last) - 4 == _LENGTHS[size] > 0:
         frames.append(last[:-4])
         end = len(data)
-    if not frames:
-        return None
+    return _taken(frames, end, ended)
+
+
+def _taken(frames: list[bytes], end: int, ended: bool) -> tuple[list[bytes], int, int, bool] | None:
     lines = b"".join(frames)
     if lines.find(b"\n") >= 0 or lines.find(b"\r") >= 0:
         return None  # a frame of several lines (or CR line ends): the general path counts it

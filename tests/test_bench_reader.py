@@ -13,11 +13,15 @@ from itertools import pairwise
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from rawsse.bench_chunks import frame_chunks
 from rawsse.bench_head import HeadCache
 from rawsse.bench_io import Readiness
 from rawsse.bench_response import Checker, Failed, ResponseReader
 from rawsse.bench_run import BenchState
+from rawsse.client_body import ChunkedBody
 from rawsse.client_errors import SSEConnectionError, SSEProtocolError
 from rawsse.client_http import PreparedRequest, Target
 from rawsse.parser import EventParser
@@ -256,3 +260,80 @@ async def test_a_parked_connection_closed_by_its_peer_is_seen_when_resumed(
     finally:
         readiness.close()
         ours.close()
+
+
+def _fast_then_strict(data: bytes, start: int) -> bytes:
+    """The payload as bench decodes it: ``frame_chunks`` from ``start``, then ``ChunkedBody``
+    for what it left (raises what the decoder raises)."""
+    taken = frame_chunks(data, start)
+    payload = b""
+    if taken is not None:
+        frames, start, size, ended = taken
+        payload = b"".join(frame + b"\n\n" for frame in frames)
+        assert len(payload) == size
+        if ended:
+            assert start == len(data)
+            return payload
+    decoder = ChunkedBody()
+    payload += decoder.feed(data[start:])
+    decoder.feed_eof()
+    return payload
+
+
+_SIZE_EDITS = [
+    lambda size: b"%x" % (int(size, 16) + 1),
+    lambda size: b"%x" % (int(size, 16) - 1),
+    lambda size: b"+" + size,
+    lambda size: b" " + size,
+    lambda size: size[:1] + b"_" + size[1:],
+    lambda size: b"0x" + size,
+    lambda size: size.upper(),
+    lambda size: b"0" + size,
+    lambda size: size + b";x",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.sampled_from([b"data: a", b"data: bb", b":", chat_chunk("c")[:-2]])
+        | st.binary(min_size=1, max_size=40).filter(lambda b: not b.count(b"\n") + b.count(b"\r")),
+        min_size=1,
+        max_size=12,
+    ),
+    alike=st.sampled_from([None, None, b"data: x\r\n1a\r\ny", b"data: \n\n\r\n5", b"\n"]),
+    edit=st.integers(min_value=-len(_SIZE_EDITS), max_value=len(_SIZE_EDITS) - 1),
+    which=st.integers(min_value=0, max_value=11),
+)
+def test_the_one_pass_after_a_head_agrees_with_the_strict_decoder(
+    lines: list[bytes], alike: bytes | None, edit: int, which: int
+) -> None:
+    # Chunks after a head in the same read, as bench gets them; maybe a chunk whose data
+    # holds a boundary look-alike; maybe one chunk-size line edited into something else (a
+    # wrong size, or a form only ``int`` would take): the one pass must agree with the
+    # strict decoder, by decoding the same payload or by failing.
+    if alike is not None:
+        lines.insert(which % (len(lines) + 1), alike)
+    chunks = [chunk(line + b"\n\n") for line in lines]
+    if edit >= 0:
+        k = which % len(chunks)
+        size, _, rest = chunks[k].partition(b"\r\n")
+        chunks[k] = _SIZE_EDITS[edit](size) + b"\r\n" + rest
+    data = HEAD + b"".join(chunks) + LAST_CHUNK
+    try:
+        strict = ChunkedBody().feed(data[len(HEAD) :])
+        expected: bytes | None = strict
+    except SSEProtocolError:
+        expected = None
+    try:
+        fast: bytes | None = _fast_then_strict(data, len(HEAD))
+    except (SSEProtocolError, SSEConnectionError):
+        fast = None
+    if expected is not None:
+        # the strict decoder may accept an edited size line (upper case, a leading zero):
+        # then so must the one pass, with the same payload
+        decoder = ChunkedBody()
+        decoder.feed(data[len(HEAD) :])
+        if not decoder.done:
+            expected = None  # a size edited longer swallowed the last chunk: cut short
+    assert fast == expected
