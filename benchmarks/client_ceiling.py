@@ -8,10 +8,13 @@ bench reports is then bench's own limit, not the server's. For scale, the same r
 servers pinned the same way with the same bench settings: their events/s per core, which the
 ceiling must exceed by far (3x at least) for bench's figures to be about the server.
 
-Run: ``python benchmarks/client_ceiling.py [--quick]``; prints markdown tables. Needs 2 CPUs
-(server on CPU 1, bench on CPU 0). The servers for scale: rawsse's demo, the Python floor and
-Node's ``http`` (``benchmarks/peers/``, when ``node`` is installed), each with the same stream
-shapes, so each ratio compares like with like.
+Run: ``python benchmarks/client_ceiling.py [--quick] [--repeat N]``; prints markdown tables.
+Needs 2 CPUs (server on CPU 1, bench on CPU 0). The servers for scale: rawsse's burst app (the
+streams benchmark's server: ``benchmarks/peers/rawsse_app.py``, rawsse's fastest per core),
+rawsse's demo (the chat path), the Python floor and Node's ``http`` (``benchmarks/peers/``,
+when ``node`` is installed), each with the same stream shapes, so each ratio compares like
+with like. The last table is the verdict: per shape, the ceiling's events per bench CPU second
+over the fastest server's events per server CPU second, which must be 3x at least.
 """
 
 from __future__ import annotations
@@ -168,14 +171,27 @@ def _bench(url: str, streams: int, duration_s: float, *extra: str) -> dict[str, 
     return result
 
 
-# (label, streams, tokens per request): the stream shapes measured for every server.
-SHAPES = [("64 streams x 200 tokens", 64, 200), ("64 streams x 16 tokens", 64, 16)]
+# (label, streams, tokens per request): the stream shapes measured for every server (the
+# streams benchmark's burst is 64 and 512 streams x 200 events).
+SHAPES = [
+    ("64 streams x 200 tokens", 64, 200),
+    ("512 streams x 200 tokens", 512, 200),
+    ("64 streams x 16 tokens", 64, 16),
+]
+TARGET = 3.0  # the ceiling over the fastest server, per core
 DURATION_S = 3.0  # per run; a server that stalls costs a run its figures, not the whole script
 
 
 def _servers() -> list[tuple[str, list[str], str, tuple[str, ...]]]:
     """(name, command, path template, bench options) of the servers measured for scale."""
     peers = [
+        (
+            "`rawsse serve` burst app (benchmarks/peers/rawsse_app.py)",
+            [sys.executable, "-m", "rawsse", "serve", "benchmarks.peers.rawsse_app:app",
+             "--port", "0", "--no-access-log", "--log-level", "warning"],
+            "/stream?n={tokens}",
+            ("--data", "{}", "--terminal", "[DONE]"),
+        ),
         (
             "`rawsse serve` demo (lorem, token delay 0)",
             [sys.executable, "-m", "rawsse", "serve", "--port", "0", "--token-delay", "0",
@@ -211,8 +227,11 @@ def _measure(
     repeat: int,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Best of ``repeat`` runs per shape and backend: on a shared machine the best run is the
-    one least disturbed by other work, for the ceiling and for the servers alike."""
+    one least disturbed by other work, for the ceiling and for the servers alike. Each best
+    result also keeps every run's ``(events/s, events per bench CPU s, events per server CPU
+    s)`` in ``runs``, for the verdict's worst case."""
     results: dict[tuple[str, str], dict[str, Any]] = {}
+    runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     proc, url = _start(command)
     try:
         for _ in range(repeat):
@@ -225,7 +244,11 @@ def _measure(
                     result = _bench(target, streams, duration_s, *options)
                     # The server's CPU over the bench process's life: outside the run it idles,
                     # so this is its CPU for the run.
-                    result["server_cpu_s"] = _cpu_s(proc.pid) - cpu0
+                    result["server_cpu_s"] = server_cpu_s = _cpu_s(proc.pid) - cpu0
+                    per_server_cpu = result["events"] / server_cpu_s if server_cpu_s else 0.0
+                    runs.setdefault((label, backend), []).append(
+                        (result["events_per_s"], result["events_per_cpu_s"], per_server_cpu)
+                    )
                     print(
                         f"{command[-1]} {label} {backend} {extra}: "
                         f"{result['events_per_s']:,.0f} events/s, "
@@ -236,9 +259,36 @@ def _measure(
                     best = results.get((label, backend))
                     if best is None or result["events_per_s"] > best["events_per_s"]:
                         results[label, backend] = result
+                    results[label, backend]["runs"] = runs[label, backend]
     finally:
         _stop(proc)
     return results
+
+
+def _verdict(
+    ceiling: dict[tuple[str, str], dict[str, Any]],
+    servers: list[tuple[str, dict[tuple[str, str], dict[str, Any]]]],
+) -> None:
+    """Per shape: the ceiling per bench CPU second (asyncio: every run, low to high) over the
+    fastest server per server CPU second (its best run): the target's ratio, worst case too."""
+    print(f"\nVerdict (target: the ceiling at least {TARGET:g}x the fastest server per core):\n")
+    print(
+        "| stream shape | ceiling per bench CPU s (asyncio runs) | fastest server per core "
+        "(best run) | ratio (worst ceiling run) | ratio (best) | met |"
+    )
+    print("|---|---|---|---:|---:|---|")
+    for label, _, _ in SHAPES:
+        top = sorted(run[1] for run in ceiling[label, "asyncio"]["runs"])
+        fastest, name = max(
+            (max(run[2] for run in results[label, "auto"]["runs"]), name)
+            for name, results in servers
+        )
+        worst, best = top[0] / fastest, top[-1] / fastest
+        print(
+            f"| {label} | {' / '.join(f'{x / 1e6:.2f}M' for x in top)} | "
+            f"{fastest:,.0f} ({name}) | {worst:.1f}x | {best:.1f}x | "
+            f"{'yes' if worst >= TARGET else 'no'} |"
+        )
 
 
 def _share(result: dict[str, Any]) -> float:
@@ -310,6 +360,7 @@ def main() -> int:
                 f"| {name} | {label} | {result['events_per_s']:,.0f} | {server_share:.2f} | "
                 f"{per_cpu:,.0f} | {result['errors']} | {ratio:.1f}x | {cpu_ratio:.1f}x |"
             )
+    _verdict(ceiling, servers)
     return 0
 
 

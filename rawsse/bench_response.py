@@ -164,11 +164,6 @@ class ResponseReader:
         self.wire = 0  # bytes read, head included
         self.payload = 0  # body payload bytes (after de-chunking)
 
-    @property
-    def has_head(self) -> bool:
-        """Whether the response head has arrived (and was a 200 event stream)."""
-        return self._verdict is not None
-
     def take(self, data: bytes, t: float) -> bool:
         """Read ``data`` (not empty); return whether the response is now complete."""
         self.wire += len(data)
