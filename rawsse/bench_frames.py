@@ -151,7 +151,7 @@ class FrameCounter:
         with no scan of the bytes: one frame per line, comments and errors by how lines start.
         """
         self._sep = b"\n\n"  # what ``feed`` decides from such a body's first line end
-        comments = 0
+        last = lines[-1]
         # Every line sorts between the least and the greatest: when both start with the same
         # 14 bytes, so do all, and whether those start a comment or an error says it for all
         # (two C passes of comparisons, not a prefix test per line per pattern). The last line
@@ -163,15 +163,17 @@ class FrameCounter:
             or not max(body).startswith(prefix)
             or prefix.startswith(_SPECIAL_STARTS)
         ):
-            body = lines
-        else:
-            body = lines[-1:]
-        special = sum(map(bytes.startswith, body, repeat(_SPECIAL_STARTS)))
-        if special:  # comments and errors
-            comments = sum(map(bytes.startswith, body, repeat(b":")))
-            self.error_frames += special - comments
+            special = sum(map(bytes.startswith, lines, repeat(_SPECIAL_STARTS)))
+            comments = sum(map(bytes.startswith, lines, repeat(b":"))) if special else 0
+        else:  # only the last line may be special
+            special = 1 if last.startswith(_SPECIAL_STARTS) else 0
+            comments = 1 if special and last.startswith(b":") else 0
+        self.error_frames += special - comments
         frames = len(lines)
-        self._tail = (self._tail + lines[-1] + b"\n\n")[-_TAIL_BYTES:]
+        if len(last) >= _TAIL_BYTES - 2:  # the tail is within the last line
+            self._tail = last[2 - _TAIL_BYTES :] + b"\n\n"
+        else:
+            self._tail = (self._tail + last + b"\n\n")[-_TAIL_BYTES:]
         self.frames += frames
         self.comments += comments
         return frames - comments, comments
