@@ -26,9 +26,11 @@ do), counted in ``retries`` rather than as an error.
 Per stream, latencies are measured from its reference time: time to the first response byte
 (``ttfb``), to the complete head (``headers``), to the first event (``first_event``), and the gaps
 between events as the client sees them (events that arrive in one read have a gap of 0).
-The per-read work is ``frame_chunks``, which de-chunks and counts in one pass the chunks of one
-single-line frame each (most servers' events), then the lean chunked decoder and
-``FrameCounter`` for what is left: no per-event parsing unless ``check`` is on.
+Each response is read by a ``rawsse.bench_response.ResponseReader``: the head judged once per
+distinct head (``rawsse.bench_head``), then ``frame_chunks``, which de-chunks and counts in one
+pass the chunks of one single-line frame each (most servers' events), and the lean chunked
+decoder and ``FrameCounter`` for what is left: no per-event parsing unless ``check`` is on.
+A connection's readiness waiter lives as long as the connection (``rawsse.bench_io``).
 """
 
 from __future__ import annotations
