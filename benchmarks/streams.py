@@ -14,7 +14,8 @@ Scenarios (server pinned to CPU 0, ``benchmarks/loadgen.py`` pinned to CPU 1):
   server's streams do not start in lockstep); each point runs on a fresh server. rawsse runs
   twice per backend: paced with ``anyio.sleep`` (``rawsse``, ``rawsse-trio``) and with its own
   ``rawsse.Ticker`` (``rawsse-ticker``, ``rawsse-trio-ticker``).
-- ``rss``: KiB of server RSS per held idle stream at 1,000 and 10,000 streams, heartbeats on.
+- ``rss``: KiB of server RSS per held idle stream at 1,000 and 10,000 streams, heartbeats on;
+  rawsse's held streams wait with ``anyio.sleep`` or (the ``-ticker`` peers) a ``Ticker`` tick.
 - ``jitter``: 10,000 idle streams with a 1 s heartbeat, held for 10 s: |interval - 1 s| p99.
 
 Writes ``benchmarks/results/streams.md`` (and ``.json``) and prints the same markdown.
@@ -36,7 +37,7 @@ from benchmarks.compare import run_bursts, run_rss, summarise
 ALL = ("burst", "paced", "rss", "jitter")
 BURST_PEERS = ("rawsse", "rawsse-trio", "floor", "aiohttp", "uvicorn-httptools", "node")
 CORE_PEERS = ("rawsse", "rawsse-trio", "floor")
-# Paced also runs rawsse paced by its own Ticker (the same schedule on the shared timer).
+# Paced and held streams also run rawsse waiting with its own Ticker (on the shared timer).
 PACED_PEERS = ("rawsse", "rawsse-ticker", "rawsse-trio", "rawsse-trio-ticker", "floor")
 RAWSSE_PACED = tuple(n for n in PACED_PEERS if n != "floor")
 PACED_RATE = 25.0  # events/s per stream
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                      for name in args.paced_peers.split(",")} for _ in range(paced_repeat)]
             results["paced_runs"] = runs
         if "rss" in only:
-            rss = run_rss(list(CORE_PEERS), [1000, big])
+            rss = run_rss(list(PACED_PEERS), [1000, big])
             results["rss"] = {p: {str(c): r for c, r in v.items()} for p, v in rss.items()}
         if "jitter" in only:
             results["jitter"] = run_jitter(list(CORE_PEERS), big, 5.0 if args.quick else 10.0)
@@ -343,7 +344,7 @@ def write_report(results: dict[str, Any], out: str) -> None:
     if "rss" in results:
         rss = results["rss"]
         rows = []
-        for name in CORE_PEERS:
+        for name in [n for n in PACED_PEERS if n in rss]:
             cells = [name]
             for n in (1000, big):
                 r = rss.get(name, {}).get(str(n), {})
@@ -355,7 +356,7 @@ def write_report(results: dict[str, Any], out: str) -> None:
                               "held"], rows),
             "",
         ]
-        for name in ("rawsse", "rawsse-trio"):
+        for name in [n for n in RAWSSE_PACED if n in rss]:
             for n in (1000, big):
                 k = rss.get(name, {}).get(str(n), {}).get("kib_per_stream")
                 targets.append([f"3. RSS per idle stream @{n:,} ≤ 6 KiB", name,

@@ -23,6 +23,7 @@ import anyio
 
 from rawsse.errors import ClientDisconnected, SlowClientEvicted
 from rawsse.reactor import TIMER_SLACK_S, Reactor, SocketWatch
+from rawsse.scopes import CancelScopeLike
 
 __all__ = ["BodyWriter"]
 
@@ -117,7 +118,7 @@ class BodyWriter:
         self.closed = False
         self.evicted = False
         # The scope the body is written in: cancelling it ends the producer (shutdown, lifetime).
-        self.cancel_scope: anyio.CancelScope | None = None
+        self.cancel_scope: CancelScopeLike | None = None
         # A frame written after ``keepalive_interval_s`` of silence (the SSE heartbeat).
         self.keepalive_frame = b""
         self.keepalive_interval_s = 0.0

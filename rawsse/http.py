@@ -37,6 +37,7 @@ from rawsse.limits import ServerLimits
 from rawsse.reactor import TIMER_SLACK_S, Reactor
 from rawsse.request import Request
 from rawsse.response import Response, StreamingResponse
+from rawsse.scopes import CancelScopeLike
 from rawsse.wakeup import Wakeup, new_wakeup
 
 __all__ = ["Connection", "ConnectionContext", "Handler", "ServerStats", "linger"]
@@ -79,6 +80,7 @@ class ConnectionContext:
         "connections",
         "handler",
         "limits",
+        "new_cancel_scope",
         "reactor",
         "shutting_down",
         "stats",
@@ -102,6 +104,8 @@ class ConnectionContext:
         self.connections: set[Connection] = set()
         # Set by the last connection to close once the server is draining them.
         self.all_closed: anyio.Event | None = None
+        # The scopes connections hold (the server picks the backend's native class).
+        self.new_cancel_scope: Callable[[], CancelScopeLike] = anyio.CancelScope
 
 
 class _DateHeader:
@@ -332,10 +336,10 @@ class Connection:
             h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes
         )
         # What a hang-up cancels: the scope around a running handler or stream, else None.
-        self._handler_scope: anyio.CancelScope | None = None
+        self._handler_scope: CancelScopeLike | None = None
         # One scope for a run of plain requests (not one per request: a scope costs as much
         # as a tenth of a short request); a streaming response leaves it and has its own.
-        self._plain_scope: anyio.CancelScope | None = None
+        self._plain_scope: CancelScopeLike | None = None
         self._body_writer: BodyWriter | None = None
         self._response: StreamingResponse | None = None
         self._next_stream: tuple[Request, StreamingResponse, float] | None = None
@@ -411,11 +415,12 @@ class Connection:
         # Watched from accept to close (no syscall per request): a hang-up cancels whatever
         # handler is running; between requests it just marks the peer gone.
         ctx.reactor.watch(self)
+        new_cancel_scope = ctx.new_cancel_scope
         try:
             first = True
             while True:
                 # (Not bound to a local: a held stream must not keep the scope alive.)
-                with anyio.CancelScope() as self._plain_scope:
+                with new_cancel_scope() as self._plain_scope:
                     await self._serve_plain(first)
                 self._plain_scope = None
                 if self._next_stream is None:
@@ -426,7 +431,7 @@ class Connection:
                 try:
                     writer = await self._start_stream(stream)
                     if writer is not None:
-                        with anyio.CancelScope() as scope:
+                        with new_cancel_scope() as scope:
                             self._handler_scope = writer.cancel_scope = scope
                             try:
                                 await stream.response.write_body(writer)

@@ -37,6 +37,7 @@ from rawsse.http import (
 )
 from rawsse.limits import ServerLimits
 from rawsse.reactor import CURRENT_REACTOR, Reactor
+from rawsse.scopes import native_cancel_scope
 
 __all__ = ["Server", "bind_socket", "run"]
 
@@ -233,6 +234,7 @@ class Server:
         self.port = lsock.getsockname()[1]
         # Connection tasks inherit this: a handler's ``Ticker`` paces on the shared timer.
         reactor_token = CURRENT_REACTOR.set(self.reactor)
+        self.context.new_cancel_scope = native_cancel_scope()
         try:
             with anyio.CancelScope() as serve_scope:
                 self._serve_scope = serve_scope

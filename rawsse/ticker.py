@@ -18,7 +18,7 @@ server (no reactor in the context) a tick falls back to ``anyio.sleep``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -47,8 +47,12 @@ class Ticker:
         self._reactor: Reactor | None = CURRENT_REACTOR.get()
         self._new_wakeup: Callable[[], Wakeup] | None = None
 
-    async def tick(self, step_s: float | None = None) -> None:
-        """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on."""
+    def tick(self, step_s: float | None = None) -> Awaitable[None]:
+        """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on.
+
+        Use as ``await ticker.tick()``. (A plain function returning the wait, so that a stream
+        parked in a tick holds one coroutine frame, not two.)
+        """
         if step_s is None:
             step_s = self.interval_s
         elif not step_s >= 0:
@@ -56,11 +60,9 @@ class Ticker:
         due = self.next_at = self.next_at + step_s
         reactor = self._reactor
         if reactor is None:
-            await anyio.sleep(max(0.0, due - time.monotonic()))
-            return
+            return anyio.sleep(max(0.0, due - time.monotonic()))
         if due <= time.monotonic():
-            await anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
-            return
+            return anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
         new_wakeup = self._new_wakeup
         if new_wakeup is None:
             new_wakeup = self._new_wakeup = wakeup_factory()
@@ -68,4 +70,4 @@ class Ticker:
         # until its time and must not wake a later one.
         wakeup = new_wakeup()
         reactor.call_at(due, wakeup)
-        await wakeup.park()
+        return wakeup.park()

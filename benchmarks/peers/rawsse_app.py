@@ -2,9 +2,9 @@
 
 Run: ``rawsse serve benchmarks.peers.rawsse_app:app --port 0 --no-access-log [--backend trio]``.
 
-Two apps differ only in how a paced stream waits between events: ``app`` with ``anyio.sleep``
-(what any anyio code writes), ``ticker_app`` with ``rawsse.Ticker`` (rawsse's own pacing on the
-server's shared timer). Bursts and held streams are the same in both.
+Two apps differ only in how a stream waits (between paced events, and while held):
+``app`` with ``anyio.sleep`` (what any anyio code writes), ``ticker_app`` with
+``rawsse.Ticker`` (rawsse's own pacing, on the server's shared timer). Bursts are the same.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ async def _ticker_source(p: Params) -> AsyncIterator[bytes]:
             await ticker.tick()
         yield encode_json_data(chunk_dict(i))
     if p.hold:
-        await anyio.sleep(p.hold)
+        await ticker.tick(p.hold)  # a held stream waits on the shared timer too
     yield DONE_FRAME
 
 
