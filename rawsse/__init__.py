@@ -27,7 +27,7 @@ from rawsse.response import JSONResponse, Response, StreamingResponse
 from rawsse.server import Server, run
 from rawsse.sse import Event, encode_comment, encode_event, encode_json_data, encode_retry
 from rawsse.stream import EventStream
-from rawsse.ticker import Ticker
+from rawsse.ticker import Ticker, sleep
 
 __version__ = "0.1.0"
 
@@ -71,4 +71,5 @@ __all__ = [
     "metrics_handler",
     "render_prometheus",
     "run",
+    "sleep",
 ]

@@ -1,18 +1,18 @@
-"""``Ticker``: pace a producer on a fixed schedule, on the server's shared timer.
+"""Waiting on the server's shared timer: ``Ticker`` (a fixed schedule) and ``sleep``.
 
 Contract: ``Ticker(interval_s)`` starts a schedule at the moment it is made; each
 ``await ticker.tick()`` returns at the schedule's next point (origin + k * interval, or a step
 of its own: ``tick(step_s)``). The schedule is fixed: a tick that comes late (a busy server)
 does not push the later ones back, and a tick already due returns after one checkpoint, so a
-late producer catches up. A tick never comes early, and at most the timer's slack
-(``TIMER_SLACK_S``, 5 ms) late: that slack lets one wake-up of the timer serve every stream
-due then.
+late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the same timer.
+Neither ever returns early, and at most the timer's slack (``TIMER_SLACK_S``, 5 ms) late: that
+slack lets one wake-up of the timer serve every stream due then.
 
-Why it exists: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
-sleeps once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
-comparisons run in Python, plus anyio's backend lookup; on trio, a cancel scope per sleep. A
-tick is one entry in the reactor's heap of plain tuples and one parked task. Outside a rawsse
-server (no reactor in the context) a tick falls back to ``anyio.sleep``.
+Why they exist: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
+waits once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
+comparisons run in Python, plus anyio's backend lookup; on trio, a cancel scope per sleep. Here
+a wait is one entry in the reactor's heap of plain tuples and one parked task. Outside a rawsse
+server (no reactor in the context) both fall back to ``anyio.sleep``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,28 @@ import anyio
 import anyio.lowlevel
 
 from rawsse.reactor import CURRENT_REACTOR, Reactor
-from rawsse.wakeup import Wakeup, wakeup_factory
+from rawsse.wakeup import Wakeup, new_wakeup, wakeup_factory
 
-__all__ = ["Ticker"]
+__all__ = ["Ticker", "sleep"]
+
+
+def _wait_until(reactor: Reactor, due: float, wakeup: Wakeup) -> Awaitable[None]:
+    # Returns the wait itself rather than awaiting it: a task parked here then holds one
+    # coroutine frame (the park), not one more per caller.
+    reactor.call_at(due, wakeup)
+    return wakeup.park()
+
+
+def sleep(seconds: float) -> Awaitable[None]:
+    """Wait ``seconds`` (``await rawsse.sleep(s)``), on the server's shared timer."""
+    if not seconds >= 0:  # also refuses NaN
+        raise ValueError(f"seconds must be >= 0: {seconds!r}")
+    reactor = CURRENT_REACTOR.get()
+    if reactor is None or seconds == 0:
+        return anyio.sleep(seconds)
+    # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
+    # until its time and must not wake a later one.
+    return _wait_until(reactor, time.monotonic() + seconds, new_wakeup())
 
 
 class Ticker:
@@ -50,8 +69,7 @@ class Ticker:
     def tick(self, step_s: float | None = None) -> Awaitable[None]:
         """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on.
 
-        Use as ``await ticker.tick()``. (A plain function returning the wait, so that a stream
-        parked in a tick holds one coroutine frame, not two.)
+        Use as ``await ticker.tick()``.
         """
         if step_s is None:
             step_s = self.interval_s
@@ -66,8 +84,4 @@ class Ticker:
         new_wakeup = self._new_wakeup
         if new_wakeup is None:
             new_wakeup = self._new_wakeup = wakeup_factory()
-        # A fresh parking spot per tick: the timer entry of a cancelled tick stays in the heap
-        # until its time and must not wake a later one.
-        wakeup = new_wakeup()
-        reactor.call_at(due, wakeup)
-        return wakeup.park()
+        return _wait_until(reactor, due, new_wakeup())

@@ -1,4 +1,4 @@
-"""``Ticker``: a fixed schedule on the server's shared timer, over real sockets, both backends."""
+"""``Ticker`` and ``sleep`` on the server's shared timer, over real sockets, both backends."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+import rawsse
 from rawsse import App, EventStream, Request, Ticker
 from tests.chat_support import wait_for
 from tests.support import blocking_socket, get, recv_some, reset_close, running_server
@@ -46,6 +47,29 @@ def ticker_app(state: dict[str, Any]) -> App:
                 state["closed"] = True
 
         return EventStream(source(), heartbeat_s=0)
+
+    @app.get("/sleeps")
+    async def sleeps(req: Request) -> EventStream:
+        seconds = float(req.query.get("s", "0.03"))
+        first = float(req.query.get("first", seconds))
+
+        async def produce(stream: EventStream) -> None:
+            try:
+                for i in range(int(req.query.get("n", "3"))):
+                    started = time.monotonic()
+                    waiting = rawsse.sleep(seconds if i else first)
+                    state["timers"] = stream_timer_count()
+                    await waiting
+                    state.setdefault("slept", []).append(time.monotonic() - started)
+                    await stream.send({"i": i})
+            finally:
+                state["closed"] = True
+
+        return EventStream(produce, heartbeat_s=0)
+
+    def stream_timer_count() -> int:
+        server = state["server"]
+        return int(server.reactor.timer_count)
 
     return app
 
@@ -157,3 +181,41 @@ async def test_shared_timer_entries_never_fire_early() -> None:
         await wait_for(lambda: len(fired) == 20)
     for due, at in fired:
         assert due - CLOCK_TOLERANCE_S <= at <= due + LATE_LIMIT_S
+
+
+async def test_sleep_waits_on_the_shared_timer_and_never_returns_early() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        state["server"] = server
+        seen = await read_stream(server.port, "/sleeps?n=4&s=0.03")
+        assert seen.count(b"data: ") == 4
+        assert state["timers"] >= 1  # the wait is an entry in the reactor's heap
+        assert all(0.03 - CLOCK_TOLERANCE_S <= s <= 0.03 + LATE_LIMIT_S for s in state["slept"])
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+async def test_client_leaving_during_a_sleep_cancels_the_producer(how: str) -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        state["server"] = server
+        sock = blocking_socket(server.port)
+        sock.sendall(get("/sleeps?n=2&first=0&s=30"))
+        seen = b""
+        while b"data: " not in seen:
+            seen += await recv_some(sock)
+        started = time.monotonic()  # the producer is in its 30 s sleep now
+        reset_close(sock) if how == "rst" else sock.close()
+        await wait_for(lambda: state.get("closed", False), timeout_s=3)
+        assert time.monotonic() - started < 2.0
+        assert len(state.get("slept", [])) == 1
+        await wait_for(lambda: server.stats.connections_active == 0)
+
+
+async def test_sleep_outside_a_server_and_bad_values() -> None:
+    started = time.monotonic()
+    await rawsse.sleep(0.02)
+    await rawsse.sleep(0)
+    assert time.monotonic() - started >= 0.02 - CLOCK_TOLERANCE_S
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="seconds must be >= 0"):
+            rawsse.sleep(bad)

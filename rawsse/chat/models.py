@@ -51,7 +51,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio
 import anyio.lowlevel
 
 from rawsse.chat.deltas import (
@@ -67,6 +66,7 @@ from rawsse.chat.errors import ChatError
 from rawsse.chat.fields import as_enum, as_int, as_number
 from rawsse.chat.request import ChatRequest
 from rawsse.jsonio import dumps
+from rawsse.ticker import sleep
 
 __all__ = [
     "DEFAULT_LOREM_TOKENS",
@@ -259,15 +259,16 @@ async def _generate(
         code="injected_failure",
     )
     gaps = TokenGaps(options)
+    # The waits are on the server's shared timer (rawsse.sleep): one heap entry per token.
     if options.ttft_s > 0:
-        await anyio.sleep(options.ttft_s)
+        await sleep(options.ttft_s)
     for step in range(len(plans[0])):
         if step == options.fail_after:
             raise failure
         if step:
             gap_s = gaps.next_s()
             if gap_s > 0:
-                await anyio.sleep(gap_s)
+                await sleep(gap_s)
             elif step % _CHECKPOINT_EVERY == 0:
                 await anyio.lowlevel.checkpoint()  # unpaced: let other clients in now and then
         for plan in plans:
