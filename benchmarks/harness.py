@@ -11,6 +11,7 @@ RSS while they are held. Every wait has a timeout.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -30,7 +31,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 PY = sys.executable
 SERVER_CPU = 0
 CLIENT_CPU = 1
-DATE = "2026-11-24"
+# The machine's date when the run starts (results record it beside the time).
+DATE = datetime.date.today().isoformat()
 
 
 @dataclass(frozen=True)
