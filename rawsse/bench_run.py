@@ -440,6 +440,6 @@ async def run_bench(config: BenchConfig, state: BenchState) -> None:
     finally:
         state.t_end = time.perf_counter()
         state.cpu_end = time.process_time()
-        for sock in runner.idle:
-            sock.close()
+        for conn in runner.idle:
+            conn.close()
         runner.idle.clear()
