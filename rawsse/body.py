@@ -72,6 +72,7 @@ class BodyWriter:
         "chunked",
         "closed",
         "evicted",
+        "finishing",
         "high_water_bytes",
         "keepalive_frame",
         "keepalive_interval_s",
@@ -117,6 +118,8 @@ class BodyWriter:
         self._drained: anyio.Event | None = None
         self.closed = False
         self.evicted = False
+        # Set once the terminator is queued (``finish``): no frame may follow it.
+        self.finishing = False
         # The scope the body is written in: cancelling it ends the producer (shutdown, lifetime).
         self.cancel_scope: CancelScopeLike | None = None
         # A frame written after ``keepalive_interval_s`` of silence (the SSE heartbeat).
@@ -151,7 +154,10 @@ class BodyWriter:
 
     def on_timer(self, now: float) -> float | None:
         """Reactor timer: evict a client blocked too long; send a heartbeat when silent."""
-        if self.closed:
+        if self.closed or self.finishing:
+            # Finishing: the terminator may be out already and the connection not yet moved
+            # on; a heartbeat now would land after it. (A blocked terminator's eviction is its
+            # own timer entry, ``_EvictionCheck``.)
             return None
         blocked_since = self.blocked_since
         if blocked_since is not None and now - blocked_since >= self.send_timeout_s:
@@ -179,7 +185,7 @@ class BodyWriter:
 
     def push(self, data: bytes) -> None:
         """Queue ``data`` without backpressure (fan-out); evicts the client past the hard cap."""
-        if self.closed:
+        if self.closed or self.finishing:
             return
         self.write(data)
         if self.buffered_bytes > self.max_buffer_bytes:
@@ -371,5 +377,6 @@ class BodyWriter:
         """Send everything buffered plus ``terminator`` and wait until the socket took it all."""
         if self.closed:
             raise ClientDisconnected("the client has gone before the body ended")
+        self.finishing = True
         self.flush(terminator)
         await self.drain(0)

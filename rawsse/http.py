@@ -928,5 +928,8 @@ class Connection:
             # Its heartbeat and eviction timers must not touch the socket once the connection
             # has moved on (keep-alive) or closed.
             writer.close()
+            # Its heartbeat entry keeps the writer until it comes due (up to an interval):
+            # not the stream's cancel scope too (on asyncio, ~1 KiB).
+            writer.cancel_scope = None
         sent = writer.bytes_sent if writer else 0
         self._log(stream, stream.response.status, sent, stream.started)

@@ -8,7 +8,9 @@ frames come from the same ordered log. The store is an interface (``ReplayStore`
 ``MemoryReplayStore`` is the embedded default, a bounded ring:
 
 1. at most ``max_events_per_stream`` frames per stream (the oldest are dropped first),
-2. at most ``max_total_bytes`` across streams (frames of the oldest streams are dropped first),
+2. at most ``max_total_bytes`` across streams, counting what the store holds in memory, not only
+   the frames' bytes: frames of the oldest streams are dropped first, a finished stream left
+   without frames is forgotten, and past that the oldest finished streams are forgotten,
 3. a finished stream is kept ``keep_after_end_s`` seconds, then forgotten.
 
 ``Replay`` tells where replay started and whether frames were lost before it (``gap``), so the
@@ -26,6 +28,12 @@ from typing import Protocol
 import anyio
 
 __all__ = ["MemoryReplayStore", "Replay", "ReplayStore"]
+
+# What the store holds besides the frames' own bytes, as counted against ``max_total_bytes``
+# (measured with tracemalloc on CPython 3.11): per frame, its bytes object header, its entry
+# tuple, its event id and its index entry; per stream, its log, deque, index, key and ended mark.
+_FRAME_OVERHEAD = 200
+_STREAM_OVERHEAD = 1200
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +82,13 @@ class _Log:
         self.appended: anyio.Event | None = None
 
     def drop_oldest(self) -> int:
+        """Drop the oldest frame; returns the bytes it was counted for."""
         _, event_id, frame = self.entries.popleft()
         self.ids.pop(event_id, None)
         self.dropped += 1
-        self.nbytes -= len(frame)
-        return len(frame)
+        size = len(frame) + _FRAME_OVERHEAD
+        self.nbytes -= size
+        return size
 
     def wake(self) -> None:
         if self.appended is not None:
@@ -131,8 +141,7 @@ class MemoryReplayStore:
     async def create(self, key: str) -> None:
         """Start an empty stream ``key`` so followers can attach before its first frame."""
         if key not in self._logs:
-            self._expire()
-            self._logs[key] = _Log()
+            self._new_log(key)
 
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """Add one frame to stream ``key`` (created on first append)."""
@@ -142,8 +151,7 @@ class MemoryReplayStore:
         """``append`` without a checkpoint, for producers on the hot path."""
         log = self._logs.get(key)
         if log is None:
-            self._expire()
-            log = self._logs[key] = _Log()
+            log = self._new_log(key)
         if not log.entries:
             order = self._reclaim_order
             order.append(key)
@@ -155,8 +163,9 @@ class MemoryReplayStore:
         log.entries.append((log.next_seq, event_id, frame))
         log.ids[event_id] = log.next_seq
         log.next_seq += 1
-        log.nbytes += len(frame)
-        self.total_bytes += len(frame)
+        size = len(frame) + _FRAME_OVERHEAD
+        log.nbytes += size
+        self.total_bytes += size
         if len(log.entries) > self.max_events_per_stream:
             self.total_bytes -= log.drop_oldest()
         if self.total_bytes > self.max_total_bytes:
@@ -167,7 +176,7 @@ class MemoryReplayStore:
         """Mark stream ``key`` ended; it is kept ``keep_after_end_s`` more seconds."""
         log = self._logs.get(key)
         if log is None:
-            log = self._logs[key] = _Log()
+            log = self._new_log(key)
         log.ended = True
         log.ended_at = time.monotonic()
         self._ended[key] = log.ended_at
@@ -209,6 +218,21 @@ class MemoryReplayStore:
             # No deadline: the producer appends or finishes; a departing client cancels us.
             await log.appended.wait()
 
+    def _new_log(self, key: str) -> _Log:
+        self._expire()
+        log = self._logs[key] = _Log()
+        log.nbytes = _STREAM_OVERHEAD
+        self.total_bytes += _STREAM_OVERHEAD
+        if self.total_bytes > self.max_total_bytes:
+            self._reclaim()
+        return log
+
+    def _forget(self, key: str) -> None:
+        self._ended.pop(key, None)
+        log = self._logs.pop(key, None)
+        if log is not None:
+            self.total_bytes -= log.nbytes
+
     def _expire(self) -> None:
         now = time.monotonic()
         ended = self._ended
@@ -216,18 +240,25 @@ class MemoryReplayStore:
             key, ended_at = next(iter(ended.items()))
             if now - ended_at < self.keep_after_end_s:
                 return
-            del ended[key]
-            log = self._logs.pop(key, None)
-            if log is not None:
-                self.total_bytes -= log.nbytes
+            self._forget(key)
 
     def _reclaim(self) -> None:
         # Drop the oldest frames of the oldest streams until the store is within its budget.
         # Amortised O(1) per frame: each stream is in the order once per run of frames.
         order = self._reclaim_order
         while self.total_bytes > self.max_total_bytes and order:
-            log = self._logs.get(order[0])
+            key = order[0]
+            log = self._logs.get(key)
             if log is None or not log.entries:
                 order.popleft()
                 continue
             self.total_bytes -= log.drop_oldest()
+            if not log.entries:
+                order.popleft()
+                if log.ended:
+                    self._forget(key)  # nothing left to replay: its bookkeeping goes too
+        # Still over (finished streams without frames, or many streams' bookkeeping): forget
+        # finished streams, those that ended first first. Live streams are never forgotten.
+        ended = self._ended
+        while self.total_bytes > self.max_total_bytes and ended:
+            self._forget(next(iter(ended)))
