@@ -29,13 +29,6 @@ from rawsse.wakeup import Wakeup, new_wakeup, wakeup_factory
 __all__ = ["Ticker", "sleep"]
 
 
-def _wait_until(reactor: Reactor, due: float, wakeup: Wakeup) -> Awaitable[None]:
-    # Returns the wait itself rather than awaiting it: a task parked here then holds one
-    # coroutine frame (the park), not one more per caller.
-    reactor.call_at(due, wakeup)
-    return wakeup.park()
-
-
 def sleep(seconds: float) -> Awaitable[None]:
     """Wait ``seconds`` (``await rawsse.sleep(s)``), on the server's shared timer."""
     if not seconds >= 0:  # also refuses NaN
@@ -45,7 +38,9 @@ def sleep(seconds: float) -> Awaitable[None]:
         return anyio.sleep(seconds)
     # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
     # until its time and must not wake a later one.
-    return _wait_until(reactor, time.monotonic() + seconds, new_wakeup())
+    # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
+    # frame (the park), not one more for this function.
+    return new_wakeup().park_until(reactor, time.monotonic() + seconds)
 
 
 class Ticker:
@@ -84,4 +79,4 @@ class Ticker:
         new_wakeup = self._new_wakeup
         if new_wakeup is None:
             new_wakeup = self._new_wakeup = wakeup_factory()
-        return _wait_until(reactor, due, new_wakeup())
+        return new_wakeup().park_until(reactor, due)

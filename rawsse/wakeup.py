@@ -16,7 +16,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
-__all__ = ["Wakeup", "new_wakeup", "wakeup_factory"]
+__all__ = ["TimerLike", "Wakeup", "new_wakeup", "wakeup_factory"]
+
+
+class TimerLike(Protocol):
+    """A shared timer (``Reactor``): calls ``target.on_timer(now)`` at ``when``."""
+
+    def call_at(self, when: float, target: Any) -> None:
+        """Arrange the call."""
 
 
 class Wakeup(Protocol):
@@ -24,6 +31,10 @@ class Wakeup(Protocol):
 
     async def park(self) -> None:
         """Wait until ``wake()`` (or cancellation)."""
+
+    async def park_until(self, timer: TimerLike, when: float) -> None:
+        """Park, and have ``timer`` wake this at ``when`` (registered as the wait starts, so a
+        wait made now and awaited later cannot miss its wake-up)."""
 
     def wake(self) -> None:
         """Make the parked task runnable; nothing when no task is parked."""
@@ -40,6 +51,14 @@ class _AsyncioWakeup:
         self._future: asyncio.Future[None] | None = None
 
     async def park(self) -> None:
+        future = self._future = self._loop.create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+
+    async def park_until(self, timer: TimerLike, when: float) -> None:
+        timer.call_at(when, self)
         future = self._future = self._loop.create_future()
         try:
             await future
@@ -70,6 +89,11 @@ class _TrioWakeup:
         self._task: Any = None
 
     async def park(self) -> None:
+        self._task = _trio_lowlevel.current_task()
+        await _trio_lowlevel.wait_task_rescheduled(self._abort)
+
+    async def park_until(self, timer: TimerLike, when: float) -> None:
+        timer.call_at(when, self)
         self._task = _trio_lowlevel.current_task()
         await _trio_lowlevel.wait_task_rescheduled(self._abort)
 

@@ -57,19 +57,13 @@ def ticker_app(state: dict[str, Any]) -> App:
             try:
                 for i in range(int(req.query.get("n", "3"))):
                     started = time.monotonic()
-                    waiting = rawsse.sleep(seconds if i else first)
-                    state["timers"] = stream_timer_count()
-                    await waiting
+                    await rawsse.sleep(seconds if i else first)
                     state.setdefault("slept", []).append(time.monotonic() - started)
                     await stream.send({"i": i})
             finally:
                 state["closed"] = True
 
         return EventStream(produce, heartbeat_s=0)
-
-    def stream_timer_count() -> int:
-        server = state["server"]
-        return int(server.reactor.timer_count)
 
     return app
 
@@ -186,10 +180,18 @@ async def test_shared_timer_entries_never_fire_early() -> None:
 async def test_sleep_waits_on_the_shared_timer_and_never_returns_early() -> None:
     state: dict[str, Any] = {}
     async with running_server(ticker_app(state)) as server:
-        state["server"] = server
+        reactor = server.reactor
+        registered: list[object] = []
+        call_at = reactor.call_at
+
+        def spy(when: float, target: Any) -> None:
+            registered.append(target)
+            call_at(when, target)
+
+        reactor.call_at = spy  # type: ignore[method-assign]
         seen = await read_stream(server.port, "/sleeps?n=4&s=0.03")
         assert seen.count(b"data: ") == 4
-        assert state["timers"] >= 1  # the wait is an entry in the reactor's heap
+        assert sum(hasattr(t, "park_until") for t in registered) == 4  # waits on the shared timer
         assert all(0.03 - CLOCK_TOLERANCE_S <= s <= 0.03 + LATE_LIMIT_S for s in state["slept"])
 
 
@@ -197,7 +199,6 @@ async def test_sleep_waits_on_the_shared_timer_and_never_returns_early() -> None
 async def test_client_leaving_during_a_sleep_cancels_the_producer(how: str) -> None:
     state: dict[str, Any] = {}
     async with running_server(ticker_app(state)) as server:
-        state["server"] = server
         sock = blocking_socket(server.port)
         sock.sendall(get("/sleeps?n=2&first=0&s=30"))
         seen = b""
@@ -219,3 +220,18 @@ async def test_sleep_outside_a_server_and_bad_values() -> None:
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="seconds must be >= 0"):
             rawsse.sleep(bad)
+
+
+async def test_a_wait_made_now_and_awaited_later_still_ends() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        ticker = Ticker(0.01)
+        ticker._reactor = server.reactor  # as if made inside a handler of this server
+        tick = ticker.tick()  # due in 10 ms; registered only once awaited
+        nap = rawsse.sleep(0.01)
+        await anyio.sleep(0.05)  # both are past due before anyone waits on them
+        with anyio.fail_after(2):
+            await tick
+        assert ticker.next_at <= time.monotonic()
+        with anyio.fail_after(2):
+            await nap  # outside the server's context: anyio.sleep, already past due
