@@ -14,7 +14,8 @@ a reader task and a timer per stream, a ``Reactor`` runs three tasks for the who
    next request parks on a ``Wakeup`` instead of registering with the event loop per request.
 3. The *timer*. One heap of deadlines for every stream: heartbeats (a keep-alive frame after a
    silent interval), slow-client eviction checks, read deadlines and ``Ticker`` ticks. No timer
-   task per stream. An entry fires never before its time and at most ``TIMER_SLACK_S`` after.
+   task per stream. An entry fires never before its time and at most ``TIMER_SLACK_S`` after
+   (ticks are at least that far apart, so entries due close together share one).
 
 Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_writable()``, ``on_readable()``.
 Callbacks run synchronously in the reactor task and must not block.
@@ -89,9 +90,10 @@ class Timed(Protocol):
 # inherit it): how code inside a handler reaches the shared timer (``rawsse.Ticker``).
 CURRENT_REACTOR: ContextVar[Reactor | None] = ContextVar("rawsse_reactor", default=None)
 
-# Timers fire at most this late, and never early: those due within the slack of each other
-# fire in the same tick, so 10,000 streams with heartbeats (or paced by ``Ticker``) wake the
-# timer task a few hundred times a second, not 10,000 times.
+# Timer ticks are at least this far apart, so a timer fires never early and at most this late:
+# those due within the slack of each other fire in the same tick, and 10,000 streams with
+# heartbeats (or paced by ``Ticker``) wake the timer task a few hundred times a second, not
+# 10,000 times.
 TIMER_SLACK_S = 0.005
 
 
@@ -151,9 +153,10 @@ class Reactor:
                 heapq.heappush(heap, (max(when, now + 1e-6), next(self._timer_seq), target))
             self._timer_next = heap[0][0] if heap else math.inf
             self._timer_wake = anyio.Event()
-            # Sleeps past the earliest deadline by the slack (or until call_at() brings one
-            # forward): entries never fire early, and all that fall due meanwhile share a tick.
-            delay = self._timer_next + TIMER_SLACK_S - time.monotonic()
+            # Sleeps until the earliest deadline (or until call_at() brings one forward), but
+            # ticks at least the slack apart: entries never fire early, a lone one fires on
+            # time, and under load all that fall due within a slack share one tick.
+            delay = max(self._timer_next, now + TIMER_SLACK_S) - time.monotonic()
             if delay > 0:
                 with anyio.move_on_after(delay):
                     await self._timer_wake.wait()
