@@ -187,15 +187,20 @@ def _decode_and_count(wire: bytes, cuts: list[int]) -> tuple[bytes, FrameCounter
     return payload, counter, decoder
 
 
-@pytest.mark.parametrize("chunking", CHUNKINGS)
-def test_every_split_point_of_a_realistic_body_counts_the_same(chunking: str) -> None:
+def _realistic_wire(chunking: str) -> tuple[bytes, bytes]:
+    """The realistic frames' payload and that payload chunk-framed as ``chunking`` says
+    (one chunk per frame when its sizes are None)."""
     frames = _realistic_frames()
     payload = b"".join(frames)
     sizes = CHUNKINGS[chunking]
     if sizes is None:
-        wire = b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
-    else:
-        wire = _chunked(payload, sizes)
+        return payload, b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
+    return payload, _chunked(payload, sizes)
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+def test_every_split_point_of_a_realistic_body_counts_the_same(chunking: str) -> None:
+    payload, wire = _realistic_wire(chunking)
     events = len(EventParser().feed(payload))
     for cut in range(len(wire) + 1):  # two reads, cut at every byte
         decoded, counter, decoder = _decode_and_count(wire, [cut])
@@ -288,13 +293,7 @@ def _fused_then_general(wire: bytes, cuts: list[int]) -> tuple[bytes, FrameCount
 
 @pytest.mark.parametrize("chunking", CHUNKINGS)
 def test_one_pass_frame_chunks_count_as_the_two_passes(chunking: str) -> None:
-    frames = _realistic_frames()
-    payload = b"".join(frames)
-    sizes = CHUNKINGS[chunking]
-    if sizes is None:
-        wire = b"".join(chunk(frame) for frame in frames) + LAST_CHUNK
-    else:
-        wire = _chunked(payload, sizes)
+    payload, wire = _realistic_wire(chunking)
     expected = (len(EventParser().feed(payload)), 1, 2)
     taken = 0
     for cut in range(len(wire) + 1):
@@ -304,7 +303,7 @@ def test_one_pass_frame_chunks_count_as_the_two_passes(chunking: str) -> None:
         assert counter.ends_with(b"[DONE]"), cut
         taken += fused
     # Frame per chunk: the one-line frames are taken in one pass (the multi-line one is not).
-    assert (taken > 0) == (sizes is None)
+    assert (taken > 0) == (CHUNKINGS[chunking] is None)
 
 
 ONE_LINE_FRAMES = st.sampled_from(
