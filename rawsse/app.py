@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from rawsse.errors import HTTPError
+from rawsse._errors import HTTPError
 from rawsse.request import Request
 from rawsse.response import Response, StreamingResponse
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import anyio
 
-from rawsse.body import BodyWriter
-from rawsse.metrics import METRICS, StreamMetrics
+from rawsse._counters import METRICS, StreamMetrics
+from rawsse._http.body import BodyWriter
 from rawsse.stream import EventStream, encode_message
 
 __all__ = ["Broadcast"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from rawsse.http import ServerStats
+from rawsse._counters import METRICS, ServerStats, StreamMetrics
 from rawsse.request import Request
 from rawsse.response import Response
 
@@ -27,48 +27,6 @@ __all__ = [
     "render_prometheus",
 ]
 
-
-class StreamMetrics:
-    """Process-wide stream counters (one event loop per process, so plain ints suffice)."""
-
-    __slots__ = (
-        "bytes_sent_total",
-        "client_disconnects_total",
-        "count_heartbeat_callback",
-        "events_total",
-        "heartbeats_total",
-        "slow_client_evictions_total",
-        "streams_active",
-        "streams_total",
-    )
-
-    def __init__(self) -> None:
-        self.streams_active = 0
-        self.streams_total = 0
-        self.events_total = 0
-        self.heartbeats_total = 0
-        self.client_disconnects_total = 0
-        self.slow_client_evictions_total = 0
-        # Bytes written by servers that have no ServerStats of their own to report.
-        self.bytes_sent_total = 0
-        # Made once: every stream's heartbeat timer holds it (a bound method is 64 bytes).
-        self.count_heartbeat_callback = self.count_heartbeat
-
-    def count_heartbeat(self) -> None:
-        """Count one heartbeat frame written."""
-        self.heartbeats_total += 1
-
-    def snapshot(self) -> dict[str, int]:
-        """All counters as a dict (for tests and JSON)."""
-        return {
-            name: getattr(self, name)
-            for name in self.__slots__
-            if name.endswith("_total") or name == "streams_active"
-        }
-
-
-# The process's stream counters. Like prometheus_client's REGISTRY, one per process.
-METRICS = StreamMetrics()
 
 _HELP: list[tuple[str, str, str]] = [
     ("rawsse_streams_active", "gauge", "Event streams currently open."),

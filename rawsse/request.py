@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from rawsse.errors import HTTPError
+from rawsse._errors import HTTPError
 from rawsse.jsonio import loads
 
 __all__ = ["Headers", "Request"]

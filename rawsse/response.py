@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import Any
 
-from rawsse.body import BodyWriter
+from rawsse._http.body import BodyWriter
 from rawsse.jsonio import dumps
 
 __all__ = ["JSONResponse", "Response", "StreamingResponse"]

@@ -27,17 +27,17 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from rawsse.http import (
+from rawsse._counters import ServerStats
+from rawsse._http.connection import (
     Connection,
     ConnectionContext,
     Handler,
-    ServerStats,
     error_response_bytes,
     linger,
 )
-from rawsse.limits import ServerLimits
-from rawsse.reactor import CURRENT_REACTOR, Reactor
-from rawsse.scopes import native_cancel_scope
+from rawsse._http.limits import ServerLimits
+from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
+from rawsse._runtime.scopes import native_cancel_scope
 
 __all__ = ["Server", "bind_socket", "run"]
 

@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 import anyio
 
-from rawsse.body import BodyWriter
-from rawsse.errors import ClientDisconnected
-from rawsse.metrics import METRICS, StreamMetrics
+from rawsse._counters import METRICS, StreamMetrics
+from rawsse._errors import ClientDisconnected
+from rawsse._http.body import BodyWriter
 from rawsse.response import HeadersLike, StreamingResponse
 from rawsse.sse import Event, encode_comment, encode_event, encode_json_data, encode_retry
 

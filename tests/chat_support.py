@@ -35,7 +35,7 @@ from rawsse.app import App
 from rawsse.chat import ChatRequest, check_anthropic_stream, check_openai_stream, demo_models
 from rawsse.chat.deltas import Delta, ModelBackend
 from rawsse.chat.mount import ChatService, mount_chat
-from rawsse.demo import DemoOptions, create_demo_app
+from rawsse.cli._demo_app import DemoOptions, create_demo_app
 from rawsse.metrics import METRICS
 from rawsse.parser import EventParser
 from rawsse.replay import ReplayStore

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from rawsse.limits import ServerLimits
+from rawsse._http.limits import ServerLimits
 from rawsse.server import Server
 
 IO_TIMEOUT_S = 5.0

@@ -15,6 +15,7 @@ def test_all_is_sorted_unique_and_importable(package: str) -> None:
     module = importlib.import_module(package)
     names = list(module.__all__)
     assert len(names) == len(set(names)), "a name is exported twice"
+
     # isort style, as ruff's RUF022 sorts: CONSTANTS, then Classes, then functions.
     def style(name: str) -> tuple[int, str]:
         return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
@@ -49,21 +50,3 @@ def test_init_only_reexports() -> None:
     for line in source.splitlines():
         stripped = line.strip()
         assert not stripped.startswith(("def ", "class ", "async def ")), line
-
-
-def test_sans_io_core_imports_no_io() -> None:
-    import ast
-    import pathlib
-
-    root = pathlib.Path(importlib.import_module("rawsse").__file__).parent  # type: ignore[arg-type]
-    pure = [root / "sse.py", root / "parser.py", root / "jsonio.py"]
-    pure += [p for p in (root / "chat").glob("*.py") if p.name not in {"mount.py", "models.py"}]
-    for path in pure:
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                for name in names:
-                    assert not name.startswith(("anyio", "h11", "socket", "trio", "asyncio")), (
-                        f"{path.name} imports {name}: the sans-io core does no I/O"
-                    )

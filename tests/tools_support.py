@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 
 from rawsse.app import App
-from rawsse.demo import DemoOptions, create_demo_app
+from rawsse.cli._demo_app import DemoOptions, create_demo_app
 from rawsse.request import Request
 from rawsse.response import Response
 from rawsse.sse import Event

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 
 from benchmarks.peers.workload import DONE_FRAME, Params, chunk_dict, params_from_mapping
+from rawsse._runtime.ticker import Ticker
 from rawsse.app import App
 from rawsse.request import Request
 from rawsse.response import Response, StreamingResponse
 from rawsse.sse import encode_json_data
 from rawsse.stream import EventStream
-from rawsse.ticker import Ticker
 
 
 async def _anyio_source(p: Params) -> AsyncIterator[bytes]:

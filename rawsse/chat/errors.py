@@ -9,7 +9,7 @@ frame after. ``as_chat_error`` turns any other exception into a 500 that leaks n
 
 from __future__ import annotations
 
-from rawsse.errors import RawsseError
+from rawsse._errors import RawsseError
 
 __all__ = ["ChatError", "as_chat_error"]
 

@@ -42,13 +42,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from rawsse._errors import ClientDisconnected
 from rawsse.app import App
 from rawsse.chat.auth import check_api_key
 from rawsse.chat.deltas import ModelBackend
 from rawsse.chat.dialect import COMMENT_HEARTBEAT, Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
 from rawsse.chat.request import ChatRequest
-from rawsse.errors import ClientDisconnected
 from rawsse.jsonio import loads
 from rawsse.replay import MemoryReplayStore, ReplayStore
 from rawsse.request import Request

@@ -8,7 +8,6 @@ import pydantic
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
-from chat_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 from rawsse.chat import (
     ANTHROPIC,
@@ -22,6 +21,7 @@ from rawsse.chat import (
     check_anthropic_stream,
     parse_anthropic,
 )
+from tests.chat.dialect_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(RawMessageStreamEvent)
 

@@ -129,7 +129,7 @@ def test_every_public_name_is_exported_once_and_documented() -> None:
         "fields",
         "gemini_dialect",
         "grammar",
-        "models",
+        "demo",
         "openai_dialect",
         "anthropic_request",
         "gemini_request",

@@ -8,7 +8,6 @@ from typing import Any
 
 import anyio
 import pytest
-from chat_support import CREATED, STREAM_ID, parse_frames
 
 from rawsse.chat import (
     ANTHROPIC,
@@ -27,7 +26,8 @@ from rawsse.chat import (
     parse_model_options,
     parse_openai,
 )
-from rawsse.chat.models import TokenGaps
+from rawsse.chat.demo import TokenGaps
+from tests.chat.dialect_support import CREATED, STREAM_ID, parse_frames
 
 pytestmark = pytest.mark.anyio
 

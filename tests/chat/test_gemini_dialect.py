@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from chat_support import CREATED, STREAM_ID, answer, parse_frames, payloads, run
 from google.genai import types
 from google.genai._api_client import HttpResponse
 
@@ -21,6 +20,7 @@ from rawsse.chat import (
     ToolCallDelta,
     parse_gemini,
 )
+from tests.chat.dialect_support import CREATED, STREAM_ID, answer, parse_frames, payloads, run
 
 
 def request(**config: Any) -> ChatRequest:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chat_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -23,6 +22,7 @@ from rawsse.chat import (
     check_openai_stream,
     parse_openai,
 )
+from tests.chat.dialect_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 HEAD = f'"id":"chatcmpl-{STREAM_ID}","object":"chat.completion.chunk","created":{CREATED},'
 

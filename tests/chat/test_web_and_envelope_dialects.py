@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chat_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 from rawsse.chat import (
     CHATGPT_WEB,
@@ -18,6 +17,7 @@ from rawsse.chat import (
     ToolCallDelta,
     parse_openai,
 )
+from tests.chat.dialect_support import CREATED, STREAM_ID, answer, ids, parse_frames, payloads, run
 
 
 def request(**fields: Any) -> ChatRequest:

@@ -1,0 +1,82 @@
+"""Waiting on the server's shared timer: ``Ticker`` (a fixed schedule) and ``sleep``.
+
+Contract: ``Ticker(interval_s)`` starts a schedule at the moment it is made; each
+``await ticker.tick()`` returns at the schedule's next point (origin + k * interval, or a step
+of its own: ``tick(step_s)``). The schedule is fixed: a tick that comes late (a busy server)
+does not push the later ones back, and a tick already due returns after one checkpoint, so a
+late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the same timer.
+Neither ever returns early, and at most the timer's slack (``TIMER_SLACK_S``, 5 ms) late: that
+slack lets one wake-up of the timer serve every stream due then.
+
+Why they exist: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
+waits once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
+comparisons run in Python, plus anyio's backend lookup; on trio, a cancel scope per sleep. Here
+a wait is one entry in the reactor's heap of plain tuples and one parked task. Outside a rawsse
+server (no reactor in the context) both fall back to ``anyio.sleep``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.lowlevel
+
+from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
+from rawsse._runtime.wakeup import Wakeup, new_wakeup, wakeup_factory
+
+__all__ = ["Ticker", "sleep"]
+
+
+def sleep(seconds: float) -> Awaitable[None]:
+    """Wait ``seconds`` (``await rawsse.sleep(s)``), on the server's shared timer."""
+    if not seconds >= 0:  # also refuses NaN
+        raise ValueError(f"seconds must be >= 0: {seconds!r}")
+    reactor = CURRENT_REACTOR.get()
+    if reactor is None or seconds == 0:
+        return anyio.sleep(seconds)
+    # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
+    # until its time and must not wake a later one.
+    # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
+    # frame (the park), not one more for this function.
+    return new_wakeup().park_until(reactor, time.monotonic() + seconds)
+
+
+class Ticker:
+    """A fixed schedule of ticks ``interval_s`` apart, starting now (monotonic clock).
+
+    One task at a time awaits ``tick()``. Cancelling a waiting ``tick()`` leaves the schedule
+    where it was advanced to: the next ``tick()`` waits for the point after it.
+    """
+
+    __slots__ = ("_new_wakeup", "_reactor", "interval_s", "next_at")
+
+    def __init__(self, interval_s: float) -> None:
+        if not interval_s >= 0:  # also refuses NaN
+            raise ValueError(f"interval_s must be >= 0: {interval_s!r}")
+        self.interval_s = interval_s
+        # When the next tick is due, in ``time.monotonic()`` terms (the reactor's clock).
+        self.next_at = time.monotonic()
+        self._reactor: Reactor | None = CURRENT_REACTOR.get()
+        self._new_wakeup: Callable[[], Wakeup] | None = None
+
+    def tick(self, step_s: float | None = None) -> Awaitable[None]:
+        """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on.
+
+        Use as ``await ticker.tick()``.
+        """
+        if step_s is None:
+            step_s = self.interval_s
+        elif not step_s >= 0:
+            raise ValueError(f"step_s must be >= 0: {step_s!r}")
+        due = self.next_at = self.next_at + step_s
+        reactor = self._reactor
+        if reactor is None:
+            return anyio.sleep(max(0.0, due - time.monotonic()))
+        if due <= time.monotonic():
+            return anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
+        new_wakeup = self._new_wakeup
+        if new_wakeup is None:
+            new_wakeup = self._new_wakeup = wakeup_factory()
+        return new_wakeup().park_until(reactor, due)
