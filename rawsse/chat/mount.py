@@ -17,6 +17,12 @@ Streaming runs in one of two modes:
    before it is cancelled. With ``status_commit_s`` the response head waits for the backend's
    first delta (up to that long), so an early failure still gets a real HTTP status.
 
+With API keys configured, every stream's response carries ``x-rawsse-resume-token``: the resume
+route accepts it as ``?resume_token=`` for that stream alone, so a browser's ``EventSource``
+(which cannot send headers) resumes without a key in its URL (``rawsse.chat.auth``).
+``ChatService.end_resumes(id)`` ends the resume responses following a stream, as a restart or
+a proxy timeout would: their clients reconnect with ``Last-Event-ID``.
+
 Routes::
 
     POST /v1/chat/completions                    OpenAI (streaming and not)
@@ -36,7 +42,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import anyio
@@ -44,7 +50,7 @@ import anyio.lowlevel
 
 from rawsse._errors import ClientDisconnected
 from rawsse.app import App
-from rawsse.chat.auth import check_api_key
+from rawsse.chat.auth import check_api_key, check_resume_token, resume_secret, resume_token
 from rawsse.chat.deltas import ModelBackend
 from rawsse.chat.dialect import COMMENT_HEARTBEAT, Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
@@ -138,7 +144,10 @@ class _Follower(EventStream):
     __slots__ = ("generation",)
 
     def __init__(
-        self, source: AsyncIterator[bytes], generation: _Generation | None, **options: Any
+        self,
+        source: AsyncIterator[bytes] | Callable[[EventStream], Awaitable[None]],
+        generation: _Generation | None,
+        **options: Any,
     ) -> None:
         super().__init__(source, **options)
         self.generation = generation
@@ -175,6 +184,9 @@ class ChatService:
         self.status_commit_s = status_commit_s
         self.created = int(time.time())
         self._generations: dict[str, _Generation] = {}
+        self._resume_secret = resume_secret(self.api_keys)
+        # The resume responses running now, by stream id (for end_resumes).
+        self._resumes: dict[str, set[EventStream]] = {}
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -311,7 +323,7 @@ class ChatService:
         return EventStream(
             produce,
             heartbeat=dialect.heartbeat_frame,
-            headers=_stream_headers(stream_id),
+            headers=self._stream_headers(stream_id),
             retry_ms="off",  # the dialect carries it in its first frame
             farewell=lambda reason: b"".join(ending),
         )
@@ -344,7 +356,7 @@ class ChatService:
             self._follow(generation, stream_id, None),
             generation,
             heartbeat=dialect.heartbeat_frame,
-            headers=_stream_headers(stream_id),
+            headers=self._stream_headers(stream_id),
             retry_ms="off",  # the dialect carries it in its first frame
         )
 
@@ -408,15 +420,12 @@ class ChatService:
 
     async def resume(self, request: Request, dialect: Dialect) -> Response | EventStream:
         """``GET .../{id}/events``: replay after ``Last-Event-ID``, then follow live."""
+        stream_id = self.stream_id_of(request.path_params["id"])
         try:
-            self._authenticate(dialect, request)
+            if not self.may_resume(request, stream_id):
+                self._authenticate(dialect, request)
         except ChatError as error:
             return self._error(dialect, error)
-        stream_id = request.path_params["id"]
-        for prefix in _ID_PREFIXES:
-            if stream_id.startswith(prefix):
-                stream_id = stream_id[len(prefix) :]
-                break
         if not self.store.exists(stream_id):
             return self._error(
                 dialect,
@@ -428,16 +437,62 @@ class ChatService:
         plan = await self.store.plan(stream_id, last_id)
         generation = self._generations.get(stream_id)
         headers = [
-            *_stream_headers(stream_id),
+            *self._stream_headers(stream_id),
             ("x-rawsse-replay-from", plan.first_id or ""),
             ("x-rawsse-replay-gap", "1" if plan.gap else "0"),
         ]
+
+        async def follow(stream: EventStream) -> None:
+            # Registered while it runs, so that end_resumes can end it.
+            running = self._resumes.setdefault(stream_id, set())
+            running.add(stream)
+            frames = self._follow(generation, stream_id, last_id)
+            try:
+                async for frame in frames:
+                    await stream.send_raw(frame)
+            finally:
+                running.discard(stream)
+                if not running and self._resumes.get(stream_id) is running:
+                    del self._resumes[stream_id]
+                with anyio.CancelScope(shield=True):
+                    await _close(frames)
+
         return _Follower(
-            self._follow(generation, stream_id, last_id),
+            follow,
             generation,
             heartbeat=generation.dialect.heartbeat_frame if generation else COMMENT_HEARTBEAT,
             headers=headers,
         )
+
+    @staticmethod
+    def stream_id_of(name: str) -> str:
+        """The stream id in a resume path: the ``x-rawsse-stream-id`` or a vendor id."""
+        for prefix in _ID_PREFIXES:
+            if name.startswith(prefix):
+                return name[len(prefix) :]
+        return name
+
+    def may_resume(self, request: Request, stream_id: str) -> bool:
+        """True when ``request`` carries the resume token of ``stream_id`` (``?resume_token=``)
+        or needs none (no API keys configured)."""
+        if not self.api_keys:
+            return True
+        presented = request.query.get("resume_token")
+        return check_resume_token(self._resume_secret, stream_id, presented)
+
+    def end_resumes(self, stream_id: str) -> int:
+        """End every resume response now following ``stream_id`` (the stream itself goes on);
+        each client reconnects with ``Last-Event-ID``. Returns how many were ended."""
+        running = list(self._resumes.get(stream_id, ()))
+        for stream in running:
+            stream.end("lifetime")
+        return len(running)
+
+    def _stream_headers(self, stream_id: str) -> list[tuple[str, str]]:
+        headers = [("x-rawsse-stream-id", stream_id)]
+        if self._resume_secret is not None:
+            headers.append(("x-rawsse-resume-token", resume_token(self._resume_secret, stream_id)))
+        return headers
 
     async def list_models(self, request: Request, dialect: Dialect) -> Response:
         """``GET /v1/models`` in OpenAI's list format."""
@@ -477,10 +532,6 @@ def _check_content_type(request: Request) -> None:
             "'Content-Type: application/json'.",
             code="unsupported_media_type",
         )
-
-
-def _stream_headers(stream_id: str) -> list[tuple[str, str]]:
-    return [("x-rawsse-stream-id", stream_id)]
 
 
 async def _emit(
