@@ -420,15 +420,17 @@ async def test_close_delimited_and_event_too_large() -> None:
         if request.index == 0:
             await s.send(head + b"data: x\n\ndata: unfinished")
         else:
-            await s.send(head + b"data: " + b"y" * 2000)
+            await s.send(head + b"id: 1\ndata: " + b"y" * 2000 + b"\n\ndata: after\n\n")
 
     async with raw_server(handler) as server:
         async with connect(server.url()) as response:
             # the unfinished event at EOF is discarded (WHATWG)
             assert [event.data async for event in response] == ["x"]
         async with connect(server.url(), max_event_bytes=1000) as response:
-            with pytest.raises(SSEProtocolError, match="too large"):
-                await response.next_event()
+            # the oversized event is skipped, the stream goes on
+            assert [event.data async for event in response] == ["after"]
+            assert response.parser.skipped_events == 1
+            assert response.parser.last_event_id == "1"
 
 
 # ---------------------------------------------------------------- against `rawsse serve`
