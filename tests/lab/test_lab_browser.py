@@ -40,6 +40,7 @@ from tests.lab.browser import (
 
 KEY = "sk-lab-browser"
 RETRY_MS = 300
+HEARTBEAT_S = 0.25
 PROMPT = "Wire  lab:\tévénement ✓ 👋 — one token per word, rendered one by one."
 REASONING = "Thinking about the answer before giving it."
 
@@ -74,6 +75,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             relay.url,
             "--token-delay",
             "0.02",
+            "--heartbeat",
+            str(HEARTBEAT_S),
         ) as server:
             relay.start(server.port)
             yield Lab(server, relay)
@@ -139,7 +142,11 @@ def test_the_page_loads_with_no_console_errors(page: Page, lab: Lab) -> None:
 
 
 def test_the_echo_answer_streams_in_token_by_token(page: Page, lab: Lab) -> None:
-    fill(page, key=KEY, dialect="openai", model="echo", token_delay="0.05", prompt=PROMPT)
+    # The first token waits long enough for heartbeats (lone ":" lines in OpenAI's dialect).
+    ttft = str(HEARTBEAT_S * 3)
+    fill(
+        page, key=KEY, dialect="openai", model="echo", ttft=ttft, token_delay="0.05", prompt=PROMPT
+    )
     page.evaluate("document.getElementById('prompt').focus()")
     page.press_ctrl_enter()  # the keyboard shortcut sends, as a person would
     samples: list[tuple[str, str, str]] = []
@@ -171,11 +178,14 @@ def test_the_echo_answer_streams_in_token_by_token(page: Page, lab: Lab) -> None
     assert int(shown) == len(body)
     events = EventParser().feed(body)
     counts = page.evaluate(
-        "['wire-events', 'wire-retries', 'wire-reads'].map("
+        "['wire-events', 'wire-retries', 'wire-reads', 'wire-heartbeats'].map("
         "id => Number(document.getElementById(id).textContent))"
     )
-    assert counts[:2] == [len(events), body.count(b"retry: ")]
-    assert counts[0] == len(tokens) + 4  # role chunk, tokens, finish, usage, [DONE]
+    lines = body.split(b"\n")
+    assert counts[1] == sum(line.startswith(b"retry:") for line in lines)
+    heartbeats = sum(line.startswith(b":") for line in lines)
+    assert counts[3] == heartbeats >= 1
+    assert counts[0] == len(events) == len(tokens) + 4  # role, tokens, finish, usage, [DONE]
     assert counts[2] == page.evaluate("document.querySelectorAll('#wire-log > li').length") > 1
     assert page.console_errors() == []
 
@@ -225,7 +235,7 @@ def event_source_requests(page: Page) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_a_cut_resumes_with_last_event_id_and_no_gap(page: Page) -> None:
-    fill(page, key=KEY, resume_model="lorem", resume_tokens="30", resume_delay="0.04")
+    fill(page, key=KEY, resume_model="lorem", resume_tokens="40", resume_delay="0.04")
     click(page, "resume-start")
     page.wait_for("document.querySelectorAll('#resume-ids li.ok').length >= 5", "five ids")
     click(page, "resume-cut")
@@ -233,8 +243,8 @@ def test_a_cut_resumes_with_last_event_id_and_no_gap(page: Page) -> None:
         "document.getElementById('resume-result').dataset.state === 'complete'", "the end", 20
     )
     seen = resume_ids(page)
-    # role chunk, 30 tokens, the finish chunk, [DONE]: each id once, over two connections.
-    assert seen["ok"] == list(range(1, 34)), seen
+    # role chunk, 40 tokens, the finish chunk, [DONE]: each id once, over two connections.
+    assert seen["ok"] == list(range(1, 44)), seen
     assert seen["bad"] == 0
     assert seen["result"]["gapless"] == "true", seen["text"]
     assert int(seen["result"]["connections"]) >= 2, seen
@@ -243,7 +253,7 @@ def test_a_cut_resumes_with_last_event_id_and_no_gap(page: Page) -> None:
     (first_url, first), (second_url, second), *_ = event_source_requests(page)
     assert first and second, "Chromium reported no headers as sent"
     assert "last-event-id" not in first
-    assert 5 <= int(second["last-event-id"]) < 33
+    assert 5 <= int(second["last-event-id"]) < 43
     for url, headers in ((first_url, first), (second_url, second)):
         assert "resume_token=" in url and KEY not in url
         assert "authorization" not in headers
