@@ -24,6 +24,7 @@ _SECRET_NAMES = frozenset(
         "api-key",
         "token",
         "access_token",
+        "resume_token",
         "auth",
         "password",
         "sig",
