@@ -66,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep a chat stream's producer running this long after its client left (default 0)",
     )
     parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share resume and broadcast across processes and machines through Redis at URL "
+        "(also RAWSSE_REDIS_URL; default: each process keeps its own)",
+    )
+    parser.add_argument(
         "--token-delay",
         type=float,
         default=0.02,
@@ -197,7 +204,26 @@ def run(args: argparse.Namespace) -> int:
     )
     from rawsse.cli._workers import WORKER_ENV, supervise
 
+    redis_url = args.redis or os.environ.get("RAWSSE_REDIS_URL") or None
+    if redis_url:
+        from rawsse.redis import REDIS_URL_ENV, RedisUnavailable, probe
+
+        os.environ[REDIS_URL_ENV] = redis_url  # for the app (RedisBus.shared()) and workers
+        if not os.environ.get(WORKER_ENV):
+            import anyio
+
+            try:
+                anyio.run(probe, redis_url, backend=args.backend)
+            except RedisUnavailable as exc:
+                sys.stderr.write(f"rawsse serve: {exc}\n")
+                return 1
     if args.workers > 1 and not os.environ.get(WORKER_ENV):
+        if not redis_url:
+            sys.stderr.write(
+                f"rawsse serve: {args.workers} workers without --redis: resume and broadcast "
+                "are per process (a resume that lands on another process gets 404); set "
+                "--redis URL or RAWSSE_REDIS_URL to share them\n"
+            )
         argv = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
         return supervise(
             _serve_argv_without_workers(argv),
@@ -223,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
                 token_delay_s=args.token_delay,
                 resume_grace_s=args.resume_grace,
                 cors_origins=tuple(args.cors_origin or ()),
+                redis_url=redis_url,
             )
         )
     server = Server(
@@ -248,12 +275,25 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.backend == "asyncio" and args.uvloop:
         options["use_uvloop"] = True
+
+    async def serve() -> None:
+        if not redis_url:
+            await serve_until_signalled(server, on_ready=announce)
+            return
+        from rawsse.redis import RedisBus
+
+        async with RedisBus.shared(redis_url):
+            await serve_until_signalled(server, on_ready=announce)
+
     try:
-        anyio.run(
-            lambda: serve_until_signalled(server, on_ready=announce),
-            backend=args.backend,
-            backend_options=options,
-        )
+        anyio.run(serve, backend=args.backend, backend_options=options)
     except KeyboardInterrupt:  # pragma: no cover - a signal before the handler was installed
         return 130
+    except Exception as exc:
+        from rawsse.redis import RedisUnavailable
+
+        if isinstance(exc, RedisUnavailable):
+            sys.stderr.write(f"rawsse serve: {exc}\n")
+            return 1
+        raise
     return 0
