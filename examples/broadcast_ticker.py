@@ -26,8 +26,12 @@ async def subscribe(request: Request) -> EventStream:
 
 @app.post("/ticker")
 async def publish(request: Request) -> Response:
-    """Publish the request body as one ``price`` event to every subscriber."""
+    """Publish the request body (UTF-8 text) as one ``price`` event to every subscriber."""
     global _published
+    try:
+        price = request.body.decode()
+    except UnicodeDecodeError:
+        return Response("the body must be UTF-8 text\n", 400)
     _published += 1
-    count = channel.publish(request.body.decode(), event="price", id=str(_published))
+    count = channel.publish(price, event="price", id=str(_published))
     return Response(f"sent to {count} subscribers\n")

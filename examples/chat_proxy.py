@@ -7,7 +7,8 @@ The stream passes through event by event, through rawsse's own client. Backpress
 end: when the downstream client reads slowly, ``send_raw`` waits, the proxy stops reading the
 upstream, and the upstream's socket fills. When the downstream client leaves, the producer is
 cancelled, leaving the ``connect`` block closes the upstream connection, and the upstream stops
-generating.
+generating. An upstream that cannot be reached is a 502 (504 when it times out) in OpenAI's error
+shape, so the client's SDK raises an ``APIStatusError`` that says what happened.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from rawsse import App, EventStream, Request, Response, encode_json_data
-from rawsse.client import SSEError, connect
+from rawsse import App, EventStream, JSONResponse, Request, Response, encode_json_data
+from rawsse.client import SSEConnectionError, SSEError, SSETimeoutError, connect
 from rawsse.jsonio import loads
 
 UPSTREAM = os.environ.get("RAWSSE_UPSTREAM", "http://127.0.0.1:8001").rstrip("/")
@@ -29,9 +30,29 @@ _MAX_ERROR_BODY = 1024 * 1024
 app = App()
 
 
+def unreachable(exc: SSEConnectionError) -> Response:
+    """The upstream could not be reached: 502 (504 on a timeout), in OpenAI's error shape."""
+    status = 504 if isinstance(exc, SSETimeoutError) else 502
+    error = {
+        "message": f"The upstream {UPSTREAM} could not be reached: {exc}",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_unreachable",
+    }
+    return JSONResponse({"error": error}, status)
+
+
 @app.post("/v1/chat/completions")
 async def completions(request: Request) -> Response | EventStream:
     """Forward one chat completion, streaming or not."""
+    try:
+        return await forward(request)
+    except SSEConnectionError as exc:
+        return unreachable(exc)
+
+
+async def forward(request: Request) -> Response | EventStream:
+    """Send the request upstream; relay the answer (raises ``SSEConnectionError``)."""
     headers = [(name, request.headers[name]) for name in _FORWARDED if name in request.headers]
     try:
         wants_stream = bool(loads(request.body).get("stream"))

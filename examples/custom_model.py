@@ -2,6 +2,7 @@
 
 Run:  rawsse serve examples.custom_model:app
 Try:  curl -N http://127.0.0.1:8000/v1/chat/completions -H 'Authorization: Bearer sk-local' \\
+        -H 'Content-Type: application/json' \\
         -d '{"model": "shout", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
 """
 

@@ -26,6 +26,18 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 ErrorRenderer = Callable[[int, str], Response]
+# Response headers a browser lets any allowed origin read (Fetch's CORS-safelisted names).
+_CORS_SAFELISTED = frozenset(
+    (
+        b"cache-control",
+        b"content-language",
+        b"content-length",
+        b"content-type",
+        b"expires",
+        b"last-modified",
+        b"pragma",
+    )
+)
 
 
 class Route:
@@ -203,11 +215,17 @@ class App:
         except HTTPError as exc:
             response = Response(exc.detail or "error", exc.status, exc.headers)
         # A new list: responses may share a header list (every plain EventStream does).
-        response.headers = [
+        headers = [
             *response.headers,
             (b"access-control-allow-origin", allowed.encode("latin-1")),
             (b"vary", b"Origin"),
         ]
+        # The allowed origin may read every header of the response (x-rawsse-stream-id, ...),
+        # not only the safelisted ones a browser shows without being told.
+        exposed = sorted({name.lower() for name, _ in response.headers} - _CORS_SAFELISTED)
+        if exposed:
+            headers.append((b"access-control-expose-headers", b", ".join(exposed)))
+        response.headers = headers
         return response
 
     async def _dispatch(self, request: Request) -> Response | StreamingResponse:

@@ -53,16 +53,34 @@ How, and where rawsse chooses:
 - Each new stream (after ``close``) starts its last event ID buffer from the last event ID
   string rather than empty, as browsers do when they reconnect; so does setting
   ``last_event_id`` (a client resuming from a ``Last-Event-ID``).
-- ``max_event_bytes`` bounds what one event may buffer; the standard sets no limit.
+- ``max_event_bytes`` bounds what one event may buffer; the standard sets no limit. Past it,
+  the parser raises ``EventTooLarge`` and stays failed, or, with ``skip_oversized``, discards
+  that event and goes on: its data is dropped as it comes (never buffered past the limit), its
+  other fields count as for any dispatch (its ``id`` becomes the last event ID, so a client
+  that reconnects does not ask for it again), and ``feed_all`` reports it as ``EventSkipped``.
+  A data line still being read makes the event skipped only once it is sure to pass the limit,
+  so whether an event is skipped does not depend on how the stream is split; a line of another
+  field longer than the limit, arriving in pieces, also skips its event.
+- ``feed_all`` also returns rule 4's ignored lines as ``Comment`` values (heartbeats), and the
+  skipped events, in stream order; ``feed`` returns events only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
 
 from rawsse.sse import Event
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "EventParser", "EventTooLarge"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "Comment",
+    "EventParser",
+    "EventSkipped",
+    "EventTooLarge",
+    "StreamItem",
+]
 
 # 1 MiB: thousands of times an LLM stream's chunk event (a few hundred bytes), yet small
 # enough that a hostile or broken server cannot make a client buffer without bound.
@@ -71,6 +89,9 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 # Python's default int-conversion limit (sys.int_info.default_max_str_digits).
 _MAX_RETRY_DIGITS = 4300
+# A data line being read adds at least its length less this to the data buffer ("data:", and
+# a space, less the line feed the buffer counts): see _check_size.
+_DATA_PREFIX = b"data:"
 
 
 class EventTooLarge(ValueError):
@@ -88,6 +109,32 @@ class EventTooLarge(ValueError):
         self.max_event_bytes = max_event_bytes
         self.buffered_bytes = buffered_bytes
         self.events = events
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A comment line (rule 4), as ``feed_all`` returns it: ``text`` is all that follows the
+    colon, as sent (``": ping"`` gives ``" ping"``), decoded like any value."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventSkipped:
+    """An event a ``skip_oversized`` parser discarded because it passed ``max_event_bytes``.
+
+    ``event`` and ``id`` are the type and id its lines carried (``None``: no ``id`` line), and
+    its id counted as the last event ID, as a dispatch's would. ``discarded_bytes`` is about
+    how much of it was dropped (data values and line feeds, and lines cut while being read).
+    """
+
+    event: str
+    id: str | None
+    discarded_bytes: int
+
+
+StreamItem = Event | Comment | EventSkipped
+"""What ``EventParser.feed_all`` returns: events, comments and skipped events."""
 
 
 # Event is a frozen dataclass: its __init__ pays an object.__setattr__ call per field. The
@@ -121,7 +168,8 @@ class EventParser:
     milliseconds the server last set (``None`` until it sets one).
 
     ``max_event_bytes`` (default 1 MiB) is the most one event may buffer: its ``data`` values
-    plus a line feed each, plus any line not yet ended. Going past it raises ``EventTooLarge``.
+    plus a line feed each, plus any line not yet ended. Going past it raises ``EventTooLarge``,
+    or with ``skip_oversized`` discards that event and goes on (``skipped_events`` counts them).
     """
 
     __slots__ = (
@@ -129,21 +177,29 @@ class EventParser:
         "_at_start",
         "_data",
         "_data_bytes",
+        "_discarding",
         "_event_id",
         "_event_retry",
         "_event_type",
         "_failed",
         "_id_buffer",
         "_last_event_id",
+        "_skipped_bytes",
         "_tail",
         "max_event_bytes",
         "retry",
+        "skip_oversized",
+        "skipped_events",
     )
 
-    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, *, skip_oversized: bool = False
+    ) -> None:
         if max_event_bytes < 1:
             raise ValueError(f"max_event_bytes must be positive: {max_event_bytes!r}")
         self.max_event_bytes = max_event_bytes
+        self.skip_oversized = skip_oversized
+        self.skipped_events = 0
         self.retry: int | None = None
         self._last_event_id = ""  # rule 13's "last event ID string of the event source"
         self._id_buffer = ""  # rule 10's "last event ID buffer"
@@ -174,9 +230,18 @@ class EventParser:
         self._event_type = b""
         self._event_id: str | None = None
         self._event_retry: int | None = None
+        self._skipped_bytes = 0  # not 0 while an oversized event is being skipped
+        self._discarding = False  # dropping the rest of a line that passed the limit
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse the next piece of the stream; return the events it completed, in order."""
+        return cast("list[Event]", self._feed(data, False))
+
+    def feed_all(self, data: bytes) -> list[StreamItem]:
+        """Like ``feed``, but also return the comments and skipped events, in stream order."""
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes, keep: bool) -> list[StreamItem]:
         if self._failed:
             raise EventTooLarge(self.max_event_bytes, len(self._tail) + self._data_bytes, [])
         if self._at_start:
@@ -189,6 +254,8 @@ class EventParser:
             self._at_start = False
             self._tail.clear()
             data = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if self._discarding:
+            data = self._discard_line(data)
         if self._after_cr and data:
             # Rule 2: a CR and an LF in the next piece are one CRLF line end.
             self._after_cr = False
@@ -217,12 +284,16 @@ class EventParser:
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = block.split(b"\n")
         lines.pop()  # the empty text after the block's final line end
-        events = self._process(lines)
+        events: list[StreamItem] = []
+        # Comments and skipped events go to ``extras``: the events for ``feed_all``, else a
+        # list dropped here.
+        self._process(lines, events, events if keep else [])
         self._check_size(events)
         return events
 
-    def _process(self, lines: list[bytes]) -> list[Event]:
-        events: list[Event] = []
+    def _process(
+        self, lines: list[bytes], events: list[StreamItem], extras: list[StreamItem]
+    ) -> None:
         data = self._data
         data_bytes = self._data_bytes
         max_bytes = self.max_event_bytes
@@ -231,12 +302,19 @@ class EventParser:
         event_type = self._event_type
         event_id = self._event_id
         event_retry = self._event_retry
+        skipped_bytes = self._skipped_bytes
         try:
             for line in lines:
                 if not line:
                     # Rule 3: "If the line is empty (a blank line)": "Dispatch the event".
+                    if skipped_bytes:
+                        # An oversized event: not dispatched (see skip_oversized).
+                        discarded = skipped_bytes + data_bytes
+                        self._skipped(extras, event_type, event_id, discarded)
+                        skipped_bytes = data_bytes = 0
+                        data.clear()
                     # Rule 13: "If the data buffer is an empty string, ... return."
-                    if data:
+                    elif data:
                         # Rule 13: drop the data buffer's final LF (the join puts none there).
                         # Rule 1: "the UTF-8 decode algorithm", where errors become U+FFFD:
                         # "replace" (every decode here is that one).
@@ -279,7 +357,8 @@ class EventParser:
                     field, _, value = line.partition(b":")
                     if not field:
                         # Rule 4: "If the line starts with a U+003A COLON character (:)":
-                        # "Ignore the line."
+                        # "Ignore the line." (``feed_all`` shows it.)
+                        extras.append(Comment(value.decode("utf-8", "replace")))
                         continue
                     if value[:1] == b" ":
                         # Rule 5: "If value starts with a U+0020 SPACE character, remove it
@@ -312,23 +391,74 @@ class EventParser:
                 data.append(value)
                 data_bytes += len(value) + 1
                 if data_bytes > max_bytes:
-                    self._fail(data_bytes, events)
+                    self._overflow(data_bytes, events)  # raises unless skip_oversized
+                    skipped_bytes += data_bytes
+                    data_bytes = 0
+                    data.clear()
         finally:
+            self._skipped_bytes = skipped_bytes
             self._data_bytes = data_bytes
             self._id_buffer = id_buffer
             self._last_event_id = last_event_id
             self._event_type = event_type
             self._event_id = event_id
             self._event_retry = event_retry
-        return events
 
-    def _check_size(self, events: list[Event]) -> None:
+    def _skipped(
+        self, items: list[StreamItem], event_type: bytes, event_id: str | None, size: int
+    ) -> None:
+        self.skipped_events += 1
+        kind = event_type.decode("utf-8", "replace") if event_type else "message"
+        items.append(EventSkipped(kind, event_id, size))
+
+    def _overflow(self, buffered_bytes: int, items: list[StreamItem]) -> None:
+        if not self.skip_oversized:
+            self._fail(buffered_bytes, items)
+
+    def _check_size(self, events: list[StreamItem]) -> None:
         buffered = len(self._tail) + self._data_bytes
-        if buffered > self.max_event_bytes:
-            self._fail(buffered, events)
+        if buffered <= self.max_event_bytes:
+            return
+        self._overflow(buffered, events)  # raises unless skip_oversized
+        # Skipping: only a line that will pass the limit whatever follows counts, so that the
+        # outcome does not depend on where the stream is split. A data line adds at least its
+        # length less 5 to the event (``data:`` and a space, plus the line feed); any other line
+        # adds nothing, and may buffer up to the limit.
+        tail = self._tail
+        if _DATA_PREFIX.startswith(tail[:5]):
+            over = self._data_bytes + len(tail) - 5 > self.max_event_bytes
+        else:
+            over = len(tail) > self.max_event_bytes
+        if over:
+            # Drop the line being read and what the event buffered, and skip the event (the
+            # blank line that ends it reports it).
+            self._skipped_bytes += buffered
+            self._tail.clear()
+            self._data.clear()
+            self._data_bytes = 0
+            self._discarding = True
+            self._at_start = False
 
-    def _fail(self, buffered_bytes: int, events: list[Event]) -> None:
+    def _discard_line(self, data: bytes) -> bytes:
+        """Drop the rest of a line that passed the limit, and its line end (rule 2)."""
+        lf = data.find(b"\n")
+        cr = data.find(b"\r")
+        if lf < 0 and cr < 0:
+            self._skipped_bytes += len(data)
+            return b""
+        end = cr if lf < 0 or 0 <= cr < lf else lf
+        self._skipped_bytes += end
+        self._discarding = False
+        if end == cr:
+            if end + 1 == len(data):
+                self._after_cr = True  # an LF in the next piece belongs to this CR
+            elif data[end + 1] == 0x0A:
+                end += 1
+        return data[end + 1 :]
+
+    def _fail(self, buffered_bytes: int, items: list[StreamItem]) -> None:
         self._failed = True
+        events = [item for item in items if isinstance(item, Event)]
         raise EventTooLarge(self.max_event_bytes, buffered_bytes, events)
 
     def close(self) -> bool:
@@ -339,6 +469,6 @@ class EventParser:
         can follow a client across reconnections (a new stream may again start with a BOM).
         Returns whether an unfinished event (data lines or part of a line) was discarded.
         """
-        discarded = bool(self._tail or self._data)
+        discarded = bool(self._tail or self._data or self._skipped_bytes)
         self._start_stream()
         return discarded

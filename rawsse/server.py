@@ -8,7 +8,9 @@ left. ``run(app)`` is the blocking entry point with signal handling: the first S
 shuts down gracefully, a second one cancels everything at once.
 
 Accept failures such as EMFILE (out of file descriptors) back off and retry; they never spin
-and never stop the server. Connections over ``max_connections`` get a 503 with Retry-After.
+and never stop the server, and are logged once. Connections over ``max_connections`` get a 503
+with Retry-After. ``connections_cut`` counts the connections still open when the shutdown
+grace ran out (they are cancelled).
 """
 
 from __future__ import annotations
@@ -99,6 +101,23 @@ def _apply_socket_options(sock: socket.socket, options: list[tuple[int, int, int
             sock.setsockopt(level, option, value)
         except OSError:  # pragma: no cover - an option this kernel refuses
             logger.debug("socket option %s/%s refused", level, option)
+
+
+def _starved_message(exc: OSError) -> str:
+    """What to say, once, when accept() fails for want of resources."""
+    if exc.errno != errno.EMFILE:
+        return (
+            f"cannot accept connections ({exc.strerror}): new ones wait in the listen queue; "
+            "retrying while serving the others (said once)"
+        )
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (
+        f"out of file descriptors ({exc.strerror}; this process may open {soft}): new "
+        "connections wait in the listen queue until some close, the others are served; raise "
+        "the limit (ulimit -n, systemd LimitNOFILE=) or add --workers (said once)"
+    )
 
 
 class _ConnectionSpawner:
@@ -193,6 +212,8 @@ class Server:
         self._serve_scope: anyio.CancelScope | None = None
         self._shutdown_requested = False
         self._lingering = 0
+        # Connections still open when the shutdown grace ran out, cancelled without a goodbye.
+        self.connections_cut = 0
         self._tcp_options = _tcp_options(self.limits)
         self.started_at = time.monotonic()
 
@@ -275,6 +296,7 @@ class Server:
             ctx.all_closed = anyio.Event()
             with anyio.move_on_after(self.limits.shutdown_grace_s):
                 await ctx.all_closed.wait()
+            self.connections_cut = len(ctx.connections)
 
     async def _accept_loop(self, lsock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         ctx = self.context
@@ -282,6 +304,7 @@ class Server:
         spawner = self._spawner
         assert spawner is not None
         backoff = _BACKOFF_MIN_S
+        starved = False  # out of descriptors: said once, not once per retry
         while True:
             # No deadline: waits for clients for as long as the server runs.
             await anyio.wait_readable(lsock)
@@ -292,9 +315,9 @@ class Server:
                     break
                 except OSError as exc:
                     if exc.errno in _RESOURCE_ERRNOS:
-                        logger.warning(
-                            "accept failed (%s); backing off %.2f s", exc.strerror, backoff
-                        )
+                        if not starved:
+                            starved = True
+                            logger.warning("%s", _starved_message(exc))
                         await anyio.sleep(backoff)
                         backoff = min(backoff * 2, _BACKOFF_MAX_S)
                         break

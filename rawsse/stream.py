@@ -9,7 +9,7 @@ stream, calling ``await stream.send(...)``). Either way:
    evicted and counted. A faster producer is slowed, never buffered without bound.
 2. Heartbeats: after ``heartbeat_s`` of silence the shared reactor timer writes a comment (or
    an ``event: ping`` frame); data resets the silence. No timer task per stream; 0 turns them off.
-3. ``retry_ms`` is sent once, before the first event.
+3. ``retry_ms`` is sent once, before the first event, in a block of its own.
 4. Disconnect: a client that closes or resets cancels the producer (the connection driver
    cancels the handler scope), and the source is closed with ``aclose()`` so upstream work stops.
    ``stream.disconnected`` and ``on_close`` callbacks let a handler ask and react.
@@ -84,10 +84,14 @@ class EventStream(StreamingResponse):
     ``source`` is an async iterable of items or an async function ``producer(stream)``.
     ``heartbeat_s`` (``None`` = the server's default of 15 s; 0 = off), ``heartbeat`` is
     ``"comment"`` or ``"ping"`` (an ``event: ping`` frame) or raw frame bytes. ``retry_ms`` sends a
-    ``retry:`` hint first. ``send_timeout_s`` overrides the server's slow-client timeout for this
+    ``retry:`` hint first, in a block of its own (``None``: the server's default, ``--retry-ms``,
+    none unless set; ``"off"``: none even then, for a route whose frames carry the hint, as the
+    chat dialects do). ``send_timeout_s`` overrides the server's slow-client timeout for this
     stream. ``max_lifetime_s`` ends the stream after that long, minus up to ``lifetime_jitter`` of
     it at random, so clients do not all reconnect at once. ``farewell(reason)`` returns frames to
-    send when the stream is ended by the server; ``error_frame(exc)`` frames for a failure.
+    send when the stream is ended by the server (``shutdown``, ``lifetime``) and the client can
+    still read them; ``error_frame(exc)`` frames for a failure. ``stop_reason`` tells a producer
+    why it is being cancelled.
     """
 
     __slots__ = (
@@ -120,7 +124,7 @@ class EventStream(StreamingResponse):
         headers: HeadersLike | None = None,
         heartbeat_s: float | None = None,
         heartbeat: Literal["comment", "ping"] | bytes = "comment",
-        retry_ms: int | None = None,
+        retry_ms: int | Literal["off"] | None = None,
         send_timeout_s: float | None = None,
         max_lifetime_s: float | None = None,
         lifetime_jitter: float = 0.1,
@@ -147,7 +151,11 @@ class EventStream(StreamingResponse):
             self.heartbeat_frame = PING_FRAME
         else:
             self.heartbeat_frame = heartbeat
-        self.retry_ms = self.default_retry_ms if retry_ms is None else retry_ms
+        self.retry_ms: int | None
+        if retry_ms == "off":
+            self.retry_ms = None
+        else:
+            self.retry_ms = self.default_retry_ms if retry_ms is None else retry_ms
         if self.retry_ms is not None:
             encode_retry(self.retry_ms)  # validate now, not mid-stream
         self.send_timeout_s = send_timeout_s
@@ -247,25 +255,9 @@ class EventStream(StreamingResponse):
         client, a server shutdown (``end``) or the stream's lifetime cancels. Writes are
         synchronous, so the terminal frames still go out from the cancelled producer.
         """
-        self._body = body
+        self._start(body)
         metrics = self.metrics
-        metrics.streams_active += 1
-        metrics.streams_total += 1
-        if self.send_timeout_s is not None:
-            body.send_timeout_s = self.send_timeout_s
-        body.enable_keepalive(
-            self.heartbeat_frame, self.heartbeat_s, metrics.count_heartbeat_callback
-        )
-        if self.retry_ms is not None:
-            body.write(encode_retry(self.retry_ms))
-        scope = body.cancel_scope
-        if scope is not None:
-            if self._ended_by_server is not None:
-                scope.cancel()
-            if self.max_lifetime_s:
-                lifetime = self.max_lifetime_s * (1 - self.lifetime_jitter * random.random())
-                scope.deadline = anyio.current_time() + lifetime
-        reason: StreamEnd = "complete"
+        failure: BaseException | None = None
         source = self._source
         try:
             # The producer runs in this frame, not a helper's: a held stream's stack is memory.
@@ -284,35 +276,87 @@ class EventStream(StreamingResponse):
                             await body.drain()
                 finally:
                     await _close_source(iterator)
-        except ClientDisconnected:
-            reason = "evicted" if body.evicted else "disconnected"
         except Exception as exc:
-            reason = "error"
-            self._write_terminal(body, self.error_frame, exc)
-        except BaseException:
-            # Cancelled: by the client leaving, by ``end()``, or by the lifetime deadline.
-            if body.closed:
-                reason = "evicted" if body.evicted else "disconnected"
-            elif self._ended_by_server is not None:
-                reason = self._ended_by_server
-            elif scope is not None and anyio.current_time() >= scope.deadline:
-                reason = "lifetime"
-            else:
-                reason = "disconnected"  # the whole server is being cancelled
-            if reason in ("shutdown", "lifetime"):
-                self._write_terminal(body, self.farewell, reason)
+            failure = exc  # ends the stream with ``error_frame``; the server goes on
+        except BaseException as exc:
+            failure = exc  # cancelled: by the client leaving, ``end()`` or the lifetime
             raise
         finally:
-            if body.closed and reason in ("complete", "error"):
-                reason = "evicted" if body.evicted else "disconnected"
-            self.end_reason = reason
-            metrics.streams_active -= 1
-            if reason == "disconnected":
-                metrics.client_disconnects_total += 1
-            elif reason == "evicted":
-                metrics.slow_client_evictions_total += 1
-            for callback in self._close_callbacks or ():
-                callback(reason)
+            self._end(body, failure)
+
+    def _start(self, body: BodyWriter) -> None:
+        """Before the producer runs: counters, timeouts, heartbeats, the retry hint, lifetime."""
+        self._body = body
+        metrics = self.metrics
+        metrics.streams_active += 1
+        metrics.streams_total += 1
+        if self.send_timeout_s is not None:
+            body.send_timeout_s = self.send_timeout_s
+        body.enable_keepalive(
+            self.heartbeat_frame, self.heartbeat_s, metrics.count_heartbeat_callback
+        )
+        if self.retry_ms is not None:
+            body.write(encode_retry(self.retry_ms))
+        scope = body.cancel_scope
+        if scope is not None:
+            if self._ended_by_server is not None:
+                scope.cancel()
+            if self.max_lifetime_s:
+                lifetime = self.max_lifetime_s * (1 - self.lifetime_jitter * random.random())
+                scope.deadline = anyio.current_time() + lifetime
+
+    def _end(self, body: BodyWriter, failure: BaseException | None) -> None:
+        """After the producer: the terminal frames, the end reason, counters and callbacks."""
+        reason = self._end_reason(body, failure)
+        if reason == "error":
+            assert failure is not None
+            self._write_terminal(body, self.error_frame, failure)
+        elif reason in ("shutdown", "lifetime"):
+            self._write_terminal(body, self.farewell, reason)
+        self.end_reason = reason
+        metrics = self.metrics
+        metrics.streams_active -= 1
+        if reason == "disconnected":
+            metrics.client_disconnects_total += 1
+        elif reason == "evicted":
+            metrics.slow_client_evictions_total += 1
+        for callback in self._close_callbacks or ():
+            callback(reason)
+
+    def _end_reason(self, body: BodyWriter, failure: BaseException | None) -> StreamEnd:
+        """Why the stream ended: the one place that decides it.
+
+        A client that is gone decides first, whatever the producer did last (its final frames
+        could not reach it). Then a producer that returned is complete, one that raised an
+        exception failed, and one that was cancelled was stopped from outside (``stop_reason``).
+        """
+        if not body.closed:
+            if failure is None:
+                return "complete"
+            if isinstance(failure, Exception) and not isinstance(failure, ClientDisconnected):
+                return "error"
+        return self.stop_reason or "disconnected"
+
+    @property
+    def stop_reason(self) -> StreamEnd | None:
+        """Why the stream is being stopped from outside its producer, or None while it is not.
+
+        ``"disconnected"`` or ``"evicted"`` once the client is gone, ``"shutdown"`` (or the
+        reason given to ``end``) once the server ends it, ``"lifetime"`` once ``max_lifetime_s``
+        ran out. A producer's ``finally`` can ask it to tell a client that left (nothing more
+        can reach it) from a server that ends the stream (its ``farewell`` frames still can).
+        """
+        body = self._body
+        if body is None:
+            return self._ended_by_server
+        if body.closed:
+            return "evicted" if body.evicted else "disconnected"
+        if self._ended_by_server is not None:
+            return self._ended_by_server
+        scope = body.cancel_scope
+        if scope is not None and anyio.current_time() >= scope.deadline:
+            return "lifetime"
+        return None
 
     def _write_terminal(
         self, body: BodyWriter, make: Callable[[Any], bytes | None] | None, arg: Any

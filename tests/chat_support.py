@@ -6,6 +6,7 @@
   pointed at it, with a ``Recorder`` transport that keeps every response's bytes, so a stream
   the SDK read can also go through the grammar validators. Run them with ``in_thread`` (the
   server keeps running on this loop, asyncio or trio, while the SDK blocks in a worker thread).
+- ``served_app`` runs ``rawsse serve`` in a subprocess (for signals and command-line options).
 - ``post`` / ``get`` read one whole response with httpx (anyio-based, so on both backends);
   ``open_stream`` reads a stream partway and leaves (a client disconnect).
 - ``ProbeModel`` is a backend that records its life: started, tokens yielded, ``finally`` run.
@@ -16,9 +17,12 @@ from __future__ import annotations
 import functools
 import json
 import re
+import signal
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -135,6 +139,55 @@ async def chat_server(
             await in_thread(srv.close_clients)
 
 
+@dataclass
+class ServedApp:
+    """``rawsse serve`` running in a subprocess: its port, its process, HTTP clients for SDKs."""
+
+    port: int
+    proc: subprocess.Popen[str]
+    http_clients: list[Any] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def http_client(self, recorder: Recorder | None, lib: Any = httpx) -> Any:
+        """A ``lib.Client`` (httpx or httpx2) through ``recorder``, closed with the server."""
+        client = (recorder or Recorder()).client(lib)
+        self.http_clients.append(client)
+        return client
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = TIMEOUT_S) -> int:
+        """Send ``sig`` and wait for the process to exit; returns its exit status."""
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout_s)
+
+
+@contextmanager
+def served_app(*args: str) -> Iterator[ServedApp]:
+    """``python -m rawsse serve --port 0 ARGS`` in a subprocess, for the block."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rawsse", "serve", "--port", "0", "--no-access-log", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    served = ServedApp(0, proc)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("rawsse listening on http://"), line
+        served.port = int(line.strip().rsplit(":", 1)[1])
+        yield served
+    finally:
+        for client in served.http_clients:
+            client.close()
+        proc.kill()
+        proc.wait(timeout=TIMEOUT_S)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 async def in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking SDK call in a worker thread while the server runs on this loop."""
     return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
@@ -248,7 +301,7 @@ class Recorder:
 
 
 def openai_client(
-    srv: ChatServer, recorder: Recorder | None = None, *, api_key: str = KEY
+    srv: ChatServer | ServedApp, recorder: Recorder | None = None, *, api_key: str = KEY
 ) -> openai.OpenAI:
     """The openai SDK's sync client on ``srv`` (no retries: every answer is seen as sent)."""
     return openai.OpenAI(
@@ -261,7 +314,7 @@ def openai_client(
 
 
 def anthropic_client(
-    srv: ChatServer, recorder: Recorder | None = None, *, api_key: str = KEY
+    srv: ChatServer | ServedApp, recorder: Recorder | None = None, *, api_key: str = KEY
 ) -> anthropic.Anthropic:
     """The anthropic SDK's sync client on ``srv``."""
     return anthropic.Anthropic(
@@ -274,7 +327,7 @@ def anthropic_client(
 
 
 def gemini_client(
-    srv: ChatServer,
+    srv: ChatServer | ServedApp,
     recorder: Recorder | None = None,
     *,
     api_key: str = KEY,
@@ -312,7 +365,7 @@ class RawAnswer:
 
 
 async def request(
-    srv: ChatServer,
+    srv: ChatServer | ServedApp,
     method: str,
     path: str,
     *,
@@ -331,13 +384,15 @@ async def request(
 
 
 async def post(
-    srv: ChatServer, path: str, body: Any, headers: Mapping[str, str] | None = None
+    srv: ChatServer | ServedApp, path: str, body: Any, headers: Mapping[str, str] | None = None
 ) -> RawAnswer:
     """POST a JSON body and read the whole answer."""
     return await request(srv, "POST", path, json_body=body, headers=headers)
 
 
-async def get(srv: ChatServer, path: str, headers: Mapping[str, str] | None = None) -> RawAnswer:
+async def get(
+    srv: ChatServer | ServedApp, path: str, headers: Mapping[str, str] | None = None
+) -> RawAnswer:
     """GET and read the whole answer."""
     return await request(srv, "GET", path, headers=headers)
 

@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -339,6 +340,54 @@ def idle_server() -> Iterator[str]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def slow_drain_app() -> App:
+    """``GET /drain``: a stream that, told to end, takes a second per stream this process holds
+    to finish (whatever cancels it), so a worker's open connections fall one a second while it
+    stops."""
+    app = App()
+    held = [0]
+
+    async def drain(request: Request) -> EventStream:
+        held[0] += 1
+        delay_s = float(held[0])
+
+        async def produce(stream: EventStream) -> None:
+            await stream.send("started")
+            try:
+                await anyio.sleep_forever()
+            finally:
+                # A teardown that takes its time (a model flushing its state): it finishes
+                # even when the server, its grace over, cancels the connection outright.
+                deadline = anyio.current_time() + delay_s
+                while (left_s := deadline - anyio.current_time()) > 0:
+                    try:
+                        with anyio.CancelScope(shield=True):
+                            await anyio.sleep(left_s)
+                    except anyio.get_cancelled_exc_class():
+                        continue
+
+        return EventStream(produce)
+
+    app.add_route("/drain", drain)
+    return app
+
+
+def hang_app() -> App:
+    """``GET /hang``: waits a while (the worker reports holding it), creates the file named by
+    ``$RAWSSE_TEST_MARKER``, then blocks its event loop for a minute: a hung worker."""
+    app = App()
+
+    async def hang(request: Request) -> Response:
+        await anyio.sleep(1.5)  # three status reports with this connection open
+        with open(os.environ["RAWSSE_TEST_MARKER"], "w"):  # noqa: ASYNC230 - a marker
+            pass
+        time.sleep(60)  # noqa: ASYNC251 - blocks the event loop on purpose
+        return Response("never")
+
+    app.add_route("/hang", hang)
+    return app
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["idle"]:

@@ -147,7 +147,8 @@ def error_response_bytes(
 
 # Query parameters whose values are credentials (Gemini's ?key=, signed URLs, tokens).
 _SECRET_PARAMS = re.compile(
-    rb"(?i)((?:^|[?&;])(?:key|api_key|apikey|api-key|token|access_token|auth|password|sig|signature)=)"
+    rb"(?i)((?:^|[?&;])(?:key|api_key|apikey|api-key|token|access_token|resume_token|auth|password"
+    rb"|sig|signature)=)"
     rb"[^&;#]*"
 )
 

@@ -12,41 +12,44 @@ Most SSE servers write one event per chunk, and an OpenAI-style event is one ``d
 this is the common shape of an LLM stream on the wire. ``ChunkedBody`` de-chunks with one regex
 split and ``FrameCounter`` then counts frames with a second scan of every payload byte; here a
 single split on ``\\n\\n`` + CRLF + size + CRLF does both: verified as ``ChunkedBody`` verifies
-its split (every piece 2 bytes shorter than its chunk size says, see ``_whole_chunks`` there),
+its split (every piece 2 bytes shorter than its chunk size says, see ``_split_chunks`` there),
 each piece is one chunk whose data ends with ``\\n\\n``, and a C-speed ``find`` shows that no
 piece holds another line end. So each piece is one frame, counted by ``len`` of the list.
 
+Chunk sizes are read through the client's ``chunk_size`` and the split is the client's
+``boundary_split``: the one chunk-size grammar (``rawsse.client._chunk_size``), so this pass
+and ``ChunkedBody`` accept the same size lines and read the same sizes by construction; the
+per-line frame lengths derived from it are cached here, so a hit costs one dict lookup.
+
 The split runs on the read as it is (a body after its head is not copied out of the read): the
 first chunk, which no boundary precedes, is the end of the split's first piece, cut at its
-size line's CRLF; its size is checked as strictly as the regex checks the others.
+size line's CRLF; its size line is read by the same ``chunk_size`` as the others.
 """
 
 from __future__ import annotations
 
-import re
+from rawsse.client._chunk_size import boundary_split, chunk_size
 
 __all__ = ["frame_chunks"]
 
 # The end of a frame, the CRLF after its chunk's data, and the next chunk's size line.
-_SPLIT = re.compile(rb"\n\n\r\n([0-9A-Fa-f]{1,16})\r\n").split
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
-# Chunk sizes seen, parsed once: a stream's sizes repeat. Bounded against hostile variety.
+_SPLIT = boundary_split(b"\n\n")
+# Frame lengths by size line, cached: a stream's sizes repeat. Bounded against hostile variety.
 _MAX_SIZES = 4096
+_MAX_SIZE_LINE_BYTES = 16
 
 
 class _FrameLengths(dict[bytes, int]):
     """Size line -> the length of the frame line it frames (the chunk size minus 2), or -1
-    for a chunk too small to hold a line and its ``\n\n`` (no piece is that long), and for
-    anything but 1 to 16 hex digits (``int`` alone would take ``+``, ``_``, ``0x``, spaces)."""
+    for a chunk too small to hold a line and its ``\\n\\n`` (no piece is that long), and for a
+    line that is not a chunk-size line (``chunk_size`` says -1)."""
 
-    def __missing__(self, size: bytes) -> int:
-        if not 0 < len(size) <= 16 or size.translate(None, _HEX_DIGITS):
-            return -1  # not cached: any bytes may come here
-        length = int(size, 16) - 2
+    def __missing__(self, line: bytes) -> int:
+        length = chunk_size(line) - 2
         if length < 1:
             length = -1
-        if len(self) < _MAX_SIZES:
-            self[size] = length
+        if len(line) <= _MAX_SIZE_LINE_BYTES and len(self) < _MAX_SIZES:
+            self[line] = length
         return length
 
 

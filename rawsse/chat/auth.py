@@ -6,16 +6,36 @@ parameter such as Gemini's ``key``); ``check_api_key`` compares it with every co
 using ``hmac.compare_digest`` and without stopping at the first match, so the time taken says
 nothing about which key, or how much of one, matched. No keys configured means no auth.
 ``authenticate`` combines them and raises ``ChatError`` 401.
+
+Resume tokens let a browser resume a keyed stream without putting a key in a URL
+(``EventSource`` cannot send headers). ``resume_token(secret, stream_id)`` is an HMAC-SHA256 of
+the stream id under a secret derived from the configured keys (``resume_secret``): unguessable
+without a key, valid for that one stream only, and the same in every process and on every
+machine that shares the keys, so a resume can land on any of them. It names no key and reveals
+nothing about one. ``check_resume_token`` compares in constant time.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 from collections.abc import Collection, Mapping
 
 from rawsse.chat.errors import ChatError
 
-__all__ = ["authenticate", "check_api_key", "presented_key"]
+__all__ = [
+    "authenticate",
+    "check_api_key",
+    "check_resume_token",
+    "presented_key",
+    "resume_secret",
+    "resume_token",
+]
+
+# Domain separation: these digests are resume tokens and nothing else.
+_SECRET_LABEL = b"rawsse resume-token secret\x00"
+_TOKEN_LABEL = b"rawsse resume token\x00"
 
 
 def presented_key(
@@ -56,3 +76,26 @@ def authenticate(keys: Collection[str], presented: str | None) -> None:
     """Raise ``ChatError`` 401 unless ``presented`` is an accepted key (see ``check_api_key``)."""
     if not check_api_key(keys, presented):
         raise ChatError.unauthorized(presented is not None)
+
+
+def resume_secret(keys: Collection[str]) -> bytes | None:
+    """The secret resume tokens are made with: derived from every configured key (in any
+    order), so processes sharing the keys agree; None when no keys are configured (auth off)."""
+    if not keys:
+        return None
+    material = b"\x00".join(sorted(key.encode() for key in keys))
+    return hmac.new(_SECRET_LABEL, material, hashlib.sha256).digest()
+
+
+def resume_token(secret: bytes, stream_id: str) -> str:
+    """The resume token of stream ``stream_id``: 43 URL-safe characters (256 bits)."""
+    digest = hmac.new(secret, _TOKEN_LABEL + stream_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def check_resume_token(secret: bytes | None, stream_id: str, presented: str | None) -> bool:
+    """True when ``presented`` is the resume token of ``stream_id`` (constant-time compare)."""
+    if secret is None or not presented:
+        return False
+    expected = resume_token(secret, stream_id).encode()
+    return hmac.compare_digest(expected, presented.encode(errors="replace"))

@@ -2,7 +2,8 @@
 
 Contract: ``CHATGPT_WEB`` streams an answer the way chatgpt.com's ``/backend-api/conversation``
 does (as observed on the wire; there is no published spec), for clients written against it.
-Requests are OpenAI Chat Completions bodies (``parse_openai``), with ``n`` 1 only. The frames:
+Requests are OpenAI Chat Completions bodies (``parse_openai``), with ``n`` 1 only; a body
+without ``stream`` streams (``"stream": false`` gets the non-streaming body). The frames:
 
 1. ``event: delta_encoding`` with data ``"v1"``: the operation encoding in use.
 2. ``event: delta`` adding the message: ``{"p": "", "o": "add", "v": {"message": {"id",
@@ -27,7 +28,7 @@ from typing import Any
 
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError
-from rawsse.chat.openai_dialect import openai_error_body, openai_request_parser
+from rawsse.chat.openai_dialect import openai_error_body, streaming_request_parser
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState
 
@@ -127,7 +128,7 @@ class ChatGPTWebStream(DialectStream):
 CHATGPT_WEB = Dialect(
     name="chatgpt-web",
     stream_type=ChatGPTWebStream,
-    parser=openai_request_parser,
+    parser=streaming_request_parser,
     error_renderer=openai_error_body,
 )
 """The ChatGPT web ``delta`` stream; OpenAI request bodies, keys and error bodies."""

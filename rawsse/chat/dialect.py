@@ -24,6 +24,10 @@ Rules every stream keeps:
 3. Frames are returned whole; a frame is never split across two returns.
 4. The whole text is kept only for a non-streaming request (``response_body``), so a
    streaming one holds no more memory at its thousandth token than at its first.
+5. A ``retry:`` hint (``new_stream(..., retry_ms=)``) travels in the block of the stream's first
+   frame, never in a block of its own: the openai SDK's decoder dispatches a block that only set
+   ``retry`` as an event with empty data and fails to parse it. A dialect whose SDKs read every
+   line that is not ``data:`` as JSON (Gemini) carries no hint at all (``carries_retry``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from rawsse.chat.deltas import Usage as UsageDelta
 from rawsse.chat.errors import ChatError
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState, Transcript
-from rawsse.sse import encode_event, encode_json_data
+from rawsse.sse import encode_event, encode_json_data, encode_retry
 
 __all__ = ["COMMENT_HEARTBEAT", "SSE_CONTENT_TYPE", "Dialect", "DialectStream"]
 
@@ -65,6 +69,10 @@ class DialectStream:
     """Whether the stream's own frames need the whole text so far (else only a non-streaming
     request keeps it; see ``Transcript``)."""
 
+    carries_retry: ClassVar[bool] = True
+    """Whether the first frame may carry a ``retry:`` hint (rule 5 of the module docstring);
+    a dialect that says yes must open with at least one frame (``_start``)."""
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
         self.request = request
         self.stream_id = stream_id
@@ -72,6 +80,8 @@ class DialectStream:
         keep_text = self.keeps_text or not request.stream
         self.transcript = Transcript(request, self._tool_id, keep_text=keep_text)
         self.last_event_id = 0
+        # The reconnection hint for the first frame's block (set by ``Dialect.new_stream``).
+        self.retry_ms: int | None = None
         self._started = False
         self._ended = False
 
@@ -101,7 +111,11 @@ class DialectStream:
         if self._started or self._ended:
             return []
         self._started = True
-        return self._start()
+        frames = self._start()
+        if self.retry_ms is not None and frames:
+            # The hint's line without the blank line that would end a block of its own.
+            frames[0] = encode_retry(self.retry_ms)[:-1] + frames[0]
+        return frames
 
     def feed(self, item: str | Delta) -> list[bytes]:
         """The frames for one delta (a ``str`` is answer text for choice 0)."""
@@ -232,12 +246,19 @@ class Dialect:
         dialects that put them there (Gemini). Raises ``ChatError`` 400."""
         return self.parser(body, model, stream)
 
-    def new_stream(self, request: ChatRequest, stream_id: str, created: int) -> DialectStream:
+    def new_stream(
+        self, request: ChatRequest, stream_id: str, created: int, *, retry_ms: int | None = None
+    ) -> DialectStream:
         """Start the frames of one generation. ``stream_id`` is an opaque token of letters,
         digits, ``_`` and ``-`` that makes the vendor ids (``chatcmpl-{stream_id}``);
-        ``created`` is the Unix time in seconds. Raises ``ChatError`` 400 when this dialect
-        cannot express the request (``n > 1`` where it has no choices)."""
-        return self.stream_type(request, stream_id, created)
+        ``created`` is the Unix time in seconds; ``retry_ms`` a reconnection hint for the
+        first frame, dropped by a dialect that cannot carry one. Raises ``ChatError`` 400 when
+        this dialect cannot express the request (``n > 1`` where it has no choices)."""
+        stream = self.stream_type(request, stream_id, created)
+        if retry_ms is not None and stream.carries_retry:
+            encode_retry(retry_ms)  # validate now, not at the first frame
+            stream.retry_ms = retry_ms
+        return stream
 
     def error_body(self, error: ChatError) -> dict[str, Any]:
         """``error`` as this vendor's JSON error body (send it with ``error.status``)."""

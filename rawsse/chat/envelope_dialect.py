@@ -16,7 +16,8 @@ frame is ``event: message`` whose data has all seven keys, ``null`` where unused
   ``{"citations": [...]}`` on ``meta`` frames, and ``{"finish_reason"}`` on ``done``.
 
 The stream is one ``meta`` frame, then ``text`` and ``meta`` frames, then one ``done`` frame.
-``fail`` ends it with a ``done`` frame whose metadata is ``{"finish_reason": "error", "error":
+A body without ``stream`` streams; ``"stream": false`` gets the non-streaming body. ``fail``
+ends it with a ``done`` frame whose metadata is ``{"finish_reason": "error", "error":
 {"status", "message", "type", "code"}}``. The non-streaming body is the ``done`` frame's object.
 """
 
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError
-from rawsse.chat.openai_dialect import openai_error_body, openai_request_parser
+from rawsse.chat.openai_dialect import openai_error_body, streaming_request_parser
 from rawsse.chat.request import ChatRequest
 from rawsse.chat.transcript import ChoiceState, ToolCallState
 
@@ -131,7 +132,7 @@ class EnvelopeStream(DialectStream):
 ENVELOPE = Dialect(
     name="envelope",
     stream_type=EnvelopeStream,
-    parser=openai_request_parser,
+    parser=streaming_request_parser,
     error_renderer=openai_error_body,
 )
 """The generic envelope stream; OpenAI request bodies, keys and error bodies."""

@@ -65,6 +65,8 @@ class GeminiStream(DialectStream):
     """The frames of one generation as ``GenerateContentResponse`` chunks."""
 
     event_ids = False
+    # google-genai reads every line that is not ``data: ...`` as JSON: a retry line breaks it.
+    carries_retry = False
 
     def _response(self, candidates: list[dict[str, Any]], usage: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"candidates": candidates}

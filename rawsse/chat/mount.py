@@ -17,6 +17,12 @@ Streaming runs in one of two modes:
    before it is cancelled. With ``status_commit_s`` the response head waits for the backend's
    first delta (up to that long), so an early failure still gets a real HTTP status.
 
+With API keys configured, every stream's response carries ``x-rawsse-resume-token``: the resume
+route accepts it as ``?resume_token=`` for that stream alone, so a browser's ``EventSource``
+(which cannot send headers) resumes without a key in its URL (``rawsse.chat.auth``).
+``ChatService.end_resumes(id)`` ends the resume responses following a stream, as a restart or
+a proxy timeout would: their clients reconnect with ``Last-Event-ID``.
+
 Routes::
 
     POST /v1/chat/completions                    OpenAI (streaming and not)
@@ -37,7 +43,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import anyio
@@ -45,7 +51,7 @@ import anyio.lowlevel
 
 from rawsse._errors import ClientDisconnected
 from rawsse.app import App
-from rawsse.chat.auth import check_api_key
+from rawsse.chat.auth import check_api_key, check_resume_token, resume_secret, resume_token
 from rawsse.chat.deltas import ModelBackend
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
@@ -60,7 +66,7 @@ from rawsse.replay import (
 )
 from rawsse.request import Request
 from rawsse.response import JSONResponse, Response
-from rawsse.stream import EventStream
+from rawsse.stream import EventStream, StreamEnd
 
 __all__ = ["ChatService", "mount_chat"]
 
@@ -105,10 +111,29 @@ _REPLAY_UNAVAILABLE = ChatError(
 _WORKER_ENV = "RAWSSE_WORKER"
 
 
+def _stopped_error(reason: StreamEnd | None) -> ChatError:
+    """Why a stream the model did not finish ended, for its in-band error frame."""
+    if reason == "lifetime":
+        return ChatError(
+            504,
+            "The stream reached its maximum lifetime before the model finished: the answer "
+            "is incomplete.",
+            code="stream_lifetime_exceeded",
+        )
+    if reason in (None, "disconnected", "evicted"):
+        return _cancelled_error()  # the client left: nobody reads this but a resume
+    return ChatError(
+        503,
+        "The server is shutting down: the stream ended before the model finished, so the "
+        "answer is incomplete.",
+        code="server_shutting_down",
+    )
+
+
 class _Generation:
     """A background producer and the clients following it (background mode)."""
 
-    __slots__ = ("dialect", "first", "followers", "grace_s", "scope")
+    __slots__ = ("dialect", "first", "followers", "grace_s", "scope", "stopped")
 
     def __init__(self, dialect: Dialect, grace_s: float) -> None:
         self.dialect = dialect
@@ -117,6 +142,8 @@ class _Generation:
         self.scope = anyio.CancelScope(deadline=anyio.current_time() + max(grace_s, 1.0))
         # Set once the backend produced its first delta, ended or failed (status commit).
         self.first = anyio.Event()
+        # Why the server stopped the producer (None: it ran out of followers and grace).
+        self.stopped: StreamEnd | None = None
 
     def attach(self) -> None:
         self.followers += 1
@@ -126,6 +153,40 @@ class _Generation:
         self.followers -= 1
         if self.followers <= 0:
             self.scope.deadline = anyio.current_time() + self.grace_s
+
+    def stop(self, reason: StreamEnd) -> None:
+        """Cancel the producer now; it ends the stream with the dialect's error frame."""
+        if self.stopped is None:
+            self.stopped = reason
+        self.scope.cancel()
+
+
+class _Follower(EventStream):
+    """A client following a stream through the replay store (background mode and resume).
+
+    A server shutdown does not cut it: it stops the stream's producer, which ends the stream
+    with the dialect's error frame (in the store, with its id), and follows the stream to that
+    end (the server's shutdown grace bounds the wait). Following a stream with no producer in
+    this process, it ends as any stream does.
+    """
+
+    __slots__ = ("generation",)
+
+    def __init__(
+        self,
+        source: AsyncIterator[bytes] | Callable[[EventStream], Awaitable[None]],
+        generation: _Generation | None,
+        **options: Any,
+    ) -> None:
+        super().__init__(source, **options)
+        self.generation = generation
+
+    def on_server_shutdown(self) -> None:
+        """Stop the producer and follow the stream to its error frame (see the class)."""
+        if self.generation is None:
+            super().on_server_shutdown()
+        else:
+            self.generation.stop("shutdown")
 
 
 class ChatService:
@@ -152,6 +213,9 @@ class ChatService:
         self.status_commit_s = status_commit_s
         self.created = int(time.time())
         self._generations: dict[str, _Generation] = {}
+        self._resume_secret = resume_secret(self.api_keys)
+        # The resume responses running now, by stream id (for end_resumes).
+        self._resumes: dict[str, set[EventStream]] = {}
         # The dialects mounted, by name: a stream resumed in another process names its own.
         self.dialects: dict[str, Dialect] = {}
 
@@ -197,6 +261,7 @@ class ChatService:
             self._authenticate(dialect, request)
             if dialect.name == "anthropic" and "anthropic-version" not in request.headers:
                 raise ChatError.invalid("anthropic-version: header is required")
+            _check_content_type(request)
             chat_request = dialect.parse_request(
                 self._json_body(request), model=model, stream=stream
             )
@@ -205,7 +270,13 @@ class ChatService:
                 chat_request = dataclasses.replace(chat_request, stream=stream)
             backend = self._backend(chat_request)
             stream_id = secrets.token_urlsafe(18)
-            frames = dialect.new_stream(chat_request, stream_id, int(time.time()))
+            frames = dialect.new_stream(
+                chat_request,
+                stream_id,
+                int(time.time()),
+                # The server's ``--retry-ms``, carried the dialect's way (never a lone block).
+                retry_ms=EventStream.default_retry_ms,
+            )
             # Backends may check the request when called (the demo models' options): a
             # ChatError here is still a real HTTP status.
             deltas = backend(chat_request)
@@ -252,6 +323,9 @@ class ChatService:
         stream_id: str,
     ) -> EventStream:
         store = self.store
+        # The dialect's error frames for a stream the model did not finish: sent by the
+        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
+        ending: list[bytes] = []
 
         async def produce(stream: EventStream) -> None:
             await store.create(stream_id, tag=dialect.name)
@@ -270,12 +344,19 @@ class ChatService:
                 with anyio.CancelScope(shield=True):
                     await _close(deltas)
                     if not frames.ended:
-                        # Cancelled: the client left. Record why the stream stops, for resume.
-                        await _record(store, stream_id, frames, frames.fail(_cancelled_error()))
+                        # Cancelled: the client left, or the server ends the stream. Record
+                        # why it stops (for resume); the farewell sends it to a client still
+                        # reading.
+                        ending.extend(frames.fail(_stopped_error(stream.stop_reason)))
+                        await _record(store, stream_id, frames, ending)
                     await store.finish(stream_id)
 
         return EventStream(
-            produce, heartbeat=dialect.heartbeat_frame, headers=_stream_headers(stream_id)
+            produce,
+            heartbeat=dialect.heartbeat_frame,
+            headers=self._stream_headers(stream_id),
+            retry_ms="off",  # the dialect carries it in its first frame
+            farewell=lambda reason: b"".join(ending),
         )
 
     # -- streaming, background -------------------------------------------------------------
@@ -302,10 +383,12 @@ class ChatService:
             if failure:
                 # Failed before its first delta: the client still gets a real status.
                 return self._error(dialect, failure[0])
-        return EventStream(
+        return _Follower(
             self._follow(generation, dialect, stream_id, None),
+            generation,
             heartbeat=dialect.heartbeat_frame,
-            headers=_stream_headers(stream_id),
+            headers=self._stream_headers(stream_id),
+            retry_ms="off",  # the dialect carries it in its first frame
         )
 
     async def _produce_background(
@@ -341,7 +424,8 @@ class ChatService:
             with anyio.CancelScope(shield=True):
                 await _close(deltas)
                 if not frames.ended:
-                    await _record(store, stream_id, frames, frames.fail(_cancelled_error()))
+                    error = _stopped_error(generation.stopped)
+                    await _record(store, stream_id, frames, frames.fail(error))
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
 
@@ -393,15 +477,12 @@ class ChatService:
 
     async def resume(self, request: Request, dialect: Dialect) -> Response | EventStream:
         """``GET .../{id}/events``: replay after ``Last-Event-ID``, then follow live."""
+        stream_id = self.stream_id_of(request.path_params["id"])
         try:
-            self._authenticate(dialect, request)
+            if not self.may_resume(request, stream_id):
+                self._authenticate(dialect, request)
         except ChatError as error:
             return self._error(dialect, error)
-        stream_id = request.path_params["id"]
-        for prefix in _ID_PREFIXES:
-            if stream_id.startswith(prefix):
-                stream_id = stream_id[len(prefix) :]
-                break
         last_id = request.last_event_id
         try:
             if not await self.store.exists(stream_id):
@@ -415,12 +496,29 @@ class ChatService:
         else:
             dialect = self.dialects.get(plan.tag, dialect)
         headers = [
-            *_stream_headers(stream_id),
+            *self._stream_headers(stream_id),
             ("x-rawsse-replay-from", plan.first_id or ""),
             ("x-rawsse-replay-gap", "1" if plan.gap else "0"),
         ]
-        return EventStream(
-            self._follow(generation, dialect, stream_id, last_id),
+
+        async def follow(stream: EventStream) -> None:
+            # Registered while it runs, so that end_resumes can end it.
+            running = self._resumes.setdefault(stream_id, set())
+            running.add(stream)
+            frames = self._follow(generation, dialect, stream_id, last_id)
+            try:
+                async for frame in frames:
+                    await stream.send_raw(frame)
+            finally:
+                running.discard(stream)
+                if not running and self._resumes.get(stream_id) is running:
+                    del self._resumes[stream_id]
+                with anyio.CancelScope(shield=True):
+                    await _close(frames)
+
+        return _Follower(
+            follow,
+            generation,
             heartbeat=dialect.heartbeat_frame,
             headers=headers,
         )
@@ -434,6 +532,36 @@ class ChatService:
                 "(or RAWSSE_REDIS_URL) so that every process can resume every stream."
             )
         return ChatError(404, message, code="stream_not_found")
+
+    @staticmethod
+    def stream_id_of(name: str) -> str:
+        """The stream id in a resume path: the ``x-rawsse-stream-id`` or a vendor id."""
+        for prefix in _ID_PREFIXES:
+            if name.startswith(prefix):
+                return name[len(prefix) :]
+        return name
+
+    def may_resume(self, request: Request, stream_id: str) -> bool:
+        """True when ``request`` carries the resume token of ``stream_id`` (``?resume_token=``)
+        or needs none (no API keys configured)."""
+        if not self.api_keys:
+            return True
+        presented = request.query.get("resume_token")
+        return check_resume_token(self._resume_secret, stream_id, presented)
+
+    def end_resumes(self, stream_id: str) -> int:
+        """End every resume response now following ``stream_id`` (the stream itself goes on);
+        each client reconnects with ``Last-Event-ID``. Returns how many were ended."""
+        running = list(self._resumes.get(stream_id, ()))
+        for stream in running:
+            stream.end("lifetime")
+        return len(running)
+
+    def _stream_headers(self, stream_id: str) -> list[tuple[str, str]]:
+        headers = [("x-rawsse-stream-id", stream_id)]
+        if self._resume_secret is not None:
+            headers.append(("x-rawsse-resume-token", resume_token(self._resume_secret, stream_id)))
+        return headers
 
     async def list_models(self, request: Request, dialect: Dialect) -> Response:
         """``GET /v1/models`` in OpenAI's list format."""
@@ -460,8 +588,19 @@ class ChatService:
         return {"id": name, "object": "model", "created": self.created, "owned_by": "rawsse"}
 
 
-def _stream_headers(stream_id: str) -> list[tuple[str, str]]:
-    return [("x-rawsse-stream-id", stream_id)]
+def _check_content_type(request: Request) -> None:
+    """A body declared as anything but JSON is a 415 (a request without a type is read as JSON)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ChatError(
+            415,
+            f"Unsupported Content-Type {content_type!r}: the body must be JSON, sent with "
+            "'Content-Type: application/json'.",
+            code="unsupported_media_type",
+        )
 
 
 async def _emit(
@@ -602,7 +741,5 @@ def mount_chat(
             dialect = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError):  # pragma: no cover - dialect not built yet
             continue
-        app.add_route(
-            path, route(dialect, stream=True), ("POST",), error_renderer=renderer(dialect)
-        )
+        app.add_route(path, route(dialect), ("POST",), error_renderer=renderer(dialect))
     return service

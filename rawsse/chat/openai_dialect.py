@@ -41,6 +41,7 @@ __all__ = [
     "openai_error_body",
     "openai_models_body",
     "openai_request_parser",
+    "streaming_request_parser",
 ]
 
 SYSTEM_FINGERPRINT = "fp_rawsse"
@@ -197,6 +198,15 @@ class OpenAIStream(DialectStream):
 
 def openai_request_parser(body: Any, model: str | None, stream: bool | None) -> ChatRequest:
     """``parse_openai`` as a ``Dialect.parser``: the model and stream flag are in the body."""
+    return parse_openai(body)
+
+
+def streaming_request_parser(body: Any, model: str | None, stream: bool | None) -> ChatRequest:
+    """``parse_openai`` for the streaming-first formats (ChatGPT web, the envelope): a body
+    without ``stream`` streams, as their clients expect; ``"stream": false`` gets the finished
+    answer as one JSON object."""
+    if isinstance(body, dict) and body.get("stream") is None:
+        body = {**body, "stream": True}
     return parse_openai(body)
 
 

@@ -6,20 +6,27 @@ Contract: every failure of a client request surfaces as one ``SSEError`` subclas
 - ``SSEConnectionError``: the connection could not be opened, was reset, or ended early;
   ``SSETimeoutError`` (connect or read timeout) and ``SSEProtocolError`` (malformed HTTP or
   chunked framing) are its subclasses. A reconnecting client retries these.
-- ``SSEStatusError``: a status other than 200 (and other than 204, which means "stop");
-  ``SSEContentTypeError``: 200 but not ``text/event-stream``. Per WHATWG these *fail* the
-  connection: a reconnecting client gives up at once.
+- ``SSEStatusError``: a status other than 200 (and other than 204, which means "stop"), or a
+  redirect the client will not follow (``SSERedirectError``: too many, or to a URL that is not
+  http or https); ``SSEContentTypeError``: 200 but not ``text/event-stream``. Per WHATWG these
+  *fail* the connection: a reconnecting client gives up at once.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rawsse._errors import RawsseError
+
+if TYPE_CHECKING:
+    from rawsse.client._exchange import ResponseHead
 
 __all__ = [
     "SSEConnectionError",
     "SSEContentTypeError",
     "SSEError",
     "SSEProtocolError",
+    "SSERedirectError",
     "SSEStatusError",
     "SSETimeoutError",
 ]
@@ -53,13 +60,26 @@ class SSEStatusError(SSEError):
     (at most 1 KiB was read), useful because error bodies say why.
     """
 
-    def __init__(self, status: int, reason: str, body_excerpt: bytes = b"") -> None:
+    def __init__(
+        self, status: int, reason: str, body_excerpt: bytes = b"", *, message: str = ""
+    ) -> None:
         self.status = status
         self.reason = reason
         self.body_excerpt = body_excerpt
         detail = _excerpt_text(body_excerpt)
-        message = f"server answered {status} {reason}".rstrip() + ", expected 200"
+        message = message or f"server answered {status} {reason}".rstrip() + ", expected 200"
         super().__init__(message + (f": {detail}" if detail else ""))
+
+
+class SSERedirectError(SSEStatusError):
+    """The server redirected where the client will not follow: past ``max_redirects``, or to a
+    URL that is not http or https. ``location`` is the ``Location`` header as sent."""
+
+    def __init__(self, head: ResponseHead, location: str, why: str) -> None:
+        self.location = location
+        said = f"server answered {head.status} {head.reason}".rstrip()
+        message = f"{said} to {location!r}, not followed: {why}"
+        super().__init__(head.status, head.reason, message=message)
 
 
 class SSEContentTypeError(SSEError):

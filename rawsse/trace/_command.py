@@ -57,33 +57,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chat",
         metavar="TEXT",
         help="send a streaming chat request with TEXT as the user message "
-        f"(path {_CHAT_PATH} when the URL has none)",
+        f"(path {_CHAT_PATH} when the URL has none; default: no chat request)",
     )
     parser.add_argument("--model", default="echo", help="model for --chat (default echo)")
-    parser.add_argument("--max-tokens", type=int, help="max_tokens for --chat")
-    parser.add_argument("--data", metavar="JSON", help="request body (JSON); implies POST")
+    parser.add_argument(
+        "--max-tokens", type=int, help="max_tokens for --chat (default: the model's own)"
+    )
+    parser.add_argument(
+        "--data", metavar="JSON", help="request body (JSON); implies POST (default: none)"
+    )
     parser.add_argument(
         "-H",
         "--header",
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="extra request header (repeatable)",
+        help="extra request header (repeatable; default: none)",
     )
     parser.add_argument("-X", "--method", help="HTTP method (default GET, POST with a body)")
-    parser.add_argument("--last-event-id", default="", help="send this Last-Event-ID")
+    parser.add_argument(
+        "--last-event-id", default="", help="send this Last-Event-ID (default: none)"
+    )
     parser.add_argument("--raw", action="store_true", help="show every read's bytes, escaped")
     parser.add_argument("--json", action="store_true", help="one JSON record per line")
     parser.add_argument(
         "--validate",
         choices=("openai", "anthropic"),
-        help="check the events against that vendor's stream grammar",
+        help="check the events against that vendor's stream grammar (default: no check)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="give up after S seconds (default 30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="give up after S seconds (default 30)",
     )
-    parser.add_argument("--max-events", type=int, help="stop after N events")
-    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument(
+        "--max-events", type=int, help="stop after N events (default: at the body's end)"
+    )
+    parser.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help="event loop"
+    )
 
 
 Validator = Callable[[Event], str | None]

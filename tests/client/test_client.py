@@ -159,6 +159,47 @@ def test_chunked_body_matches_h11(pieces: list[bytes], cuts: list[int]) -> None:
     assert decoder.unused == b""
 
 
+def _outcome(framing: list[WireRecord] | None, reads: list[bytes]) -> tuple[object, ...]:
+    decoder = ChunkedBody(framing)
+    payload = b""
+    try:
+        for data in reads:
+            payload += decoder.feed(data)
+    except SSEProtocolError as exc:
+        return ("error", str(exc), payload)
+    return (payload, decoder.done, decoder.unused, decoder.at_chunk_start)
+
+
+_PIECES = st.sampled_from(
+    [b"5\r\nhello\r\n", b"1a\r\n" + b"x" * 26 + b"\r\n", b"3;e=1\r\nabc\r\n", b"2 \t\r\nab\r\n",
+     b"0\r\n\r\n", b"0\r\nT: 1\r\n\r\n", b"\r\n", b"\r", b"\n", b"5\r\n", b"zz\r\n", b"0x3\r\n",
+     b"+3\r\n", b"3\r\n\r\n0\r\n", b"a\r\n0123\r\n1a\r\n", b"00000000000000005\r\n"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(_PIECES | st.binary(max_size=12), max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=12),
+    bulk=st.booleans(),
+)
+def test_chunked_fast_path_agrees_with_the_general_steps(
+    pieces: list[bytes], cuts: list[int], bulk: bool
+) -> None:
+    # The traced decoder takes only the general steps; the untraced one puts the fast path
+    # (one split for reads of 1 KiB and more, then whole chunks) in front of them. On any
+    # bytes, however they are cut, both return the same payload or raise the same error.
+    wire = b"".join(pieces)
+    if bulk:  # enough whole chunks in front for the split to be tried
+        wire = b"5\r\nhello\r\n" * 120 + wire
+    reads, i = [], 0
+    for cut in cuts:
+        reads.append(wire[i : i + cut])
+        i += cut
+    reads.append(wire[i:])
+    assert _outcome(None, reads) == _outcome([], reads)
+
+
 def test_exchange_builds_request_and_reads_head_after_interim() -> None:
     target = Target.from_url("http://127.0.0.1:8000/v1/x?a=1")
     exchange = Exchange(PreparedRequest.build(target, "post", [("X-A", "b")], b'{"k":1}'))
@@ -379,15 +420,17 @@ async def test_close_delimited_and_event_too_large() -> None:
         if request.index == 0:
             await s.send(head + b"data: x\n\ndata: unfinished")
         else:
-            await s.send(head + b"data: " + b"y" * 2000)
+            await s.send(head + b"id: 1\ndata: " + b"y" * 2000 + b"\n\ndata: after\n\n")
 
     async with raw_server(handler) as server:
         async with connect(server.url()) as response:
             # the unfinished event at EOF is discarded (WHATWG)
             assert [event.data async for event in response] == ["x"]
         async with connect(server.url(), max_event_bytes=1000) as response:
-            with pytest.raises(SSEProtocolError, match="too large"):
-                await response.next_event()
+            # the oversized event is skipped, the stream goes on
+            assert [event.data async for event in response] == ["after"]
+            assert response.parser.skipped_events == 1
+            assert response.parser.last_event_id == "1"
 
 
 # ---------------------------------------------------------------- against `rawsse serve`

@@ -242,7 +242,7 @@ async def test_web_and_envelope_heartbeats_are_not_events(
 
 
 @pytest.mark.parametrize("path", [WEB, ENVELOPE])
-async def test_routes_fixed_to_streaming_stream_without_the_flag(
+async def test_streaming_first_routes_stream_without_the_flag(
     anyio_backend: str, path: str
 ) -> None:
     body = openai_body()
@@ -250,6 +250,71 @@ async def test_routes_fixed_to_streaming_stream_without_the_flag(
     async with demo_server() as srv:
         answer = await post(srv, path, body)
     assert answer.headers["content-type"].startswith("text/event-stream")
+
+
+@pytest.mark.parametrize("path", [WEB, ENVELOPE])
+async def test_streaming_first_routes_answer_json_when_told_not_to_stream(
+    anyio_backend: str, path: str
+) -> None:
+    async with demo_server() as srv:
+        answer = await post(srv, path, openai_body(stream=False))
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("application/json")
+    body = answer.json()
+    if path == WEB:
+        assert body["message"]["content"]["parts"] == [USER_TEXT]
+        assert body["message"]["status"] == "finished_successfully"
+        assert body["conversation_id"].startswith("conv-")
+    else:
+        assert (body["type"], body["text"], body["progress"]) == ("done", USER_TEXT, len(TOKENS))
+        assert body["metadata"] == {"finish_reason": "stop"}
+
+
+# -- what every route shares -----------------------------------------------------------------
+
+CHAT_ROUTES = [
+    ("/v1/chat/completions", "openai"),
+    ("/v1/messages", "anthropic"),
+    ("/v1beta/models/echo:generateContent", "gemini"),
+    (WEB, "openai"),
+    (ENVELOPE, "openai"),
+]
+
+
+@pytest.mark.parametrize(("path", "shape"), CHAT_ROUTES)
+async def test_a_body_not_declared_as_json_is_415_in_the_vendor_shape(
+    anyio_backend: str, path: str, shape: str
+) -> None:
+    body = json.dumps(openai_body(stream=False)).encode()
+    headers = {"anthropic-version": "2023-06-01"}
+    not_json = ("text/plain", "application/x-www-form-urlencoded")
+    async with demo_server() as srv:
+        refused = [
+            await request(srv, "POST", path, content=body, headers={**headers, "content-type": t})
+            for t in not_json
+        ]
+        accepted = [
+            await request(srv, "POST", path, content=body, headers={**headers, **extra})
+            for extra in ({"content-type": "Application/JSON; charset=utf-8"}, {})
+        ]
+    for answer, content_type in zip(refused, not_json, strict=True):
+        assert answer.status == 415
+        message = f"Unsupported Content-Type '{content_type}'"
+        error = answer.json()
+        if shape == "openai":
+            assert error["error"]["type"] == "invalid_request_error"
+            assert error["error"]["code"] == "unsupported_media_type"
+        elif shape == "anthropic":
+            assert error["type"] == "error"
+            assert error["error"]["type"] == "invalid_request_error"
+        else:
+            assert (error["error"]["code"], error["error"]["status"]) == (415, "INVALID_ARGUMENT")
+        assert error["error"]["message"].startswith(message)
+    # JSON with parameters or in any case, and a body with no type at all, are read as JSON
+    # (the body is OpenAI's, so only the routes that take OpenAI bodies answer 200).
+    assert all(answer.status != 415 for answer in accepted)
+    if shape == "openai":
+        assert [answer.status for answer in accepted] == [200, 200]
 
 
 # -- the generic envelope --------------------------------------------------------------------

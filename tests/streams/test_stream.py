@@ -52,10 +52,11 @@ def sse_app(state: dict[str, Any]) -> App:
             finally:
                 state["source_closed"] = True
 
+        retry = req.query.get("retry")
         stream = EventStream(
             source(),
             heartbeat_s=heartbeat,
-            retry_ms=int(req.query["retry"]) if "retry" in req.query else None,
+            retry_ms="off" if retry == "off" else None if retry is None else int(retry),
             heartbeat="ping" if req.query.get("ping") else "comment",
         )
         stream.on_close(lambda reason: state.setdefault("reasons", []).append(reason))
@@ -93,9 +94,13 @@ def sse_app(state: dict[str, Any]) -> App:
     @app.get("/forever")
     async def forever(req: Request) -> EventStream:
         async def producer(stream: EventStream) -> None:
-            for i in range(100_000):
-                await stream.send(str(i))
-                await anyio.sleep(0.01)
+            state["stop_reason_while_running"] = stream.stop_reason
+            try:
+                for i in range(100_000):
+                    await stream.send(str(i))
+                    await anyio.sleep(0.01)
+            finally:
+                state["stop_reason"] = stream.stop_reason
 
         lifetime = float(req.query.get("lifetime", "0")) or None
         return EventStream(
@@ -154,6 +159,24 @@ async def test_retry_line_comes_before_first_event() -> None:
     parser = EventParser()
     parser.feed(response.body)
     assert parser.retry == 2500
+
+
+async def test_server_default_retry_and_a_stream_that_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(EventStream, "default_retry_ms", 700)
+    async with running_server(sse_app({})) as server:
+        bodies = []
+        for query in ("", "&retry=off", "&retry=90"):
+            async with RawClient.connect(server.port) as client:
+                await client.send(get(f"/paced?n=1{query}"))
+                [response] = parse_responses(await client.read_until_close())
+                bodies.append(response.body)
+    assert bodies == [
+        b'retry: 700\n\ndata: {"i":0}\n\n',
+        b'data: {"i":0}\n\n',
+        b'retry: 90\n\ndata: {"i":0}\n\n',
+    ]
 
 
 async def test_heartbeat_cadence_and_reset_on_data() -> None:
@@ -264,7 +287,8 @@ async def test_exception_in_producer_ends_with_error_frame_and_terminator() -> N
 
 
 async def test_shutdown_sends_farewell_and_terminator() -> None:
-    async with running_server(sse_app({}), shutdown_grace_s=3) as server:
+    state: dict[str, Any] = {}
+    async with running_server(sse_app(state), shutdown_grace_s=3) as server:
         async with RawClient.connect(server.port) as client:
             await client.send(get("/forever"))
             await client.read_until(b"data: 3\n\n")
@@ -273,14 +297,28 @@ async def test_shutdown_sends_farewell_and_terminator() -> None:
     [response] = parse_responses(data)  # asserts the chunked terminator is there
     assert [e.event for e in events_of(response.body)][-1] == "bye"
     assert events_of(response.body)[-1].data == "shutdown"
+    # The producer could tell, in its finally, why it was stopped.
+    assert (state["stop_reason_while_running"], state["stop_reason"]) == (None, "shutdown")
 
 
 async def test_max_lifetime_ends_stream_cleanly() -> None:
-    async with running_server(sse_app({})) as server, RawClient.connect(server.port) as client:
+    state: dict[str, Any] = {}
+    async with running_server(sse_app(state)) as server, RawClient.connect(server.port) as client:
         await client.send(get("/forever?lifetime=0.2"))
         [response] = parse_responses(await client.read_until_close())
     assert events_of(response.body)[-1].event == "bye"
     assert events_of(response.body)[-1].data == "lifetime"
+    assert state["stop_reason"] == "lifetime"
+
+
+async def test_producer_sees_a_client_that_left() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(sse_app(state)) as server:
+        async with RawClient.connect(server.port) as client:
+            await client.send(get("/forever"))
+            await client.read_until(b"data: 3\n\n")
+        await wait_for(lambda: "stop_reason" in state)
+    assert state["stop_reason"] == "disconnected"
 
 
 async def test_broadcast_one_encode_many_subscribers_one_stalled() -> None:
