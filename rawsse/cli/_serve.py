@@ -471,8 +471,7 @@ def _build_app(args: argparse.Namespace) -> Any:
 
 def _use_redis(args: argparse.Namespace, worker: bool) -> None:
     """Settle ``args.redis`` (the option, else ``RAWSSE_REDIS_URL``) and export it for the app
-    (``RedisBus.shared()``) and the workers; the supervisor checks Redis answers, or warns
-    that several workers without it resume and broadcast per process."""
+    (``RedisBus.shared()``) and the workers; the supervisor checks that Redis answers."""
     from rawsse.redis import REDIS_URL_ENV
 
     args.redis = args.redis or os.environ.get(REDIS_URL_ENV) or None
@@ -487,11 +486,16 @@ def _use_redis(args: argparse.Namespace, worker: bool) -> None:
                 anyio.run(probe, args.redis, backend=args.backend)
             except RedisUnavailable as exc:
                 raise CommandError(RUNTIME, str(exc)) from None
-    elif args.workers > 1 and not worker:
+
+
+def _warn_per_process(args: argparse.Namespace) -> None:
+    """The first worker of the demo app, once listening, says what several workers without
+    Redis mean (an APP may share its state its own way)."""
+    if os.environ.get(WORKER_ENV) == "0" and not args.redis and not args.app:
         print(
-            f"rawsse serve: warning: {args.workers} workers without --redis: resume and "
-            "broadcast are per process (a resume that lands on another process gets 404); "
-            "set --redis URL or RAWSSE_REDIS_URL to share them",
+            "rawsse serve: warning: several workers without --redis: resume and broadcast are "
+            "per process (a resume that lands on another process gets 404); set --redis URL "
+            "or RAWSSE_REDIS_URL to share them",
             file=sys.stderr,
             flush=True,
         )
@@ -542,6 +546,7 @@ def run(args: argparse.Namespace) -> int:
         sock = bind_socket(args.host, args.port, reuse_port=worker)
     except OSError as exc:
         raise listen_failure(args.host, args.port, exc) from exc
+    _warn_per_process(args)
     server = Server(
         app,
         host=args.host,
