@@ -293,7 +293,7 @@ def test_version_comes_from_the_package_metadata() -> None:
     assert rawsse.__version__ == version("rawsse")
 
 
-@pytest.mark.parametrize("command", ["serve", "trace"])
+@pytest.mark.parametrize("command", ["serve", "bench", "trace"])
 def test_every_option_has_help_that_shows_its_default(command: str) -> None:
     from rawsse.cli._main import build_parser
 
