@@ -79,6 +79,10 @@ PEERS: dict[str, Peer] = {
              "rawsse, asyncio backend, paced by rawsse.Ticker", ("rawsse",)),
         Peer("rawsse-trio-ticker", _rawsse("--backend", "trio", app="ticker_app"),
              "rawsse, trio backend, paced by rawsse.Ticker", ("trio",)),
+        Peer("rawsse-sleep", _rawsse(app="sleep_app"),
+             "rawsse, asyncio backend, paced by rawsse.sleep between events", ("rawsse",)),
+        Peer("rawsse-trio-sleep", _rawsse("--backend", "trio", app="sleep_app"),
+             "rawsse, trio backend, paced by rawsse.sleep between events", ("trio",)),
         Peer("floor", (PY, "-m", "benchmarks.peers.floor", "--port", "{port}"),
              "bare asyncio.Protocol, hand-written chunked frames (stdlib loop)"),
         Peer("floor-uvloop", (PY, "-m", "benchmarks.peers.floor", "--port", "{port}", "--uvloop"),
@@ -252,6 +256,30 @@ def _raise_child_nofile() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_busy() -> dict[int, tuple[float, float]]:
+    """Per CPU: (busy seconds, total seconds) since boot, from /proc/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                idle = v[3] + v[4]  # idle + iowait
+                out[int(name[3:])] = ((sum(v[:8]) - idle) / tick, sum(v[:8]) / tick)
+    return out
+
+
+def cpu_others(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]],
+               cpu: int, own_cpu_s: float) -> float | None:
+    """Share of ``cpu`` that processes other than ours used between two ``cpu_busy()``."""
+    if cpu not in before or cpu not in after:
+        return None
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return round(max(0.0, busy - own_cpu_s) / total, 3) if total > 0 else None
 
 
 def loadgen(args: Sequence[str], timeout_s: float) -> dict[str, Any]:

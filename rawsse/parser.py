@@ -58,9 +58,9 @@ How, and where rawsse chooses:
   that event and goes on: its data is dropped as it comes (never buffered past the limit), its
   other fields count as for any dispatch (its ``id`` becomes the last event ID, so a client
   that reconnects does not ask for it again), and ``feed_all`` reports it as ``EventSkipped``.
-  A line still being read counts towards the limit beyond the 6 bytes of a ``data: `` prefix,
-  so whether an event is skipped does not depend on how its data lines are split; a line of
-  another field longer than the limit, arriving in pieces, also skips its event.
+  A data line still being read makes the event skipped only once it is sure to pass the limit,
+  so whether an event is skipped does not depend on how the stream is split; a line of another
+  field longer than the limit, arriving in pieces, also skips its event.
 - ``feed_all`` also returns rule 4's ignored lines as ``Comment`` values (heartbeats), and the
   skipped events, in stream order; ``feed`` returns events only.
 """
@@ -89,9 +89,9 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 # Python's default int-conversion limit (sys.int_info.default_max_str_digits).
 _MAX_RETRY_DIGITS = 4300
-# A data line being read holds this much more than it adds to the data buffer ("data: " less
-# the line feed the buffer counts): the slack that makes skipping independent of splits.
-_DATA_PREFIX_SLACK = 6
+# A data line being read adds at least its length less this to the data buffer ("data:", and
+# a space, less the line feed the buffer counts): see _check_size.
+_DATA_PREFIX = b"data:"
 
 
 class EventTooLarge(ValueError):
@@ -420,9 +420,18 @@ class EventParser:
         if buffered <= self.max_event_bytes:
             return
         self._overflow(buffered, events)  # raises unless skip_oversized
-        if buffered > self.max_event_bytes + _DATA_PREFIX_SLACK:
-            # The line being read passes the limit: drop it and what the event buffered, and
-            # skip the event (the blank line that ends it reports it).
+        # Skipping: only a line that will pass the limit whatever follows counts, so that the
+        # outcome does not depend on where the stream is split. A data line adds at least its
+        # length less 5 to the event (``data:`` and a space, plus the line feed); any other line
+        # adds nothing, and may buffer up to the limit.
+        tail = self._tail
+        if _DATA_PREFIX.startswith(tail[:5]):
+            over = self._data_bytes + len(tail) - 5 > self.max_event_bytes
+        else:
+            over = len(tail) > self.max_event_bytes
+        if over:
+            # Drop the line being read and what the event buffered, and skip the event (the
+            # blank line that ends it reports it).
             self._skipped_bytes += buffered
             self._tail.clear()
             self._data.clear()

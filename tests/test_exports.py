@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-PACKAGES = ["rawsse", "rawsse.chat"]
+PACKAGES = ["rawsse", "rawsse.chat", "rawsse.lab"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("chat-pure", ("rawsse.chat",)),
     ("chat", ("rawsse.chat.mount", "rawsse.chat.demo")),
     ("client", ("rawsse.client",)),
-    ("tools", ("rawsse.bench", "rawsse.trace", "rawsse.cli", "rawsse.__main__")),
+    ("tools", ("rawsse.bench", "rawsse.trace", "rawsse.cli", "rawsse.lab", "rawsse.__main__")),
 ]
 LAYER_ORDER = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 # Third-party or stdlib modules that mean I/O: a pure layer must not load them.

@@ -6,6 +6,9 @@ the transport's own flow control (``pause_writing``/``resume_writing``) as backp
 ``call_later`` timer per idle stream for heartbeats. No validation of anything: it is a yardstick,
 not a server. ``GET /plain`` answers a fixed 13-byte body (the plain request/response scenario);
 ``GET /chunked?size=B&count=C`` streams C chunks of B bytes (the chunked MB/s scenario).
+``POST /engine?n=&delay=`` is the engine-step shape: one producer task wakes every ``delay`` s
+(on a fixed schedule) and puts one token in every active stream's ``asyncio.Queue``; each
+stream's task takes it, builds the chunk and writes it (vLLM's output loop, written bare).
 
 Run: ``python -m benchmarks.peers.floor --port 0 [--uvloop]``; prints the rawsse-style ready line.
 """
@@ -41,6 +44,31 @@ TERMINATOR = b"0\r\n\r\n"
 
 def chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+class Engine:
+    """One producer for every stream (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.active: set[asyncio.Queue[int]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, delay: float) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self.run(delay))
+
+    async def run(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        step = 0
+        while True:
+            step += 1
+            await asyncio.sleep(max(0.0, start + step * delay - loop.time()))
+            for queue in self.active:
+                queue.put_nowait(step)
+
+
+ENGINE = Engine()
 
 
 class FloorProtocol(asyncio.Protocol):
@@ -108,6 +136,11 @@ class FloorProtocol(asyncio.Protocol):
             self.busy = True
             params = params_from_query(query)
             self.task = asyncio.get_running_loop().create_task(self.stream(params))
+        elif path == b"/engine":
+            self.busy = True
+            params = params_from_query(query)
+            ENGINE.start(params.delay or 0.04)
+            self.task = asyncio.get_running_loop().create_task(self.engine_stream(params))
         elif path == b"/plain":
             transport.write(PLAIN)
             if self.buf:
@@ -152,6 +185,29 @@ class FloorProtocol(asyncio.Protocol):
             if self.hb_handle is not None:
                 self.hb_handle.cancel()
                 self.hb_handle = None
+        if self.transport is not None:
+            write(chunk(DONE_FRAME) + TERMINATOR)
+            self.done()
+
+    async def engine_stream(self, p) -> None:  # type: ignore[no-untyped-def]
+        transport = self.transport
+        assert transport is not None
+        write = transport.write
+        write(SSE_HEAD)
+        dumps = orjson.dumps
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        ENGINE.active.add(queue)
+        try:
+            for i in range(p.n):
+                await queue.get()
+                payload = b"data: " + dumps(chunk_dict(i)) + b"\n\n"
+                if self.transport is None:
+                    return
+                write(b"%x\r\n%s\r\n" % (len(payload), payload))
+                if self.drained is not None:
+                    await self.drained
+        finally:
+            ENGINE.active.discard(queue)
         if self.transport is not None:
             write(chunk(DONE_FRAME) + TERMINATOR)
             self.done()

@@ -2,19 +2,27 @@
 
 Run: ``rawsse serve benchmarks.peers.rawsse_app:app --port 0 --no-access-log [--backend trio]``.
 
-Two apps differ only in how a stream waits (between paced events, and while held):
-``app`` with ``anyio.sleep`` (what any anyio code writes), ``ticker_app`` with
-``rawsse.Ticker`` (rawsse's own pacing, on the server's shared timer). Bursts are the same.
+The apps differ only in how a stream waits (between paced events, and while held):
+``app`` with ``anyio.sleep`` on a fixed schedule (what any anyio code writes), ``ticker_app``
+with ``rawsse.Ticker`` (rawsse's own pacing, on the server's shared timer), ``sleep_app`` with
+``await rawsse.sleep(delay)`` between events, relative to the last one (the way the demo models
+and most hand-written producers pace). Bursts are the same.
+
+``POST /engine?n=&delay=``: the engine-step shape (see ``Engine``): one producer task wakes every
+``delay`` seconds and hands one token to each active stream through the stream's own memory
+object stream, as vLLM's output loop feeds per-request queues; the stream encodes and sends it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from benchmarks.peers.workload import DONE_FRAME, Params, chunk_dict, params_from_mapping
-from rawsse._runtime.ticker import Ticker
+from rawsse._runtime.ticker import Ticker, sleep
 from rawsse.app import App
 from rawsse.request import Request
 from rawsse.response import Response, StreamingResponse
@@ -45,9 +53,69 @@ async def _ticker_source(p: Params) -> AsyncIterator[bytes]:
     yield DONE_FRAME
 
 
-def make_app(source: Callable[[Params], AsyncIterator[bytes]]) -> App:
+async def _sleep_source(p: Params) -> AsyncIterator[bytes]:
+    for i in range(p.n):
+        if p.delay and i:
+            await sleep(p.delay)  # relative to the last event, as the demo models pace
+        yield encode_json_data(chunk_dict(i))
+    if p.hold:
+        await sleep(p.hold)
+    yield DONE_FRAME
+
+
+class Engine:
+    """One producer for every stream: each step (``delay`` apart, on a fixed schedule) hands
+    the step number to every active stream's queue, like an LLM engine's output loop."""
+
+    def __init__(self, wait: str) -> None:
+        self.wait = wait
+        self.active: set[MemoryObjectSendStream[int]] = set()
+        self.running = False
+
+    async def run(self, delay: float) -> None:
+        step = 0
+        if self.wait == "ticker":
+            ticker = Ticker(delay)
+            while True:
+                await ticker.tick()
+                step += 1
+                self._hand_out(step)
+        start = anyio.current_time()
+        while True:
+            step += 1
+            await anyio.sleep(max(0.0, start + step * delay - anyio.current_time()))
+            self._hand_out(step)
+
+    def _hand_out(self, step: int) -> None:
+        for queue in self.active:
+            queue.send_nowait(step)
+
+    async def tokens(self, p: Params) -> AsyncIterator[bytes]:
+        send, receive = anyio.create_memory_object_stream[int](math.inf)
+        self.active.add(send)
+        try:
+            with receive:
+                for i in range(p.n):
+                    await receive.receive()
+                    yield encode_json_data(chunk_dict(i))
+        finally:
+            self.active.discard(send)
+            send.close()
+        yield DONE_FRAME
+
+
+def make_app(source: Callable[[Params], AsyncIterator[bytes]], engine_wait: str = "anyio") -> App:
     """The workload's routes, with ``source`` producing each stream's frames."""
     app = App()
+    engine = Engine(engine_wait)
+
+    @app.post("/engine")
+    async def engine_stream(request: Request) -> EventStream:
+        params = params_from_mapping(request.query)
+        if not engine.running:
+            engine.running = True
+            app.server.spawn(engine.run, params.delay or 0.04)
+        return EventStream(engine.tokens(params), heartbeat_s=params.hb)
 
     @app.post("/stream")
     async def stream(request: Request) -> EventStream:
@@ -74,4 +142,5 @@ def make_app(source: Callable[[Params], AsyncIterator[bytes]]) -> App:
 
 
 app = make_app(_anyio_source)
-ticker_app = make_app(_ticker_source)
+ticker_app = make_app(_ticker_source, "ticker")
+sleep_app = make_app(_sleep_source, "ticker")

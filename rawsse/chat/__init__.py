@@ -33,11 +33,8 @@ if TYPE_CHECKING:
         ToolCallDelta,
         Usage,
     )
-    from rawsse.chat.demo import (
-        ModelOptions,
-        demo_models,
-        parse_model_options,
-    )
+    from rawsse.chat.demo import demo_models
+    from rawsse.chat.demo_script import ModelOptions, parse_model_options
     from rawsse.chat.dialect import (
         SSE_CONTENT_TYPE,
         Dialect,
@@ -95,7 +92,8 @@ __getattr__, __dir__ = lazy_exports(
             "ToolCallDelta",
             "Usage",
         ),
-        "rawsse.chat.demo": ("ModelOptions", "demo_models", "parse_model_options"),
+        "rawsse.chat.demo": ("demo_models",),
+        "rawsse.chat.demo_script": ("ModelOptions", "parse_model_options"),
         "rawsse.chat.dialect": ("SSE_CONTENT_TYPE", "Dialect", "DialectStream"),
         "rawsse.chat.envelope_dialect": ("ENVELOPE", "EnvelopeStream"),
         "rawsse.chat.errors": ("ChatError", "as_chat_error"),

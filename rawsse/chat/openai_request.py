@@ -22,7 +22,7 @@ OpenAI's wording. The rules (the ranges are OpenAI's; ``n`` is capped at ``MAX_C
 7. ``response_format``: ``{"type": text | json_object | json_schema}``; json_schema needs a
    ``json_schema`` object with a ``name``.
 8. Perplexity's ``search_recency_filter``: month, week, day or hour.
-9. ``rawsse``: an object (the demo models' load-test options; see ``rawsse.chat.demo``).
+9. ``rawsse``: an object (the demo models' load-test options; see docs/demo-models.md).
 10. Other fields are accepted and ignored, so new SDK parameters do not break clients.
 """
 

@@ -1,8 +1,9 @@
 """The built-in demo app that ``rawsse serve`` runs with no APP.
 
 Contract: ``create_demo_app(options)`` returns an App with the chat endpoints of every dialect
-(mounted by ``rawsse.chat.mount_chat`` on the demo models ``echo`` and ``lorem``), ``/healthz``
-and ``/metrics``. Nothing here is special-cased: it is an ordinary application of the framework.
+(mounted by ``rawsse.chat.mount_chat`` on the demo models ``echo`` and ``lorem``), ``/healthz``,
+``/metrics`` and the wire lab page at ``/`` (``rawsse.lab.mount_lab``). Nothing here is
+special-cased: it is an ordinary application of the framework.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ def create_demo_app(options: DemoOptions | None = None) -> App:
         from rawsse.chat.mount import mount_chat
     except ImportError:  # pragma: no cover - only while the chat layer is being built
         return app
-    mount_chat(
+    chat = mount_chat(
         app,
         demo_models(token_delay_s=options.token_delay_s),
         api_keys=options.api_keys,
         resume_grace_s=options.resume_grace_s,
     )
+    from rawsse.lab import mount_lab
+
+    mount_lab(app, chat)
     return app

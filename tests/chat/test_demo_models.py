@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -26,7 +27,7 @@ from rawsse.chat import (
     parse_model_options,
     parse_openai,
 )
-from rawsse.chat.demo import TokenGaps
+from rawsse.chat.demo_script import TokenGaps
 from tests.chat.dialect_support import CREATED, STREAM_ID, parse_frames
 
 pytestmark = pytest.mark.anyio
@@ -237,6 +238,27 @@ async def test_models_through_dialects_keep_the_grammar() -> None:
     check_anthropic_stream(parse_frames(frames), require_ids=True)
     assert stream.response_body()["stop_reason"] == "max_tokens"
     assert stream.response_body()["usage"]["output_tokens"] == 5
+
+
+async def _peak_bytes_to_first_token(max_tokens: int, n: int) -> int:
+    req = request(max_tokens=max_tokens, n=n)
+    tracemalloc.start()
+    try:
+        deltas = MODELS["lorem"](req)
+        await deltas.__anext__()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    await deltas.aclose()  # type: ignore[attr-defined]
+    return peak
+
+
+async def test_memory_to_the_first_token_does_not_grow_with_max_tokens_and_n() -> None:
+    """Tokens are made as they are yielded: the largest answer starts as cheaply as the
+    smallest (it took 51 MiB before its first token when the whole answer was planned)."""
+    small = await _peak_bytes_to_first_token(max_tokens=10, n=1)
+    large = await _peak_bytes_to_first_token(max_tokens=100_000, n=8)
+    assert large < small + 32 * 1024, (small, large)
 
 
 async def test_closing_mid_stream_stops_the_model() -> None:
