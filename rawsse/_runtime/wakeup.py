@@ -16,6 +16,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
+from rawsse._runtime.backend import running_loop
+
 __all__ = ["TimerLike", "Wakeup", "new_wakeup", "wakeup_factory"]
 
 
@@ -114,9 +116,8 @@ class _TrioWakeup:
 
 def wakeup_factory() -> Callable[[], Wakeup]:
     """A maker of parking spots for the running backend, for callers that need many."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    loop = running_loop()
+    if loop is None:
         return _TrioWakeup
     return partial(_AsyncioWakeup, loop)
 

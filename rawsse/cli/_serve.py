@@ -38,6 +38,7 @@ from typing import Any
 
 from rawsse._http.limits import ServerLimits
 from rawsse.cli._errors import RUNTIME, USAGE, CommandError
+from rawsse.cli._options import number, port
 from rawsse.cli._supervised import WORKER_ENV, SupervisorLink
 
 __all__ = ["add_arguments", "load_app", "run"]
@@ -47,39 +48,10 @@ _DEMO_TOKEN_DELAY_S = 0.02
 logger = logging.getLogger("rawsse.error")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0 = a free one), got {value}")
-    return value
-
-
-def _number(kind: type[int] | type[float], minimum: float, above: bool = False) -> Any:
-    """An argparse type: a ``kind`` at least ``minimum`` (or above it, when ``above``)."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-        if value < minimum or (above and value == minimum):
-            bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # what argparse names in "invalid int value"
-    return parse
-
-
-_COUNT = _number(int, 1)  # processes, limits
-_NON_NEGATIVE_INT = _number(int, 0)
-_SECONDS = _number(float, 0)  # 0 allowed: off, or no wait
-_POSITIVE_SECONDS = _number(float, 0, above=True)
+_COUNT = number(int, 1)  # processes, limits
+_NON_NEGATIVE_INT = number(int, 0)
+_SECONDS = number(float, 0)  # 0 allowed: off, or no wait
+_POSITIVE_SECONDS = number(float, 0, above=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "returning an App (default: the built-in demo app)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=_port, default=8000, help="port (0 = a free port)")
+    parser.add_argument("--port", type=port, default=8000, help="port (0 = a free port)")
     parser.add_argument(
         "--workers", type=_COUNT, default=1, metavar="N", help="processes sharing the port"
     )
