@@ -283,6 +283,9 @@ class EventStream(StreamingResponse):
             raise
         finally:
             self._end(body, failure)
+            # The exception's traceback holds this frame: forget it here, or every cancelled
+            # stream is a reference cycle (its source, generator and frames) for the collector.
+            failure = None
 
     def _start(self, body: BodyWriter) -> None:
         """Before the producer runs: counters, timeouts, heartbeats, the retry hint, lifetime."""
@@ -365,7 +368,7 @@ class EventStream(StreamingResponse):
             return
         frame = make(arg)
         if frame:
-            body.write(frame)
+            body.write_last(frame)  # leaves with the terminator, in one send
 
     async def skip_body(self) -> None:
         """HEAD request: never start the producer; close an async-generator source."""

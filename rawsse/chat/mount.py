@@ -648,7 +648,9 @@ def _unnumbered(dialect: Dialect, stream_id: str, error: ChatError) -> list[byte
 
 async def _close(deltas: AsyncIterator[Any]) -> None:
     aclose = getattr(deltas, "aclose", None)
-    if aclose is not None:
+    # A generator that ended (ran out, raised, or was cancelled mid-step) has no frame left
+    # and nothing to clean up: no timeout scope for it (one per stream at shutdown).
+    if aclose is not None and getattr(deltas, "ag_frame", True) is not None:
         with anyio.move_on_after(_ACLOSE_TIMEOUT_S):
             await aclose()
 
