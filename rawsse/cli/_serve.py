@@ -96,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow cross-origin requests from ORIGIN, for any App (repeatable; '*' for any; "
         "default: none)",
     )
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share resume and broadcast across processes and machines through Redis at URL "
+        "(also RAWSSE_REDIS_URL; default: each process keeps its own)",
+    )
     demo = parser.add_argument_group("the demo app (ignored, with a warning, when APP is given)")
     demo.add_argument(
         "--api-key",
@@ -429,8 +436,41 @@ def _build_app(args: argparse.Namespace) -> Any:
             token_delay_s=_DEMO_TOKEN_DELAY_S if args.token_delay is None else args.token_delay,
             resume_grace_s=args.resume_grace or 0.0,
             cors_origins=tuple(args.cors_origin or ()),
+            redis_url=args.redis,
         )
     )
+
+
+def _use_redis(args: argparse.Namespace, worker: bool) -> None:
+    """Settle ``args.redis`` (the option, else ``RAWSSE_REDIS_URL``) and export it for the app
+    (``RedisBus.shared()``) and the workers; the supervisor checks that Redis answers."""
+    from rawsse.redis import REDIS_URL_ENV
+
+    args.redis = args.redis or os.environ.get(REDIS_URL_ENV) or None
+    if args.redis:
+        os.environ[REDIS_URL_ENV] = args.redis
+        if args.workers > 1 and not worker:
+            import anyio
+
+            from rawsse.redis import RedisUnavailable, probe
+
+            try:
+                anyio.run(probe, args.redis, backend=args.backend)
+            except RedisUnavailable as exc:
+                raise CommandError(RUNTIME, str(exc)) from None
+
+
+def _warn_per_process(args: argparse.Namespace) -> None:
+    """The first worker of the demo app, once listening, says what several workers without
+    Redis mean (an APP may share its state its own way)."""
+    if os.environ.get(WORKER_ENV) == "0" and not args.redis and not args.app:
+        print(
+            "rawsse serve: warning: several workers without --redis: resume and broadcast are "
+            "per process (a resume that lands on another process gets 404); set --redis URL "
+            "or RAWSSE_REDIS_URL to share them",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -450,6 +490,7 @@ def run(args: argparse.Namespace) -> int:
     if not worker:
         _warn_demo_only(args)
     _raise_open_file_limit()
+    _use_redis(args, worker)
 
     if args.workers > 1 and not worker:
         from rawsse.cli._workers import supervise
@@ -477,6 +518,7 @@ def run(args: argparse.Namespace) -> int:
         sock = bind_socket(args.host, args.port, reuse_port=worker)
     except OSError as exc:
         raise listen_failure(args.host, args.port, exc) from exc
+    _warn_per_process(args)
     server = Server(
         app,
         host=args.host,
@@ -499,9 +541,24 @@ def run(args: argparse.Namespace) -> int:
 
     options: dict[str, Any] = {"use_uvloop": True} if args.uvloop else {}
     try:
-        anyio.run(_serve, server, announce, link, backend=args.backend, backend_options=options)
+        anyio.run(
+            _serve,
+            server,
+            announce,
+            link,
+            args.redis,
+            backend=args.backend,
+            backend_options=options,
+        )
     except KeyboardInterrupt:  # pragma: no cover - a signal before the handler was installed
         return 130
+    except Exception as exc:
+        if args.redis:
+            from rawsse.redis import RedisUnavailable
+
+            if isinstance(exc, RedisUnavailable):
+                raise CommandError(RUNTIME, str(exc)) from None
+        raise
     cut = server.connections_cut
     if link is not None:
         link.finished(cut)  # the supervisor reports it
@@ -515,12 +572,24 @@ def run(args: argparse.Namespace) -> int:
     return 1 if cut else 0
 
 
-async def _serve(server: Any, announce: Callable[[Any], None], link: SupervisorLink | None) -> None:
+async def _serve(
+    server: Any,
+    announce: Callable[[Any], None],
+    link: SupervisorLink | None,
+    redis_url: str | None,
+) -> None:
+    import contextlib
+
     import anyio
 
     from rawsse.server import serve_until_signalled
 
-    async with anyio.create_task_group() as tg:
+    bus: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
+    if redis_url:
+        from rawsse.redis import RedisBus
+
+        bus = RedisBus.shared(redis_url)  # connected before the ready line, closed after
+    async with bus, anyio.create_task_group() as tg:
         if link is not None:
             tg.start_soon(link.run, server)
         await serve_until_signalled(server, on_ready=announce)
