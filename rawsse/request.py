@@ -12,9 +12,10 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from rawsse._errors import HTTPError
+from rawsse._http.request_head import split_target
 from rawsse.jsonio import loads
 
 __all__ = ["Headers", "Request"]
@@ -108,9 +109,9 @@ class Request:
     ) -> None:
         self.method = method
         self.target = target
-        raw_path, _, query = target.partition(b"?")
-        self.path = unquote(raw_path.decode("latin-1"))
-        self.query_string = query.decode("latin-1")
+        # The path a route sees (decoded; an absolute-form target's scheme and authority
+        # dropped) and the query as sent.
+        self.path, self.query_string = split_target(target)
         self.headers = Headers(headers)
         self.body = body
         self.client = client

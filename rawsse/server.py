@@ -30,16 +30,14 @@ import anyio
 from anyio.abc import TaskStatus
 
 from rawsse._counters import ServerStats
-from rawsse._http.connection import (
-    Connection,
-    ConnectionContext,
-    Handler,
-    error_response_bytes,
-    linger,
-)
+from rawsse._errors import ClientDisconnected
+from rawsse._http.connection import Connection, ConnectionContext, Handler, linger
+from rawsse._http.head import error_response_bytes
 from rawsse._http.limits import ServerLimits
+from rawsse._runtime.backend import running_loop
 from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
 from rawsse._runtime.scopes import native_cancel_scope
+from rawsse._runtime.transport import send_now
 
 __all__ = ["Server", "bind_socket", "run"]
 
@@ -135,10 +133,7 @@ class _ConnectionSpawner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._forget = self._tasks.discard
         self._nursery: Any = None  # trio's
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None
+        self._loop = running_loop()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -286,6 +281,9 @@ class Server:
         finally:
             CURRENT_REACTOR.reset(reactor_token)
             lsock.close()
+            # Admitted connections whose task was cancelled before it ever ran.
+            for connection in list(self.context.connections):
+                connection.release()
 
     async def _drain_connections(self) -> None:
         ctx = self.context
@@ -330,6 +328,8 @@ class Server:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if self._tcp_options:
                         _apply_socket_options(sock, self._tcp_options)
+                # Counted here, at accept (a Connection counts from its construction), not
+                # when its task starts: a whole accept batch cannot pass the limit.
                 if (
                     limits.max_connections
                     and ctx.stats.connections_active >= limits.max_connections
@@ -345,8 +345,8 @@ class Server:
             503, "server at its connection limit; retry shortly", [(b"retry-after", b"1")]
         )
         try:
-            sock.send(response)
-        except OSError:
+            send_now(sock, response)
+        except ClientDisconnected:
             sock.close()
             return
         if self._lingering >= _MAX_LINGERING_REFUSALS:

@@ -1,9 +1,12 @@
-"""Test helpers: an in-process server on 127.0.0.1:0 and a raw-socket HTTP/1.1 client."""
+"""Test helpers: an in-process server on 127.0.0.1:0, a raw-socket HTTP/1.1 client, and
+``wait_for`` / ``wait_for_sync``: the one way a test waits for something to happen (a
+condition it can observe, polled, bounded in time), instead of sleeping and hoping."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,49 @@ from rawsse._http.limits import ServerLimits
 from rawsse.server import Server
 
 IO_TIMEOUT_S = 5.0
+# How often a waiting test looks again: often enough not to slow tests down, rarely enough
+# not to load a shared machine.
+POLL_S = 0.005
+
+
+async def wait_for(
+    condition: Callable[[], object],
+    timeout_s: float = IO_TIMEOUT_S,
+    *,
+    what: str = "",
+    state: Callable[[], object] | None = None,
+) -> None:
+    """Wait until ``condition()`` is true, looking again every few milliseconds.
+
+    Fails after ``timeout_s`` with ``what`` (and ``state()``, when given: what to show of the
+    thing waited on).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            shown = f" ({state()})" if state is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout_s:g} s waiting for {what or condition}{shown}"
+            )
+        await anyio.sleep(POLL_S)
+
+
+def wait_for_sync(
+    condition: Callable[[], object],
+    timeout_s: float = IO_TIMEOUT_S,
+    *,
+    what: str = "",
+    state: Callable[[], object] | None = None,
+) -> None:
+    """``wait_for`` outside an event loop (a test driving a subprocess)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            shown = f" ({state()})" if state is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout_s:g} s waiting for {what or condition}{shown}"
+            )
+        time.sleep(POLL_S * 10)
 
 
 @asynccontextmanager

@@ -14,7 +14,6 @@ layer awaits ``drain()`` then.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -22,8 +21,9 @@ from typing import Protocol
 import anyio
 
 from rawsse._errors import ClientDisconnected, SlowClientEvicted
-from rawsse._runtime.reactor import TIMER_SLACK_S, Reactor, SocketWatch
+from rawsse._runtime.reactor import TIMER_SLACK_S, ReactorLike, SocketWatch
 from rawsse._runtime.scopes import CancelScopeLike
+from rawsse._runtime.transport import Transport, send_now
 
 __all__ = ["BodyWriter"]
 
@@ -88,8 +88,8 @@ class BodyWriter:
 
     def __init__(
         self,
-        sock: socket.socket,
-        reactor: Reactor,
+        sock: Transport,
+        reactor: ReactorLike,
         watch: SocketWatch,
         *,
         chunked: bool,
@@ -286,10 +286,8 @@ class BodyWriter:
 
     def _send(self, payload: bytes) -> None:
         try:
-            sent = self.sock.send(payload)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
+            sent = send_now(self.sock, payload)
+        except ClientDisconnected:
             self._lost()
             return
         if sent:  # _count, inlined: this is the per-event path of a paced stream
@@ -303,10 +301,8 @@ class BodyWriter:
 
     def _send_unsent(self) -> None:
         try:
-            sent = self.sock.send(self._unsent)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
+            sent = send_now(self.sock, self._unsent)
+        except ClientDisconnected:
             self._lost()
             return
         self._count(sent)

@@ -23,13 +23,11 @@ Callbacks run synchronously in the reactor task and must not block.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import itertools
 import math
 import select
-import socket
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -37,21 +35,28 @@ from typing import Protocol
 
 import anyio
 
-__all__ = ["Reactor", "SocketWatch", "Timed"]
+from rawsse._errors import ClientDisconnected
+from rawsse._runtime.backend import running_loop
+from rawsse._runtime.transport import Transport, peer_closed
+
+__all__ = ["Reactor", "ReactorLike", "SocketWatch", "Timed"]
 
 _HAS_EPOLL = hasattr(select, "epoll")
 if _HAS_EPOLL:
     _IN = select.EPOLLIN
     _OUT = select.EPOLLOUT
-    _HUP = select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+    # A reset or an error: the connection is unusable. EPOLLRDHUP alone is the peer's FIN.
+    _GONE = select.EPOLLHUP | select.EPOLLERR
+    _EOF = select.EPOLLRDHUP
     # Edge-triggered: input is reported when it arrives, once, so a socket with unread bytes
     # (a pipelined request while a handler runs) never makes the watcher spin.
-    _WATCH_MASK = _HUP | _IN | select.EPOLLET
+    _WATCH_MASK = _GONE | _EOF | _IN | select.EPOLLET
 else:  # pragma: no cover - exercised only off Linux
     _IN = select.POLLIN
     _OUT = select.POLLOUT
-    _HUP = select.POLLHUP | select.POLLERR
-    _WATCH_MASK = _IN | _HUP
+    _GONE = select.POLLHUP | select.POLLERR
+    _EOF = 0  # told from data by peeking (``_dispatch``)
+    _WATCH_MASK = _IN | _GONE
 
 # Fallback poll() interval off Linux, where the poller itself cannot be awaited.
 _POLL_INTERVAL_S = 0.05
@@ -60,10 +65,15 @@ _POLL_INTERVAL_S = 0.05
 class SocketWatch(Protocol):
     """What the reactor calls back for a registered socket."""
 
-    sock: socket.socket
+    @property
+    def sock(self) -> Transport:
+        """The socket watched."""
 
     def on_peer_gone(self) -> None:
-        """The peer closed or reset the connection."""
+        """The peer reset the connection (or it failed): nothing more can be sent."""
+
+    def on_peer_eof(self) -> None:
+        """The peer ended its input (a FIN); it may still read. Watching goes on."""
 
     def on_writable(self) -> None:
         """The socket can take more bytes."""
@@ -84,6 +94,30 @@ class Timed(Protocol):
 
     def on_timer(self, now: float) -> float | None:
         """Do what is due at ``now``; return when to be called next, or None."""
+
+
+class ReactorLike(Protocol):
+    """What a connection and its body writer use of the shared reactor. ``Reactor`` is the
+    one a server runs; a test may hand the driver another (scripted input, a clock of its own).
+    """
+
+    # Whether ``on_readable`` reports input arriving (else readers wait on the event loop).
+    edge_reads: bool
+
+    def watch(self, target: SocketWatch) -> None:
+        """Report ``target``'s socket events until ``unwatch``."""
+
+    def unwatch(self, target: SocketWatch) -> None:
+        """Stop reporting; call before the socket is closed."""
+
+    def want_writable(self, target: SocketWatch, wanted: bool) -> None:
+        """Turn reports of writability (``on_writable``) on or off."""
+
+    def call_at(self, when: float, target: Timed) -> None:
+        """Call ``target.on_timer(now)`` at monotonic time ``when``."""
+
+    def schedule_flush(self, writer: Flushable) -> None:
+        """Call ``writer.flush()`` once the running task yields to the event loop."""
 
 
 # The reactor of the server whose task is running (``Server.serve`` sets it; connection tasks
@@ -178,16 +212,15 @@ class Reactor:
             writer.flush()
 
     async def _run_flusher(self) -> None:
-        try:
+        loop = running_loop()
+        if loop is not None:
             # asyncio: a callback in the loop's ready queue runs after the tasks that are ready
             # now, exactly like a task wake-up but without the event and task switch it costs.
-            self._call_soon = asyncio.get_running_loop().call_soon
-        except RuntimeError:
-            self._call_soon = None  # trio: the flusher task below
-        else:
+            self._call_soon = loop.call_soon
             if self._dirty:
                 self._call_soon(self._flush_dirty)
             return
+        self._call_soon = None  # trio: the flusher task below
         while True:
             # No deadline: this task lives as long as the server and is cancelled with it.
             await self._wake.wait()
@@ -249,41 +282,41 @@ class Reactor:
             target = self._watched.get(fd)
             if target is None:
                 continue
-            if mask & _HUP:
+            if mask & _GONE:
                 self.unwatch(target)
                 target.on_peer_gone()
                 continue
+            if mask & _EOF:
+                target.on_peer_eof()  # still watched: a reset may follow
             if mask & _IN:
                 if _HAS_EPOLL:
                     target.on_readable()
-                elif self._peer_gone(target.sock):
-                    self.unwatch(target)
-                    target.on_peer_gone()
+                elif not self._report_input_off_linux(fd, target):  # pragma: no cover
                     continue
-                else:
-                    self._ignore_input(fd)
             if mask & _OUT:
                 target.on_writable()
 
-    @staticmethod
-    def _peer_gone(sock: socket.socket) -> bool:
+    def _report_input_off_linux(self, fd: int, target: SocketWatch) -> bool:  # pragma: no cover
+        # Readability is level-triggered here: peek to tell a FIN or a reset from data, and
+        # stop reporting input either way (it would spin), but keep reporting hang-ups.
         try:
-            return sock.recv(1, socket.MSG_PEEK) == b""
-        except BlockingIOError:
+            eof = peer_closed(target.sock)
+        except ClientDisconnected:
+            self.unwatch(target)
+            target.on_peer_gone()
             return False
-        except OSError:
-            return True
+        self._ignore_input(fd)
+        if eof:
+            target.on_peer_eof()
+        return True
 
     async def _run_watcher(self) -> None:
         poller = self._poller
         if _HAS_EPOLL:
             epoll = poller
             assert isinstance(epoll, select.epoll)
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                pass  # trio: a task waiting on the poller, below
-            else:
+            loop = running_loop()
+            if loop is not None:
                 # asyncio: one persistent reader callback, no add/remove per wake-up.
                 fd = epoll.fileno()
                 loop.add_reader(fd, lambda: self._dispatch(epoll.poll(0, 4096)))

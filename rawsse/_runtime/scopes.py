@@ -9,12 +9,13 @@ the native one. Both offer what the driver and ``EventStream`` use: ``with``, ``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
 import anyio
+
+from rawsse._runtime.backend import running_loop
 
 __all__ = ["CancelScopeLike", "native_cancel_scope"]
 
@@ -43,9 +44,7 @@ class CancelScopeLike(Protocol):
 
 def native_cancel_scope() -> Callable[[], CancelScopeLike]:
     """The cancel-scope class to use on the running backend (call from inside it)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if running_loop() is None:
         import trio
 
         return trio.CancelScope

@@ -31,6 +31,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
+from rawsse._runtime.backend import running_loop
 from rawsse.client._connection import wait_readable, wait_writable
 
 __all__ = ["Readiness", "send_all"]
@@ -48,9 +49,8 @@ class Readiness:
     @staticmethod
     def open(sock: socket.socket) -> Readiness:
         """The cheapest readiness waiter for the running event loop."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio: trio
+        loop = running_loop()
+        if loop is None:  # not asyncio: trio
             return Readiness(sock, _trio_wait_readable())
         return _LoopReadiness(sock, loop)
 

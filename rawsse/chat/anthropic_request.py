@@ -27,17 +27,19 @@ What the mount must add: the ``x-api-key`` header (or ``Authorization: Bearer``)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 from rawsse.chat.errors import ChatError
 from rawsse.chat.fields import (
+    Field,
+    as_body,
     as_bool,
     as_enum,
-    as_int,
     as_list,
-    as_number,
     as_object,
     as_str,
+    read_fields,
     require,
 )
 from rawsse.chat.request import ChatRequest, Message, Tool, ToolCall, ToolChoice
@@ -46,6 +48,7 @@ from rawsse.jsonio import dumps
 __all__ = ["parse_anthropic"]
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_THINKING = ("enabled", "disabled")
 _BLOCKS = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 # The role a block kind may appear in; text may appear in both.
 _ONLY_IN = {
@@ -134,7 +137,7 @@ def _tool(value: Any, i: int) -> Tool:
     return Tool(name, description, schema)
 
 
-def _tool_choice(value: Any) -> ToolChoice:
+def _tool_choice(value: Any, param: str, read: Mapping[str, Any]) -> ToolChoice:
     value = as_object(value, "tool_choice")
     kind = as_enum(
         require(value, "type", "tool_choice.type"),
@@ -147,65 +150,48 @@ def _tool_choice(value: Any) -> ToolChoice:
     return ToolChoice("required" if kind == "any" else cast(Literal["auto", "none"], kind))
 
 
+def _system(value: Any, param: str, read: Mapping[str, Any]) -> str:
+    return _text_blocks(value, param)
+
+
+def _turns(value: Any, param: str, read: Mapping[str, Any]) -> tuple[Message, ...]:
+    messages = [Message("system", read["system"])] if "system" in read else []
+    for i, turn in enumerate(as_list(value, param, non_empty=True)):
+        messages.extend(_turn(turn, i))
+    return tuple(messages)
+
+
+def _stop_sequences(value: Any, param: str, read: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(as_str(item, f"{param}.{i}") for i, item in enumerate(as_list(value, param)))
+
+
+def _tools(value: Any, param: str, read: Mapping[str, Any]) -> tuple[Tool, ...]:
+    return tuple(_tool(tool, i) for i, tool in enumerate(as_list(value, param)))
+
+
+# The request's fields, in the order they are checked (the first invalid one is reported).
+_FIELDS = (
+    Field("model", "str", "model", required=True, non_empty=True),
+    Field("max_tokens", "int", "max_tokens", required=True, minimum=1),
+    # The array first, then the system prompt, then each turn (which the system one precedes).
+    Field("messages", "array", required=True, non_empty=True),
+    Field("system", "custom", "system", convert=_system),
+    Field("messages", "custom", "messages", required=True, convert=_turns),
+    Field("stream", "bool", "stream"),
+    Field("temperature", "number", "temperature", minimum=0, maximum=1),
+    Field("top_p", "number", "top_p", minimum=0, maximum=1),
+    Field("top_k", "int", minimum=0),
+    Field("stop_sequences", "custom", "stop", convert=_stop_sequences),
+    Field("metadata", "section", fields=(Field("user_id", "str", "user"),)),
+    Field("tools", "custom", "tools", convert=_tools),
+    Field("tool_choice", "custom", "tool_choice", convert=_tool_choice),
+    Field("thinking", "section", fields=(Field("type", "enum", required=True, choices=_THINKING),)),
+    Field("rawsse", "object", "extra"),
+)
+
+
 def parse_anthropic(body: Any) -> ChatRequest:
     """Validate an Anthropic Messages body; raises ``ChatError`` 400 on the first error."""
-    if not isinstance(body, dict):
-        raise ChatError.invalid("Invalid body: expected a JSON object.", code="invalid_type")
-    model = as_str(require(body, "model", "model"), "model", non_empty=True)
-    max_tokens = as_int(require(body, "max_tokens", "max_tokens"), "max_tokens", minimum=1)
-    turns = as_list(require(body, "messages", "messages"), "messages", non_empty=True)
-    messages: list[Message] = []
-    if (system := body.get("system")) is not None:
-        messages.append(Message("system", _text_blocks(system, "system")))
-    for i, turn in enumerate(turns):
-        messages.extend(_turn(turn, i))
-
-    stream = False
-    if (value := body.get("stream")) is not None:
-        stream = as_bool(value, "stream")
-    temperature = top_p = None
-    if (value := body.get("temperature")) is not None:
-        temperature = as_number(value, "temperature", minimum=0, maximum=1)
-    if (value := body.get("top_p")) is not None:
-        top_p = as_number(value, "top_p", minimum=0, maximum=1)
-    if (value := body.get("top_k")) is not None:
-        as_int(value, "top_k", minimum=0)
-    stop: tuple[str, ...] = ()
-    if (value := body.get("stop_sequences")) is not None:
-        items = as_list(value, "stop_sequences")
-        stop = tuple(as_str(item, f"stop_sequences.{i}") for i, item in enumerate(items))
-    user = None
-    if (value := body.get("metadata")) is not None:
-        metadata = as_object(value, "metadata")
-        if (user_id := metadata.get("user_id")) is not None:
-            user = as_str(user_id, "metadata.user_id")
-    tools: tuple[Tool, ...] = ()
-    if (value := body.get("tools")) is not None:
-        tools = tuple(_tool(tool, i) for i, tool in enumerate(as_list(value, "tools")))
-    tool_choice = None
-    if (value := body.get("tool_choice")) is not None:
-        tool_choice = _tool_choice(value)
-    if (value := body.get("thinking")) is not None:
-        thinking = as_object(value, "thinking")
-        as_enum(
-            require(thinking, "type", "thinking.type"), "thinking.type", ("enabled", "disabled")
-        )
-    extra: dict[str, Any] = {}
-    if (value := body.get("rawsse")) is not None:
-        extra = as_object(value, "rawsse")
-
-    return ChatRequest(
-        model=model,
-        messages=tuple(messages),
-        dialect="anthropic",
-        stream=stream,
-        include_usage=True,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop=stop,
-        tools=tools,
-        tool_choice=tool_choice,
-        user=user,
-        extra=extra,
-    )
+    values = read_fields(as_body(body), _FIELDS)
+    values.pop("system", None)  # a leading system message by now
+    return ChatRequest(dialect="anthropic", include_usage=True, **values)

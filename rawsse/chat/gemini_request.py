@@ -28,17 +28,19 @@ What the mount must add: the key is the ``x-goog-api-key`` header or the ``key``
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from rawsse.chat.errors import ChatError
 from rawsse.chat.fields import (
+    Field,
+    as_body,
     as_bool,
     as_enum,
-    as_int,
     as_list,
-    as_number,
     as_object,
     as_str,
+    read_fields,
     require,
 )
 from rawsse.chat.request import MAX_CHOICES, ChatRequest, Message, Tool, ToolCall, ToolChoice
@@ -50,7 +52,7 @@ _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 _TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
 
 
-def _get(obj: dict[str, Any], key: str) -> tuple[Any, str]:
+def _get(obj: Mapping[str, Any], key: str) -> tuple[Any, str]:
     """The value at camelCase ``key`` or its snake_case twin, and the key it was found at."""
     if key in obj:
         return obj[key], key
@@ -117,7 +119,7 @@ def _parts(content: dict[str, Any], where: str, role: str) -> list[Message]:
     return results
 
 
-def _tools(value: Any, key: str) -> tuple[Tool, ...]:
+def _tools(value: Any, key: str, read: Mapping[str, Any]) -> tuple[Tool, ...]:
     tools: list[Tool] = []
     for i, tool in enumerate(as_list(value, key)):
         where = f"{key}[{i}]"
@@ -147,7 +149,7 @@ def _tools(value: Any, key: str) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def _tool_choice(value: Any, key: str) -> ToolChoice | None:
+def _tool_choice(value: Any, key: str, read: Mapping[str, Any]) -> ToolChoice | None:
     config = as_object(value, key)
     calling, calling_key = _get(config, "functionCallingConfig")
     if calling is None:
@@ -163,95 +165,55 @@ def _tool_choice(value: Any, key: str) -> ToolChoice | None:
     return ToolChoice("none" if mode == "NONE" else "auto")
 
 
-def parse_gemini(model: str, body: Any, *, stream: bool) -> ChatRequest:
-    """Validate a Gemini ``generateContent`` body for ``model``; raises ``ChatError`` 400."""
-    model = as_str(model, "model", non_empty=True)
-    if not isinstance(body, dict):
-        raise ChatError.invalid("Invalid body: expected a JSON object.", code="invalid_type")
-    contents = as_list(require(body, "contents", "contents"), "contents", non_empty=True)
-    messages: list[Message] = []
-    system, system_key = _get(body, "systemInstruction")
-    if system is not None:
-        system = as_object(system, system_key)
-        messages.extend(_parts(system, system_key, "system"))
-    for i, content in enumerate(contents):
-        where = f"contents[{i}]"
+def _system(value: Any, param: str, read: Mapping[str, Any]) -> list[Message]:
+    return _parts(as_object(value, param), param, "system")
+
+
+def _contents(value: Any, param: str, read: Mapping[str, Any]) -> tuple[Message, ...]:
+    messages: list[Message] = list(read.get("system", ()))
+    for i, content in enumerate(as_list(value, param, non_empty=True)):
+        where = f"{param}[{i}]"
         content = as_object(content, where)
         role = content.get("role")
         role = "user" if role is None else as_enum(role, f"{where}.role", ("user", "model"))
         messages.extend(_parts(content, where, role))
+    return tuple(messages)
 
-    max_tokens = temperature = top_p = seed = None
-    presence_penalty = frequency_penalty = None
-    n = 1
-    stop: tuple[str, ...] = ()
-    config, config_key = _get(body, "generationConfig")
-    if config is not None:
-        config = as_object(config, config_key)
 
-        def field(key: str) -> tuple[Any, str]:
-            value, found = _get(config, key)
-            return value, f"{config_key}.{found}"
+def _stop_sequences(value: Any, param: str, read: Mapping[str, Any]) -> tuple[str, ...]:
+    items = as_list(value, param, max_length=5)
+    return tuple(as_str(item, f"{param}[{i}]") for i, item in enumerate(items))
 
-        value, at = field("maxOutputTokens")
-        if value is not None:
-            max_tokens = as_int(value, at, minimum=1)
-        value, at = field("temperature")
-        if value is not None:
-            temperature = as_number(value, at, minimum=0, maximum=2)
-        value, at = field("topP")
-        if value is not None:
-            top_p = as_number(value, at, minimum=0, maximum=1)
-        value, at = field("topK")
-        if value is not None:
-            as_int(value, at, minimum=1)
-        value, at = field("candidateCount")
-        if value is not None:
-            n = as_int(value, at, minimum=1, maximum=MAX_CHOICES)
-        value, at = field("stopSequences")
-        if value is not None:
-            items = as_list(value, at, max_length=5)
-            stop = tuple(as_str(item, f"{at}[{i}]") for i, item in enumerate(items))
-        value, at = field("seed")
-        if value is not None:
-            seed = as_int(value, at)
-        value, at = field("presencePenalty")
-        if value is not None:
-            presence_penalty = as_number(value, at, minimum=-2, maximum=2)
-        value, at = field("frequencyPenalty")
-        if value is not None:
-            frequency_penalty = as_number(value, at, minimum=-2, maximum=2)
-        value, at = field("responseMimeType")
-        if value is not None:
-            as_enum(value, at, ("text/plain", "application/json"))
 
-    tools: tuple[Tool, ...] = ()
-    value, key = _get(body, "tools")
-    if value is not None:
-        tools = _tools(value, key)
-    tool_choice = None
-    value, key = _get(body, "toolConfig")
-    if value is not None:
-        tool_choice = _tool_choice(value, key)
-    extra: dict[str, Any] = {}
-    if (value := body.get("rawsse")) is not None:
-        extra = as_object(value, "rawsse")
+_GENERATION_CONFIG = (
+    Field("maxOutputTokens", "int", "max_tokens", minimum=1),
+    Field("temperature", "number", "temperature", minimum=0, maximum=2),
+    Field("topP", "number", "top_p", minimum=0, maximum=1),
+    Field("topK", "int", minimum=1),
+    Field("candidateCount", "int", "n", minimum=1, maximum=MAX_CHOICES),
+    Field("stopSequences", "custom", "stop", convert=_stop_sequences),
+    Field("seed", "int", "seed"),
+    Field("presencePenalty", "number", "presence_penalty", minimum=-2, maximum=2),
+    Field("frequencyPenalty", "number", "frequency_penalty", minimum=-2, maximum=2),
+    Field("responseMimeType", "enum", choices=("text/plain", "application/json")),
+)
+# The request's fields (camelCase; ``_get`` finds the snake_case twins too), in the order they
+# are checked (the first invalid one is reported).
+_FIELDS = (
+    # The array first, then the system instruction, then each content (which it precedes).
+    Field("contents", "array", required=True, non_empty=True),
+    Field("systemInstruction", "custom", "system", convert=_system),
+    Field("contents", "custom", "messages", required=True, convert=_contents),
+    Field("generationConfig", "section", fields=_GENERATION_CONFIG),
+    Field("tools", "custom", "tools", convert=_tools),
+    Field("toolConfig", "custom", "tool_choice", convert=_tool_choice),
+    Field("rawsse", "object", "extra"),
+)
 
-    return ChatRequest(
-        model=model,
-        messages=tuple(messages),
-        dialect="gemini",
-        stream=stream,
-        include_usage=True,
-        max_tokens=max_tokens,
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
-        stop=stop,
-        seed=seed,
-        tools=tools,
-        tool_choice=tool_choice,
-        extra=extra,
-    )
+
+def parse_gemini(model: str, body: Any, *, stream: bool) -> ChatRequest:
+    """Validate a Gemini ``generateContent`` body for ``model``; raises ``ChatError`` 400."""
+    model = as_str(model, "model", non_empty=True)
+    values = read_fields(as_body(body), _FIELDS, lookup=_get)
+    values.pop("system", None)  # leading system messages by now
+    return ChatRequest(model=model, dialect="gemini", stream=stream, include_usage=True, **values)

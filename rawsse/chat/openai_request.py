@@ -29,17 +29,19 @@ OpenAI's wording. The rules (the ranges are OpenAI's; ``n`` is capped at ``MAX_C
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 from rawsse.chat.errors import ChatError
 from rawsse.chat.fields import (
+    Field,
+    as_body,
     as_bool,
     as_enum,
-    as_int,
     as_list,
-    as_number,
     as_object,
     as_str,
+    read_fields,
     require,
 )
 from rawsse.chat.request import (
@@ -134,7 +136,7 @@ def _tool(value: Any, i: int) -> Tool:
     return Tool(name, description, parameters)
 
 
-def _tool_choice(value: Any, tools: tuple[Tool, ...]) -> ToolChoice:
+def _tool_choice(value: Any, param: str, read: Mapping[str, Any]) -> ToolChoice:
     if isinstance(value, str):
         mode = as_enum(value, "tool_choice", ("none", "auto", "required"))
         choice = ToolChoice(cast(Literal["none", "auto", "required"], mode))
@@ -148,7 +150,7 @@ def _tool_choice(value: Any, tools: tuple[Tool, ...]) -> ToolChoice:
             require(function, "name", "tool_choice.function.name"), "tool_choice.function.name"
         )
         choice = ToolChoice("function", name)
-    if choice.mode in ("required", "function") and not tools:
+    if choice.mode in ("required", "function") and not read.get("tools"):
         raise ChatError.invalid(
             "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
             "specified.",
@@ -158,7 +160,7 @@ def _tool_choice(value: Any, tools: tuple[Tool, ...]) -> ToolChoice:
     return choice
 
 
-def _response_format(value: Any) -> dict[str, Any]:
+def _response_format(value: Any, param: str, read: Mapping[str, Any]) -> dict[str, Any]:
     response_format = as_object(value, "response_format")
     kind = as_enum(
         require(response_format, "type", "response_format.type"),
@@ -178,103 +180,58 @@ def _response_format(value: Any) -> dict[str, Any]:
     return response_format
 
 
-def _stop(value: Any) -> tuple[str, ...]:
+def _stop(value: Any, param: str, read: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
-    items = as_list(value, "stop", max_length=4)
-    return tuple(as_str(item, f"stop[{i}]") for i, item in enumerate(items))
+    items = as_list(value, param, max_length=4)
+    return tuple(as_str(item, f"{param}[{i}]") for i, item in enumerate(items))
+
+
+def _messages(value: Any, param: str, read: Mapping[str, Any]) -> tuple[Message, ...]:
+    messages = as_list(value, param, non_empty=True)
+    return tuple(_message(message, i) for i, message in enumerate(messages))
+
+
+def _stream_options(value: Any, param: str, read: Mapping[str, Any]) -> bool:
+    """``include_usage``: the only stream option, allowed only when streaming."""
+    if not read.get("stream"):
+        raise ChatError.invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param=param,
+            code="invalid_value",
+        )
+    usage = as_object(value, param).get("include_usage")
+    return False if usage is None else as_bool(usage, f"{param}.include_usage")
+
+
+def _tools(value: Any, param: str, read: Mapping[str, Any]) -> tuple[Tool, ...]:
+    return tuple(_tool(tool, i) for i, tool in enumerate(as_list(value, param, max_length=128)))
+
+
+# The request's fields, in the order they are checked (the first invalid one is reported).
+_FIELDS = (
+    Field("model", "str", "model", required=True, non_empty=True),
+    Field("messages", "custom", "messages", required=True, convert=_messages),
+    Field("stream", "bool", "stream"),
+    Field("stream_options", "custom", "include_usage", convert=_stream_options),
+    Field("max_tokens", "int", "max_tokens", minimum=1),
+    Field("max_completion_tokens", "int", "max_tokens", minimum=1),  # wins over max_tokens
+    Field("temperature", "number", "temperature", minimum=0, maximum=2),
+    Field("top_p", "number", "top_p", minimum=0, maximum=1),
+    Field("presence_penalty", "number", "presence_penalty", minimum=-2, maximum=2),
+    Field("frequency_penalty", "number", "frequency_penalty", minimum=-2, maximum=2),
+    Field("n", "int", "n", minimum=1, maximum=MAX_CHOICES),
+    Field("stop", "custom", "stop", convert=_stop),
+    Field("seed", "int", "seed"),
+    Field("user", "str", "user"),
+    Field("tools", "custom", "tools", convert=_tools),
+    Field("tool_choice", "custom", "tool_choice", convert=_tool_choice),
+    Field("response_format", "custom", "response_format", convert=_response_format),
+    Field("search_recency_filter", "enum", "search_recency_filter", choices=_RECENCY),
+    Field("rawsse", "object", "extra"),
+)
 
 
 def parse_openai(body: Any) -> ChatRequest:
     """Validate an OpenAI Chat Completions body; raises ``ChatError`` 400 on the first error."""
-    if not isinstance(body, dict):
-        raise ChatError.invalid("Invalid body: expected a JSON object.", code="invalid_type")
-    model = as_str(require(body, "model", "model"), "model", non_empty=True)
-    raw_messages = as_list(require(body, "messages", "messages"), "messages", non_empty=True)
-    messages = tuple(_message(message, i) for i, message in enumerate(raw_messages))
-
-    stream = False
-    if (value := body.get("stream")) is not None:
-        stream = as_bool(value, "stream")
-    include_usage = False
-    if (value := body.get("stream_options")) is not None:
-        if not stream:
-            raise ChatError.invalid(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-                code="invalid_value",
-            )
-        options = as_object(value, "stream_options")
-        if (usage := options.get("include_usage")) is not None:
-            include_usage = as_bool(usage, "stream_options.include_usage")
-
-    max_tokens = None
-    if (value := body.get("max_tokens")) is not None:
-        max_tokens = as_int(value, "max_tokens", minimum=1)
-    if (value := body.get("max_completion_tokens")) is not None:
-        max_tokens = as_int(value, "max_completion_tokens", minimum=1)
-
-    def number(key: str, low: float, high: float) -> float | None:
-        value = body.get(key)
-        return None if value is None else as_number(value, key, minimum=low, maximum=high)
-
-    temperature = number("temperature", 0, 2)
-    top_p = number("top_p", 0, 1)
-    presence_penalty = number("presence_penalty", -2, 2)
-    frequency_penalty = number("frequency_penalty", -2, 2)
-
-    n = 1
-    if (value := body.get("n")) is not None:
-        n = as_int(value, "n", minimum=1, maximum=MAX_CHOICES)
-    stop: tuple[str, ...] = ()
-    if (value := body.get("stop")) is not None:
-        stop = _stop(value)
-    seed = None
-    if (value := body.get("seed")) is not None:
-        seed = as_int(value, "seed")
-    user = None
-    if (value := body.get("user")) is not None:
-        user = as_str(value, "user")
-
-    tools: tuple[Tool, ...] = ()
-    if (value := body.get("tools")) is not None:
-        tools = tuple(
-            _tool(tool, i) for i, tool in enumerate(as_list(value, "tools", max_length=128))
-        )
-    tool_choice = None
-    if (value := body.get("tool_choice")) is not None:
-        tool_choice = _tool_choice(value, tools)
-    response_format = None
-    if (value := body.get("response_format")) is not None:
-        response_format = _response_format(value)
-    recency = None
-    if (value := body.get("search_recency_filter")) is not None:
-        recency = cast(
-            Literal["month", "week", "day", "hour"],
-            as_enum(value, "search_recency_filter", _RECENCY),
-        )
-    extra: dict[str, Any] = {}
-    if (value := body.get("rawsse")) is not None:
-        extra = as_object(value, "rawsse")
-
-    return ChatRequest(
-        model=model,
-        messages=messages,
-        dialect="openai",
-        stream=stream,
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
-        stop=stop,
-        seed=seed,
-        tools=tools,
-        tool_choice=tool_choice,
-        response_format=response_format,
-        user=user,
-        search_recency_filter=recency,
-        extra=extra,
-    )
+    return ChatRequest(dialect="openai", **read_fields(as_body(body), _FIELDS))

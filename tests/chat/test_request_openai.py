@@ -432,6 +432,47 @@ def test_invalid_fields(value: Any, param: str | None, code: str | None, message
     assert message in error.message
 
 
+@pytest.mark.parametrize(
+    ("literal", "code", "message"),
+    [
+        # Beyond 64 bits the JSON reader hands the integer over as a float: still an integer.
+        (
+            "1180591620717411303424",
+            "integer_above_max_value",
+            "Invalid 'max_tokens': integer above maximum value. Expected a value <= "
+            "9223372036854775807, but got 1180591620717411303424 instead.",
+        ),
+        (
+            "18446744073709551615",
+            "integer_above_max_value",
+            "Expected a value <= 9223372036854775807, but got 18446744073709551615 instead.",
+        ),
+        (
+            "-1180591620717411303424",
+            "integer_below_min_value",
+            "Expected a value >= 1, but got -1180591620717411303424 instead.",
+        ),
+        ("1.5e30", "integer_above_max_value", "Invalid 'max_tokens': integer above maximum value."),
+        ("2.5", "invalid_type", "expected an integer, but got a decimal instead."),
+    ],
+)
+def test_integers_beyond_64_bits_are_too_large_not_decimals(
+    literal: str, code: str, message: str
+) -> None:
+    raw = b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], "max_tokens": %b}'
+    with pytest.raises(ChatError) as info:
+        parse_openai(load_json_body(raw % literal.encode()))
+    assert (info.value.param, info.value.code) == ("max_tokens", code)
+    assert message in info.value.message
+
+
+def test_seed_is_a_64_bit_integer() -> None:
+    assert parse_openai(body(seed=2**63 - 1)).seed == 2**63 - 1
+    assert parse_openai(body(seed=-(2**63))).seed == -(2**63)
+    with pytest.raises(ChatError, match="integer above maximum value"):
+        parse_openai(body(seed=2**63))
+
+
 def test_load_json_body() -> None:
     assert load_json_body(b'{"a": 1}') == {"a": 1}
     with pytest.raises(ChatError) as info:

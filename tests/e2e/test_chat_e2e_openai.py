@@ -405,6 +405,7 @@ INVALID_BODIES = [
         {"response_format": {"type": "xml"}}, "response_format.type", id="response_format"
     ),
     pytest.param({"max_tokens": 0}, "max_tokens", id="max_tokens"),
+    pytest.param({"max_tokens": 2**70}, "max_tokens", id="max_tokens-beyond-64-bits"),
     pytest.param({"search_recency_filter": "year"}, "search_recency_filter", id="recency"),
     pytest.param({"rawsse": {"bogus": 1}}, "rawsse.bogus", id="rawsse-unknown"),
     pytest.param({"rawsse": {"delay_dist": "gauss"}}, "rawsse.delay_dist", id="rawsse-dist"),
@@ -435,6 +436,7 @@ async def test_invalid_body_is_400_in_openai_shape(
     assert error.type == "invalid_request_error"
     assert error.param == param
     assert error.code
+    assert "got a decimal" not in error.message
     assert ok.choices[0].message.content == USER_TEXT
 
 

@@ -5,23 +5,35 @@ from __future__ import annotations
 import time
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from rawsse._errors import HTTPError
 from rawsse.app import App
 from rawsse.request import Request
 from rawsse.response import JSONResponse, Response, StreamingResponse
+from rawsse.server import Server
 from tests.support import (
     RawClient,
     assert_still_serving,
     blocking_socket,
     get,
     parse_responses,
+    recv_some,
     request,
     reset_close,
+    wait_for,
 )
 
 pytestmark = pytest.mark.anyio
+
+
+async def wait_parked(server: Server, count: int = 1) -> None:
+    """Wait until ``count`` connections wait for input with a deadline in the shared timer."""
+    await wait_for(
+        lambda: sum(c._read_deadline is not None for c in server.context.connections) >= count,
+        what=f"{count} connection(s) waiting for input",
+    )
 
 
 def make_app(events: dict[str, object] | None = None) -> App:
@@ -50,6 +62,7 @@ def make_app(events: dict[str, object] | None = None) -> App:
         delay = float(req.query.get("delay", "0"))
 
         async def pieces():
+            events["stream_started"] = True
             try:
                 for i in range(count):
                     yield b"piece %d\n" % i
@@ -62,6 +75,7 @@ def make_app(events: dict[str, object] | None = None) -> App:
 
     @app.get("/slow")
     async def slow(req: Request) -> Response:
+        events["slow_started"] = True
         try:
             await anyio.sleep(30)
         finally:
@@ -301,7 +315,7 @@ async def test_slowloris_gets_408_then_close() -> None:
             await client.send(b"GET /ping HTTP/1.1\r\nHost: t\r\n")
             with anyio.fail_after(3):
                 for _ in range(5):  # a header line now and then, never the end
-                    await anyio.sleep(0.15)
+                    await anyio.sleep(0.15)  # the client's pace: the fault under test
                     try:
                         await client.send(b"X-Slow: 1\r\n")
                     except (anyio.BrokenResourceError, ConnectionError):
@@ -353,7 +367,7 @@ async def test_idle_timeout_holds_after_a_longer_first_wait() -> None:
 
     async with running_server(make_app(), header_timeout_s=5, keepalive_timeout_s=0.3) as server:
         async with RawClient.connect(server.port) as client:
-            await anyio.sleep(0.1)  # the server is parked on the first read by now
+            await wait_parked(server)  # on the first read, with the header timeout's deadline
             await client.send(get("/ping", close=False))
             started = time.monotonic()
             data = await client.read_until_close(timeout=3)
@@ -398,26 +412,20 @@ async def test_client_closing_mid_request_and_mid_response() -> None:
         sock = blocking_socket(server.port)
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
         reset_close(sock)
-        # Mid-response: a slow handler whose client leaves is cancelled.
+        # Mid-response: a slow handler whose client resets is cancelled.
         sock = blocking_socket(server.port)
         sock.sendall(get("/slow"))
-        await anyio.sleep(0.2)
-        sock.close()
-        with anyio.fail_after(3):
-            while "slow_finished" not in events:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: "slow_started" in events)
+        reset_close(sock)
+        await wait_for(lambda: "slow_finished" in events)
         # Mid-stream: the source is closed.
         sock = blocking_socket(server.port)
         sock.sendall(get("/stream?n=1000&delay=0.01"))
-        await anyio.sleep(0.1)
+        await wait_for(lambda: "stream_started" in events)
         reset_close(sock)
-        with anyio.fail_after(3):
-            while "closed" not in events:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: "closed" in events)
         await assert_still_serving(server.port)
-        with anyio.fail_after(3):
-            while server.stats.connections_active:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: server.stats.connections_active == 0)
 
 
 async def test_connection_limit_gives_503_and_recovers() -> None:
@@ -432,9 +440,7 @@ async def test_connection_limit_gives_503_and_recovers() -> None:
             [refused] = await request(server.port, get("/ping"))
             assert refused.status == 503
             assert refused.header("retry-after") == "1"
-        with anyio.fail_after(3):
-            while server.stats.connections_active:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: server.stats.connections_active == 0)
         await assert_still_serving(server.port)
 
 
@@ -555,3 +561,217 @@ async def test_access_log_names_each_request(caplog: pytest.LogCaptureFixture) -
     rids = [line.rsplit("rid=", 1)[1] for line in lines[1:]]
     assert rids[0] != rids[1] and all(rids)
     assert "SECRET" not in lines[2]
+
+
+# --- HTTP/1.1 rules found missing by hostile-input testing (RFC 9112 / 9110) ------------------
+
+
+async def test_absolute_form_target_is_accepted() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app()) as server:
+        raw = b"GET http://127.0.0.1/items/7/detail?a=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+        [response, _] = await request(server.port, raw + get("/ping"))
+        assert (response.status, response.body) == (200, b'{"id":"7","q":{"a":"1"}}')
+
+
+@pytest.mark.parametrize("host", [b"a/b@c", b"a b", b"x:notaport", b"[::1"])
+async def test_invalid_host_is_400(host: bytes) -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app()) as server:
+        responses = await request(server.port, b"GET /ping HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
+        assert [r.status for r in responses] == [400]
+        await assert_still_serving(server.port)
+
+
+async def test_one_leading_empty_line_is_ignored() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app()) as server:
+        raw = b"\r\nPOST /raw HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab\r\n" + get("/ping")
+        responses = await request(server.port, raw)
+        assert [(r.status, r.body) for r in responses] == [(200, b"ab"), (200, b"pong")]
+
+
+async def test_connection_limit_holds_against_a_burst() -> None:
+    """Connections are counted as they are accepted: a burst queued in the backlog (more
+    than one accept batch) cannot get past the limit before their tasks start."""
+    import socket
+
+    from tests.support import running_server
+
+    limit, burst = 100, 300
+    async with running_server(make_app(), max_connections=limit) as server:
+        socks = []
+        try:
+            for _ in range(burst):  # all queued before the server accepts any
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", server.port))
+                socks.append(sock)
+            stats = server.stats
+            await wait_for(
+                lambda: stats.connections_total + stats.requests_by_status.get(503, 0) >= burst,
+                what="every connection accepted",
+            )
+            assert stats.connections_active == limit
+            statuses: dict[int, int] = {}
+            for sock in socks:
+                sock.send(get("/ping"))
+                data = b""
+                while chunk := await recv_some(sock):
+                    data += chunk
+                [response] = parse_responses(data)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            assert statuses == {200: limit, 503: burst - limit}
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+@pytest.mark.parametrize("line_bytes", [8 * 1024, 50 * 1024])
+async def test_request_line_counts_against_the_header_limit(
+    line_bytes: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from tests.support import running_server
+
+    caplog.set_level(logging.INFO, logger="rawsse.access")
+    async with running_server(make_app(), max_header_bytes=4096) as server:
+        server.context.access_log = True
+        target = "/ping?" + "a" * line_bytes
+        [response] = await request(server.port, get(target))
+        # RFC 9112 3: a target longer than the server wishes to parse "MUST" get 414.
+        assert response.status == 414
+        await assert_still_serving(server.port)
+    assert all(len(r.getMessage()) < 4096 for r in caplog.records)
+
+
+async def test_chunk_extension_padding_counts_against_the_body_limit() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app(), max_body_bytes=16 * 1024) as server:
+        chunk = b"1;pad=" + b"x" * 4000 + b"\r\na\r\n"
+        raw = b"POST /raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        [response] = await request(server.port, raw + chunk * 8 + b"0\r\n\r\n")
+        assert response.status == 413
+        await assert_still_serving(server.port)
+
+
+async def test_impossible_chunk_size_is_refused_at_once() -> None:
+    from tests.support import running_server
+
+    async with running_server(make_app(), body_timeout_s=60) as server:
+        raw = (
+            b"POST /raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"10000000000000000\r\nabc"
+        )
+        # Answered within the I/O timeout (5 s), not after the body timeout (60 s).
+        async with RawClient.connect(server.port) as client:
+            await client.send(raw)
+            [response] = parse_responses(await client.read_until(b"\r\n\r\n"))
+        assert response.status == 400
+
+
+def _access_log_app() -> App:
+    app = make_app()
+
+    @app.get("/bad/{anything}")
+    async def bad_header(req: Request) -> Response:
+        return Response("x", headers=[("x-bad", "a\nb")])
+
+    @app.get("/broken/{anything}")
+    async def broken_stream(req: Request) -> StreamingResponse:
+        async def pieces():
+            yield b"first\n"
+            raise RuntimeError("source failed")
+
+        return StreamingResponse(pieces())
+
+    return app
+
+
+async def test_logged_targets_are_redacted_and_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from tests.support import running_server
+
+    caplog.set_level(logging.INFO, logger="rawsse")
+    async with running_server(_access_log_app()) as server:
+        server.context.access_log = True
+        for target in (
+            b"/ping?%6Bey=SECRET1",  # decoded, these names are the ones the key is read from
+            b"/ping?ke%79=SECRET2",
+            b"/ping?a=1&KEY=SECRET3",
+            b"/ping?x=1;api%5Fkey=SECRET4",
+            b'/ping?q="forged',
+            b"/bad/x%0d%0aFORGED%20LINE",
+            b"/broken/y%0d%0aFORGED%20LINE",
+        ):
+            raw = b"GET %b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % target
+            await request(server.port, raw)
+        await wait_for(lambda: server.stats.connections_active == 0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "[redacted]" in m]) == 4
+    text = "\n".join(messages)
+    assert "SECRET" not in text
+    for message in messages:
+        assert message.isprintable(), repr(message)  # no CR, LF or other control character
+    access = [r.getMessage() for r in caplog.records if r.name == "rawsse.access"]
+    # The target field cannot end the quoted request field early.
+    assert all(m.count('"') == 2 for m in access), access
+    errors = [m for m in messages if "cannot send" in m or "streaming body failed" in m]
+    assert len(errors) == 2 and all("FORGED" in m for m in errors)
+
+
+async def test_request_followed_by_fin_is_answered() -> None:
+    """Deterministic: however the FIN and the request arrive (with the connection waiting,
+    or before it read anything), a request read whole gets its answer; then the
+    connection closes."""
+    import socket
+
+    from tests.support import running_server
+
+    app = make_app()
+
+    @app.get("/yielding")
+    async def yielding(req: Request) -> Response:
+        await anyio.lowlevel.checkpoint()  # gives a FIN report time to arrive
+        return Response("yielded")
+
+    async with running_server(app) as server:
+        for path, body in (("/ping", b"pong"), ("/yielding", b"yielded")):
+            for parked in (False, True):
+                sock = blocking_socket(server.port)
+                try:
+                    if parked:  # the request and the FIN arrive together, reported as one
+                        await wait_parked(server)
+                    sock.sendall(get(path, close=False))
+                    sock.shutdown(socket.SHUT_WR)
+                    data = b""
+                    while chunk := await recv_some(sock):
+                        data += chunk
+                finally:
+                    sock.close()
+                assert [(r.status, r.body) for r in parse_responses(data)] == [(200, body)]
+            await wait_for(lambda: server.stats.connections_active == 0)
+
+
+async def test_stream_requested_with_fin_is_not_started() -> None:
+    import socket
+
+    from tests.support import running_server
+
+    events: dict[str, object] = {}
+    async with running_server(make_app(events)) as server:
+        sock = blocking_socket(server.port)
+        try:
+            sock.sendall(get("/stream?n=3", close=False))
+            sock.shutdown(socket.SHUT_WR)
+            assert await recv_some(sock) == b""
+        finally:
+            sock.close()
+        await wait_for(lambda: server.stats.connections_active == 0)
+    assert "stream_started" not in events
