@@ -36,6 +36,7 @@ class StreamMetrics:
         "count_heartbeat_callback",
         "events_total",
         "heartbeats_total",
+        "replay_errors_total",
         "slow_client_evictions_total",
         "streams_active",
         "streams_total",
@@ -48,6 +49,8 @@ class StreamMetrics:
         self.heartbeats_total = 0
         self.client_disconnects_total = 0
         self.slow_client_evictions_total = 0
+        # Appends or reads a shared replay store (or broadcast bus) could not do.
+        self.replay_errors_total = 0
         # Bytes written by servers that have no ServerStats of their own to report.
         self.bytes_sent_total = 0
         # Made once: every stream's heartbeat timer holds it (a bound method is 64 bytes).

@@ -36,6 +36,7 @@ _HELP: list[tuple[str, str, str]] = [
     ("rawsse_heartbeats_total", "counter", "Heartbeat frames written to idle streams."),
     ("rawsse_client_disconnects_total", "counter", "Streams ended by the client going away."),
     ("rawsse_slow_client_evictions_total", "counter", "Streams dropped for not reading in time."),
+    ("rawsse_replay_errors_total", "counter", "Appends or reads the shared store could not do."),
 ]
 
 
@@ -50,6 +51,7 @@ def _samples(
         "rawsse_heartbeats_total": metrics.heartbeats_total,
         "rawsse_client_disconnects_total": metrics.client_disconnects_total,
         "rawsse_slow_client_evictions_total": metrics.slow_client_evictions_total,
+        "rawsse_replay_errors_total": metrics.replay_errors_total,
     }
     for name, kind, help_text in _HELP:
         yield name, kind, help_text, values[name]

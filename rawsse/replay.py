@@ -1,33 +1,52 @@
 """Replay store: each resumable stream's frames, kept by event id, for clients that reconnect.
 
-Contract: a producer ``append``s every frame of a stream under its event id and ``finish``es
-the stream when it ends. A client that reconnects with ``Last-Event-ID`` gets, from
-``follow(key, last_id)``, the frames after that id and then the live ones as they are appended,
-until the stream is finished: no gap and no duplicate at the hand-off, because replay and live
-frames come from the same ordered log. The store is an interface (``ReplayStore``);
-``MemoryReplayStore`` is the embedded default, a bounded ring:
+Contract: a producer ``create``s a stream, ``append_nowait``s every frame under its event id
+(never waiting: a network store sends them in batches) and ``finish``es the stream when it ends.
+A client that reconnects with ``Last-Event-ID`` gets, from ``follow(key, last_id)``, the frames
+after that id and then the live ones as they are appended, until the stream is finished: no gap
+and no duplicate at the hand-off, because replay and live frames come from the same ordered log.
+What cannot be replayed is said, never skipped:
+
+1. ``plan`` reports frames missing before the replay starts (``Replay.gap``: trimmed, expired or
+   lost), so the server can put it in a response header;
+2. ``follow`` raises ``ReplayGap`` when frames are missing *after* it started (a follower that
+   fell behind the store's bounds, appends a network store could not make);
+3. a shared store's ``follow`` raises ``ProducerLost`` when the process generating the stream
+   stopped without finishing it; ``abandon`` then ends the stream with frames of the caller's
+   choosing (the chat dialect's error), once, for every follower;
+4. a store it cannot reach raises ``StoreUnavailable``.
+
+The store is an interface (``ReplayStore``); ``MemoryReplayStore`` is the embedded default, a
+bounded ring in one process (``rawsse.redis.RedisReplayStore`` shares streams between processes
+and machines):
 
 1. at most ``max_events_per_stream`` frames per stream (the oldest are dropped first),
 2. at most ``max_total_bytes`` across streams, counting what the store holds in memory, not only
    the frames' bytes: frames of the oldest streams are dropped first, a finished stream left
    without frames is forgotten, and past that the oldest finished streams are forgotten,
 3. a finished stream is kept ``keep_after_end_s`` seconds, then forgotten.
-
-``Replay`` tells where replay started and whether frames were lost before it (``gap``), so the
-server can say so in a response header and the client can detect a hole.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 
-__all__ = ["MemoryReplayStore", "Replay", "ReplayStore"]
+from rawsse._errors import RawsseError
+
+__all__ = [
+    "MemoryReplayStore",
+    "ProducerLost",
+    "Replay",
+    "ReplayGap",
+    "ReplayStore",
+    "StoreUnavailable",
+]
 
 # What the store holds besides the frames' own bytes, as counted against ``max_total_bytes``
 # (measured with tracemalloc on CPython 3.11): per frame, its bytes object header, its entry
@@ -38,39 +57,86 @@ _STREAM_OVERHEAD = 1200
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """Where a replay starts: ``first_id`` (None if nothing to replay) and whether frames the
-    client asked for are no longer kept (``gap``)."""
+    """Where a replay starts: ``first_id`` (None if nothing to replay yet), whether frames the
+    client asked for are no longer kept (``gap``), and the ``tag`` the stream was created with."""
 
     first_id: str | None
     gap: bool
+    tag: str = ""
+
+
+class ReplayGap(RawsseError):
+    """``follow`` found frames missing after ``last_id``, the last frame it yielded (None if it
+    yielded none): trimmed before the follower got to them, or never stored."""
+
+    def __init__(self, key: str, last_id: str | None) -> None:
+        super().__init__(f"frames of stream {key!r} after id {last_id} are no longer kept")
+        self.key = key
+        self.last_id = last_id
+
+
+class ProducerLost(RawsseError):
+    """The process generating stream ``key`` stopped without finishing it; ``last_id`` is the
+    last frame stored (and yielded). End the stream with ``ReplayStore.abandon``."""
+
+    def __init__(self, key: str, last_id: str | None) -> None:
+        super().__init__(f"the producer of stream {key!r} is gone (last id {last_id})")
+        self.key = key
+        self.last_id = last_id
+
+
+class StoreUnavailable(RawsseError):
+    """The replay store cannot be reached now (a shared store's server is down or too slow)."""
 
 
 class ReplayStore(Protocol):
     """What a resumable stream needs from storage (in memory, Redis Streams, ...)."""
 
-    async def create(self, key: str) -> None:
-        """Start an empty stream ``key`` (followers may attach before its first frame)."""
+    async def create(self, key: str, *, tag: str = "") -> None:
+        """Start an empty stream ``key`` (followers may attach before its first frame);
+        ``tag`` is a short label kept with it and returned by ``plan``."""
 
-    async def append(self, key: str, event_id: str, frame: bytes) -> None:
-        """Add ``frame`` (complete frame bytes) with ``event_id`` to stream ``key``."""
+    def append_nowait(self, key: str, event_id: str, frame: bytes) -> None:
+        """Add ``frame`` (complete frame bytes) with ``event_id`` to stream ``key``, without
+        waiting (a network store queues it, within a bound, and sends it in a batch)."""
 
     async def finish(self, key: str) -> None:
         """Mark stream ``key`` ended: followers stop after its last frame."""
 
-    def exists(self, key: str) -> bool:
+    async def exists(self, key: str) -> bool:
         """True while stream ``key`` is known to the store."""
 
     async def plan(self, key: str, last_id: str | None) -> Replay:
         """Describe what ``follow(key, last_id)`` will replay."""
 
     def follow(self, key: str, last_id: str | None) -> AsyncIterator[bytes]:
-        """Frames after ``last_id`` (all if None), then live frames until the stream ends."""
+        """Frames after ``last_id`` (all if None), then live frames until the stream ends.
+
+        Raises ``ReplayGap``, ``ProducerLost`` or ``StoreUnavailable`` as the module says."""
+
+    async def abandon(
+        self, key: str, last_id: str | None, frames: Sequence[tuple[str, bytes]]
+    ) -> bool:
+        """End stream ``key`` with ``frames`` (event id, frame) if its last frame is still
+        ``last_id`` and it is not finished (its producer is gone). True if this call ended
+        it."""
 
 
 class _Log:
-    __slots__ = ("appended", "dropped", "ended", "ended_at", "entries", "ids", "nbytes", "next_seq")
+    __slots__ = (
+        "appended",
+        "dropped",
+        "ended",
+        "ended_at",
+        "entries",
+        "ids",
+        "nbytes",
+        "next_seq",
+        "tag",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
         # (seq, event id, frame); seq numbers are the store's own, increasing by one.
         self.entries: deque[tuple[int, str, bytes]] = deque()
         self.ids: dict[str, int] = {}
@@ -133,15 +199,23 @@ class MemoryReplayStore:
     def __len__(self) -> int:
         return len(self._logs)
 
-    def exists(self, key: str) -> bool:
+    async def exists(self, key: str) -> bool:
         """True while stream ``key`` is kept."""
+        return self.holds(key)
+
+    def holds(self, key: str) -> bool:
+        """``exists`` without a checkpoint."""
         self._expire()
         return key in self._logs
 
-    async def create(self, key: str) -> None:
+    async def create(self, key: str, *, tag: str = "") -> None:
         """Start an empty stream ``key`` so followers can attach before its first frame."""
+        self.create_nowait(key, tag=tag)
+
+    def create_nowait(self, key: str, *, tag: str = "") -> None:
+        """``create`` without a checkpoint."""
         if key not in self._logs:
-            self._new_log(key)
+            self._new_log(key).tag = tag
 
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """Add one frame to stream ``key`` (created on first append)."""
@@ -174,6 +248,10 @@ class MemoryReplayStore:
 
     async def finish(self, key: str) -> None:
         """Mark stream ``key`` ended; it is kept ``keep_after_end_s`` more seconds."""
+        self.finish_nowait(key)
+
+    def finish_nowait(self, key: str) -> None:
+        """``finish`` without a checkpoint."""
         log = self._logs.get(key)
         if log is None:
             log = self._new_log(key)
@@ -185,13 +263,34 @@ class MemoryReplayStore:
 
     async def plan(self, key: str, last_id: str | None) -> Replay:
         """Where ``follow(key, last_id)`` starts, and whether there is a gap before it."""
+        return self.plan_nowait(key, last_id)
+
+    def plan_nowait(self, key: str, last_id: str | None) -> Replay:
+        """``plan`` without a checkpoint."""
         log = self._logs.get(key)
         if log is None:
             return Replay(None, last_id is not None)
         seq, gap = log.start_seq(last_id)
         index = seq - log.dropped
         first = log.entries[index][1] if 0 <= index < len(log.entries) else None
-        return Replay(first, gap)
+        return Replay(first, gap, log.tag)
+
+    async def abandon(
+        self, key: str, last_id: str | None, frames: Sequence[tuple[str, bytes]]
+    ) -> bool:
+        """End stream ``key`` with ``frames`` (event id, frame) if its last frame is still
+        ``last_id`` and it is not finished. (In one process a producer always finishes its
+        own stream, so this serves callers that decided otherwise.)"""
+        log = self._logs.get(key)
+        if log is None or log.ended:
+            return False
+        last = log.entries[-1][1] if log.entries else None
+        if last != last_id:
+            return False
+        for event_id, frame in frames:
+            self.append_nowait(key, event_id, frame)
+        self.finish_nowait(key)
+        return True
 
     async def follow(self, key: str, last_id: str | None) -> AsyncIterator[bytes]:
         """Replay after ``last_id``, then follow live frames until the stream is finished."""
@@ -199,18 +298,21 @@ class MemoryReplayStore:
         if log is None:
             return
         seq, _ = log.start_seq(last_id)
+        yielded = last_id
         while True:
-            index = max(0, seq - log.dropped)
-            seq = index + log.dropped
+            index = seq - log.dropped
+            if index < 0:
+                # Trimmed (the ring's bounds) while we waited: frames we owe are gone.
+                raise ReplayGap(key, yielded)
             while index < len(log.entries):
                 entry = log.entries[index]
-                index += 1
                 seq = entry[0] + 1
+                yielded = entry[1]
                 yield entry[2]
                 # The log may have been trimmed while we yielded; recompute our position.
                 index = seq - log.dropped
                 if index < 0:
-                    index = 0
+                    raise ReplayGap(key, yielded)
             if log.ended:
                 return
             if log.appended is None:

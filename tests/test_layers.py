@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("wire", ("rawsse.sse", "rawsse.parser", "rawsse.jsonio")),
     ("runtime", ("rawsse._runtime",)),
     ("http", ("rawsse._http", "rawsse.request", "rawsse.response")),
-    ("streams", ("rawsse.stream", "rawsse.broadcast", "rawsse.replay")),
+    ("streams", ("rawsse.stream", "rawsse.broadcast", "rawsse.replay", "rawsse.redis")),
     ("app", ("rawsse.app", "rawsse.server", "rawsse.metrics")),
     ("chat-pure", ("rawsse.chat",)),
     ("chat", ("rawsse.chat.mount", "rawsse.chat.demo")),
@@ -40,6 +40,8 @@ LAYER_ORDER = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 # Third-party or stdlib modules that mean I/O: a pure layer must not load them.
 IO_MODULES = ("anyio", "h11", "socket", "trio", "selectors", "asyncio")
 PURE_LAYERS = {"leaf", "wire", "chat-pure"}
+# The Redis client is imported when a Redis URL is used (a bus connects), never at import.
+LAZY_MODULES = ("coredis",)
 # The client is a tool that servers never need: it may use the wire core and the leaves only.
 CLIENT_MAY_LOAD = {"leaf", "wire", "client"}
 
@@ -83,6 +85,7 @@ def violations(module: str, loaded: set[str]) -> list[str]:
         ]
     if layer == "streams" and ("h11" in loaded or "rawsse._http.connection" in loaded):
         found.append(f"{module} (streams) loads the HTTP driver")
+    found += [f"{module} loads {lazy} at import" for lazy in LAZY_MODULES if lazy in loaded]
     return found
 
 
@@ -181,6 +184,8 @@ def test_importing_rawsse_loads_nothing_else(loaded: Loaded) -> None:
         ("rawsse.app", {"rawsse.client._exchange"}, "loads the client"),
         ("rawsse.client._body", {"rawsse._http.body"}, "(client) loads"),
         ("rawsse", {"rawsse.app"}, "`import rawsse` loads"),
+        ("rawsse.redis._store", {"coredis"}, "loads coredis at import"),
+        ("rawsse.redis", {"rawsse.chat.mount"}, "a higher layer"),
     ],
 )
 def test_checker_catches_wrong_way_imports(

@@ -46,6 +46,7 @@ class RawRequest:
     headers: dict[str, str]
     body: bytes
     index: int  # 0 for the server's first request, 1 for the second, ...
+    peer: tuple[str, int] = ("", 0)  # the client's address and port
 
     def json(self) -> dict[str, object]:
         value = json.loads(self.body)
@@ -102,6 +103,7 @@ async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
                 return
             # numbered in the order requests complete, which is unique across connections
             request.index = len(server.requests)
+            request.peer = stream.extra(anyio.abc.SocketAttribute.remote_address)  # type: ignore[assignment]
             server.requests.append(request)
             # the client may leave first: fine for a test server
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

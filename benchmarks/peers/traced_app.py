@@ -2,10 +2,11 @@
 
 Run: ``rawsse serve benchmarks.peers.traced_app:chat_app --token-delay 3600 --port 0`` (the demo
 chat app) or ``...:plain_app`` (the benchmark workload, ``benchmarks/peers/rawsse_app.py``).
-Importing this module starts ``tracemalloc`` (30 frames). Two extra routes:
+Two extra routes:
 
-- ``GET /_mem/base``: collect garbage and take the baseline snapshot (call it once the server
-  is warm, before opening the streams to measure);
+- ``GET /_mem/base``: collect garbage and start ``tracemalloc`` (30 frames): only what is
+  allocated from then on is traced (call it once the server is warm, before opening the streams
+  to measure);
 - ``GET /_mem/diff?n=N&top=K``: collect garbage, snapshot, and answer JSON: bytes and blocks
   allocated since the baseline and still alive, per stream (divided by N), grouped two ways:
   by the innermost frame that is rawsse's or the benchmark's own code (``by_site``: who asked
@@ -20,13 +21,11 @@ import linecache
 import tracemalloc
 from typing import Any
 
-tracemalloc.start(30)
-
-from benchmarks.peers import rawsse_app  # noqa: E402
-from rawsse.app import App  # noqa: E402
-from rawsse.cli._demo_app import DemoOptions, create_demo_app  # noqa: E402
-from rawsse.request import Request  # noqa: E402
-from rawsse.response import JSONResponse  # noqa: E402
+from benchmarks.peers import rawsse_app
+from rawsse.app import App
+from rawsse.cli._demo_app import DemoOptions, create_demo_app
+from rawsse.request import Request
+from rawsse.response import JSONResponse
 
 _OWN = ("/rawsse/", "/benchmarks/")
 _state: dict[str, Any] = {}
@@ -59,17 +58,13 @@ def _where(frame: tracemalloc.Frame) -> str:
     return f"{name}:{frame.lineno}  {code}"
 
 
-def _group(
-    snapshot: tracemalloc.Snapshot, base: tracemalloc.Snapshot, key: Any, n: int, top: int
-) -> list[dict[str, Any]]:
+def _group(stats: list[tracemalloc.Statistic], key: Any, n: int, top: int) -> list[dict[str, Any]]:
     totals: dict[str, list[int]] = {}
-    for stat in snapshot.compare_to(base, "traceback"):
-        if stat.size_diff <= 0:
-            continue
+    for stat in stats:
         k = key(stat.traceback)
         entry = totals.setdefault(k, [0, 0])
-        entry[0] += stat.size_diff
-        entry[1] += stat.count_diff
+        entry[0] += stat.size
+        entry[1] += stat.count
     rows = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
     return [
         {
@@ -84,28 +79,30 @@ def _group(
 def _add_routes(app: App) -> App:
     async def base(request: Request) -> JSONResponse:
         gc.collect()
-        _state["base"] = tracemalloc.take_snapshot()
+        tracemalloc.stop()
         _state["rss"] = _rss_kib()
+        tracemalloc.start(30)
         return JSONResponse({"rss_kib": _state["rss"]})
 
     async def diff(request: Request) -> JSONResponse:
         n = max(1, int(request.query.get("n", "1")))
         top = int(request.query.get("top", "30"))
         gc.collect()
-        snapshot = tracemalloc.take_snapshot()
-        old = _state["base"]
-        stats = snapshot.compare_to(old, "filename")
-        total = sum(s.size_diff for s in stats)
-        blocks = sum(s.count_diff for s in stats)
         rss = _rss_kib()
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        stats = snapshot.statistics("traceback")
+        total = sum(s.size for s in stats)
+        blocks = sum(s.count for s in stats)
         return JSONResponse(
             {
                 "streams": n,
                 "traced_bytes_per_stream": round(total / n, 1),
                 "traced_blocks_per_stream": round(blocks / n, 2),
                 "rss_kib_per_stream": round((rss - _state["rss"]) / n, 2),
-                "by_site": _group(snapshot, old, _site, n, top),
-                "by_line": _group(snapshot, old, lambda tb: _where(list(tb)[-1]), n, top),
+                "by_site": _group(stats, _site, n, top),
+                "by_line": _group(stats, lambda tb: _where(list(tb)[-1]), n, top),
             }
         )
 

@@ -2,11 +2,24 @@
 
 Contract: ``add_arguments(parser)`` declares the options, ``run(args)`` runs the benchmark and
 returns the exit status: 0 when the run happened and at least one stream completed (or was held
-open), 1 when none did or the server it was to start did not start, 2 for an unusable command
-line, 130 after Ctrl-C (the results so far are still printed). With no URL it starts
-``rawsse serve`` (demo app, token delay 0, free port) in a subprocess, benchmarks it and stops
-it, always.
-``--json`` prints one JSON object on stdout (keys: ``rawsse.bench._report``); otherwise a table.
+open), 1 when none did, a load process ended without results, or the server it was to start did
+not start, 2 for an unusable command line (``--requests 0``, ``--token-delay`` with a URL),
+130 after Ctrl-C (the results so far are still printed). Problems are one line on stderr
+(``CommandError``).
+
+With no URL it starts ``rawsse serve`` (the demo app, on a free port) in a subprocess at a
+realistic pace, a token every ``--token-delay`` seconds (default 0.02: 50 tokens a second),
+benchmarks it and stops it, always; the table and the JSON (``server``) say so.
+
+``--processes N`` runs the load from N processes (``rawsse.bench._processes``); by default
+one, or as many as the streams need when they exceed the descriptors one process may open (the
+hard ``RLIMIT_NOFILE``), said on stderr. Against a server on IPv4 loopback, several processes,
+or one with 10,000 streams or more, bind their connections to source addresses of their own in
+127.0.0.0/8 and to source ports bench chooses (``rawsse.bench._sources``).
+
+``--json`` prints one JSON object on stdout (keys: ``rawsse.bench._report``, plus ``backend``,
+``interrupted``, ``processes``, ``source_addresses`` and ``server``); otherwise a table with a
+histogram. ``--plot FILE.png`` also draws the histograms with matplotlib (``rawsse.bench._plot``).
 On a terminal, a progress line is redrawn on stderr twice a second.
 
 The engine is ``rawsse.bench._run``; the default request is an OpenAI chat completion
@@ -16,25 +29,28 @@ The engine is ``rawsse.bench._run``; the default request is an OpenAI chat compl
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
+import math
 import os
 import resource
 import shlex
-import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import anyio
-
-from rawsse.bench._report import format_table, progress_line, result_json
-from rawsse.bench._run import BenchConfig, BenchState, run_bench
-from rawsse.bench._server import ServerStartError, demo_server
+from rawsse.bench._drive import drive, resolve_backend
+from rawsse.bench._report import format_table, plural, progress_line, result_json
+from rawsse.bench._run import BenchConfig, BenchState
+from rawsse.bench._server import DEFAULT_TOKEN_DELAY_S, ServerStartError, demo_server
+from rawsse.bench._sources import plan_sources
+from rawsse.cli._errors import RUNTIME, USAGE, CommandError
+from rawsse.cli._options import number
 from rawsse.client._exchange import Target
 from rawsse.jsonio import JSONDecodeError, dumps, loads
 
-__all__ = ["add_arguments", "build_config", "run"]
+__all__ = ["add_arguments", "build_config", "raise_fd_limit", "run"]
 
 _DEFAULT_PATH = "/v1/chat/completions"
 # Connections opened per second while ramping up: fast enough for 10,000 streams in 5 s, slow
@@ -42,6 +58,13 @@ _DEFAULT_PATH = "/v1/chat/completions"
 _RAMP_PER_S = 2000
 # Anthropic's Messages API requires this header; its value is the API version it speaks.
 _ANTHROPIC_VERSION = "2023-06-01"
+# Descriptors a load process keeps for itself beside its streams (the event loop, pipes,
+# imports).
+_SPARE_FDS = 256
+
+_COUNT = number(int, 1)
+_POSITIVE = number(float, 0, above=True)
+_NON_NEGATIVE = number(float, 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,42 +75,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server to benchmark (default: start `rawsse serve` on a free port and use it)",
     )
     load = parser.add_argument_group("load")
-    load.add_argument("--streams", type=int, default=64, help="concurrent streams (default 64)")
-    load.add_argument("--requests", type=int, help="total requests (default max(1000, streams))")
-    load.add_argument("--duration", type=float, metavar="S", help="run for S seconds instead")
+    load.add_argument("--streams", type=_COUNT, default=64, metavar="N", help="concurrent streams")
+    load.add_argument(
+        "--requests",
+        type=_COUNT,
+        metavar="R",
+        help="total requests (default max(1000, streams))",
+    )
+    load.add_argument(
+        "--duration",
+        type=_POSITIVE,
+        metavar="S",
+        help="run for S seconds instead of a number of requests (default: by requests)",
+    )
     load.add_argument(
         "--rate",
-        type=float,
+        type=_POSITIVE,
         metavar="N",
         help="open loop: start N requests per second on schedule, latency measured from the "
-        "scheduled time; --streams caps how many are in flight",
+        "scheduled time; --streams caps how many are in flight (default: closed loop)",
     )
     load.add_argument(
         "--hold",
-        type=float,
+        type=_POSITIVE,
         metavar="S",
-        help="open --streams streams once and hold them all open S seconds (memory, heartbeats)",
+        help="open --streams streams once and hold them all open S seconds (memory, "
+        "heartbeats; default: off)",
     )
     load.add_argument(
         "--ramp-s",
-        type=float,
+        type=_NON_NEGATIVE,
         metavar="S",
         help=f"spread connection starts over S seconds (default streams/{_RAMP_PER_S})",
     )
+    load.add_argument(
+        "--processes",
+        type=_COUNT,
+        metavar="N",
+        help="load processes sharing the streams, each from its own loopback source address "
+        "(default: 1, or as many as the streams need descriptors)",
+    )
     request = parser.add_argument_group("request")
     request.add_argument("--path", default=_DEFAULT_PATH, help="path when URL has none")
-    request.add_argument("--model", default="lorem", help="chat model (default lorem)")
-    request.add_argument("--max-tokens", type=int, default=16, help="tokens per answer")
+    request.add_argument("--model", default="lorem", help="chat model")
+    request.add_argument(
+        "--max-tokens", type=_COUNT, default=16, metavar="N", help="tokens per answer"
+    )
     request.add_argument("--prompt", default="Say something.", help="the user message")
-    request.add_argument("-X", "--method", help="HTTP method (default POST with a body)")
-    request.add_argument("--data", metavar="JSON", help="request body instead of a chat request")
+    request.add_argument("-X", "--method", help="HTTP method (default POST with a body, else GET)")
+    request.add_argument(
+        "--data", metavar="JSON", help="request body instead of a chat request (default: none)"
+    )
     request.add_argument(
         "-H",
         "--header",
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="extra request header (repeatable)",
+        help="extra request header (repeatable; default: none)",
     )
     request.add_argument(
         "--terminal",
@@ -96,8 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for /messages), none, or a data value or event type",
     )
     request.add_argument("--no-keepalive", action="store_true", help="a new connection each time")
-    request.add_argument("--timeout", type=float, default=30.0, help="idle read timeout (s)")
-    request.add_argument("--connect-timeout", type=float, default=10.0, help="connect timeout (s)")
+    request.add_argument(
+        "--timeout", type=_POSITIVE, default=30.0, metavar="S", help="idle read timeout"
+    )
+    request.add_argument(
+        "--connect-timeout", type=_POSITIVE, default=10.0, metavar="S", help="connect timeout"
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="one JSON object on stdout")
     output.add_argument(
@@ -106,6 +155,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="parse every event, check its data is JSON and (chat paths) the vendor's grammar",
     )
     output.add_argument("--no-progress", action="store_true", help="no progress line")
+    output.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw the time-to-first-event and gap histograms to FILE (needs matplotlib: "
+        "pip install 'rawsse[bench]'; default: none)",
+    )
+    started = parser.add_argument_group("the server bench starts when given no URL")
+    started.add_argument(
+        "--token-delay",
+        type=_NON_NEGATIVE,
+        metavar="S",
+        help=f"seconds between its demo models' tokens (default {DEFAULT_TOKEN_DELAY_S}; "
+        "0 = as fast as it can)",
+    )
+    started.add_argument(
+        "--server-args",
+        metavar="ARGS",
+        help="extra arguments for it, as one string (default: none)",
+    )
+    started.add_argument(
+        "--server-cpu", type=int, metavar="CPU", help="pin it to this CPU (default: not pinned)"
+    )
     run_group = parser.add_argument_group("process")
     run_group.add_argument(
         "--backend",
@@ -114,10 +185,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="event loop of the load generator (default auto: uvloop when installed, else "
         "asyncio; uvloop makes short streams about 40%% cheaper for the load generator)",
     )
-    run_group.add_argument("--cpu", type=int, help="pin the load generator to this CPU")
-    run_group.add_argument("--server-cpu", type=int, help="pin the started server to this CPU")
     run_group.add_argument(
-        "--server-args", default="", help="extra arguments for the started `rawsse serve`"
+        "--cpu", type=int, help="pin the load generator to this CPU (default: not pinned)"
     )
 
 
@@ -206,7 +275,7 @@ def build_config(args: argparse.Namespace, url: str) -> BenchConfig:
     )
 
 
-def _raise_fd_limit(streams: int) -> str | None:
+def raise_fd_limit(streams: int) -> str | None:
     """Raise RLIMIT_NOFILE's soft limit to the hard one; a warning if still too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
@@ -216,97 +285,180 @@ def _raise_fd_limit(streams: int) -> str | None:
         except (ValueError, OSError):
             pass
     if soft != resource.RLIM_INFINITY and soft < streams + 64:
-        return f"warning: open-file limit {soft} is below --streams {streams} (+64 spare)"
+        return (
+            f"rawsse bench: warning: open-file limit {soft:,} is below {plural(streams, 'stream')} "
+            "(+64 spare): use more --processes"
+        )
     return None
 
 
-async def _show_progress(config: BenchConfig, state: BenchState) -> None:
-    while True:
-        await anyio.sleep(0.5)
-        sys.stderr.write("\r\x1b[K" + progress_line(config, state))
-        sys.stderr.flush()
+def streams_per_process() -> int | None:
+    """How many streams one load process may hold (its hard descriptor limit, less some to
+    spare); None when unlimited."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if hard == resource.RLIM_INFINITY else max(1, hard - _SPARE_FDS)
 
 
-async def _main(config: BenchConfig, state: BenchState, progress: bool) -> bool:
-    """Run the benchmark; returns whether Ctrl-C (SIGINT) ended it early."""
-    interrupted = False
-    async with anyio.create_task_group() as tg:
-        if progress:
-            tg.start_soon(_show_progress, config, state)
-
-        async def stop_on_sigint() -> None:
-            # Ctrl-C ends the run like its end would, so the results so far are reported
-            # (a KeyboardInterrupt would unwind through the task groups instead).
-            nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT) as signals:
-                async for _ in signals:
-                    interrupted = True
-                    tg.cancel_scope.cancel()
-
-        tg.start_soon(stop_on_sigint)
-        await run_bench(config, state)
-        tg.cancel_scope.cancel()
-    if progress:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
-    return interrupted
+def _processes(args: argparse.Namespace) -> int:
+    """``--processes``, or as many as the streams need descriptors (said on stderr)."""
+    if args.processes is not None:
+        return int(args.processes)
+    per_process = streams_per_process()
+    if per_process is None or args.streams <= per_process:
+        return 1
+    processes: int = math.ceil(args.streams / per_process)
+    print(
+        f"rawsse bench: {plural(args.streams, 'stream')} need more descriptors than one process "
+        f"may open ({per_process + _SPARE_FDS:,}): running {processes} load processes",
+        file=sys.stderr,
+    )
+    if not args.url and "--workers" not in (args.server_args or ""):
+        print(
+            "rawsse bench: the server it starts is one process with the same limit: give it "
+            f"--server-args '--workers {processes}'",
+            file=sys.stderr,
+        )
+    return processes
 
 
-def _resolve_backend(option: str) -> str:
-    if option == "auto":
-        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    return option
-
-
-def _run_backend(config: BenchConfig, state: BenchState, backend: str, progress: bool) -> bool:
-    if backend == "trio":
-        return anyio.run(_main, config, state, progress, backend="trio")
-    options = {"use_uvloop": backend == "uvloop"}
-    return anyio.run(_main, config, state, progress, backend="asyncio", backend_options=options)
+def _check_server_options(args: argparse.Namespace) -> None:
+    if not args.url:
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--token-delay", args.token_delay),
+            ("--server-args", args.server_args),
+            ("--server-cpu", args.server_cpu),
+        )
+        if value is not None
+    ]
+    if given:
+        raise CommandError(
+            USAGE,
+            f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up the server bench starts "
+            "when given no URL; with a URL, configure that server",
+        )
 
 
 @contextmanager
-def _server(args: argparse.Namespace) -> Iterator[str]:
+def _server(args: argparse.Namespace, info: dict[str, Any]) -> Iterator[str]:
+    """The URL to benchmark: the given one, or a server started here (described in
+    ``info``)."""
     if args.url:
         yield args.url
         return
-    with demo_server(shlex.split(args.server_args), cpu=args.server_cpu) as base_url:
-        yield base_url
+    delay = DEFAULT_TOKEN_DELAY_S if args.token_delay is None else args.token_delay
+    extra = shlex.split(args.server_args or "")
+    try:
+        with demo_server(extra, cpu=args.server_cpu, token_delay_s=delay) as base_url:
+            pace = f"a token every {delay * 1000:g} ms" if delay else "tokens unpaced"
+            info.update(
+                started=True,
+                token_delay_s=delay,
+                args=extra,
+                description=f"started by bench: rawsse serve (the demo app, {pace}: "
+                "--token-delay)" + (f" {shlex.join(extra)}" if extra else ""),
+            )
+            yield base_url
+    except ServerStartError as exc:
+        raise CommandError(RUNTIME, str(exc)) from exc
+
+
+def _address(host: str, port: int) -> str:
+    """The address ``host`` resolves to (``host`` itself when it does not)."""
+    try:
+        return str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError:
+        return host
+
+
+def _run_here(
+    config: BenchConfig, backend: str, progress: bool
+) -> tuple[BenchState, bool, list[str]]:
+    state = BenchState()
+
+    def show() -> None:
+        sys.stderr.write("\r\x1b[K" + progress_line(config, state))
+        sys.stderr.flush()
+
+    interrupted = drive(config, state, backend, show if progress else None)
+    return state, interrupted, []
+
+
+def _run_processes(
+    config: BenchConfig, configs: list[BenchConfig], backend: str, progress: bool
+) -> tuple[BenchState, bool, list[str]]:
+    from rawsse.bench._processes import run_processes
+
+    def show(state: BenchState) -> None:
+        sys.stderr.write("\r\x1b[K" + progress_line(config, state))
+        sys.stderr.flush()
+
+    result = run_processes(configs, backend, show if progress else None)
+    return result.state, result.interrupted, result.failures
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``rawsse bench`` with parsed ``args``; returns the exit status."""
-    if args.streams < 1:
-        print("rawsse bench: --streams must be at least 1", file=sys.stderr)
-        return 2
+    _check_server_options(args)
     try:
         # Validate the options before starting a server.
         build_config(args, args.url or "http://127.0.0.1:1/")
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
     except (ValueError, OSError) as exc:
-        print(f"rawsse bench: {exc}", file=sys.stderr)
-        return 2
-    warning = _raise_fd_limit(args.streams)
+        raise CommandError(USAGE, str(exc)) from exc
+    if args.plot:
+        from rawsse.bench._plot import check_plotting
+
+        check_plotting()
+    processes = _processes(args)
+    warning = raise_fd_limit(math.ceil(args.streams / processes))
     if warning:
         print(warning, file=sys.stderr)
     progress = sys.stderr.isatty() and not args.no_progress
-    backend = _resolve_backend(args.backend)
-    state = BenchState()
-    try:
-        with _server(args) as url:
-            config = build_config(args, url)
-            interrupted = _run_backend(config, state, backend, progress)
-    except ServerStartError as exc:
-        print(f"rawsse bench: {exc}", file=sys.stderr)
-        return 1
+    backend = resolve_backend(args.backend)
+    server: dict[str, Any] = {}
+    with _server(args, server) as url:
+        config = build_config(args, url)
+        sources = plan_sources(
+            _address(config.target.host, config.target.port), processes, config.streams
+        )
+        if processes == 1:
+            config = dataclasses.replace(config, source_address=sources[0])
+            state, interrupted, failures = _run_here(config, backend, progress)
+        else:
+            from rawsse.bench._processes import split
+
+            configs = split(config, processes, sources)
+            processes = len(configs)
+            state, interrupted, failures = _run_processes(config, configs, backend, progress)
+    if progress:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+    for failure in failures:
+        print(f"rawsse bench: {failure}", file=sys.stderr)
     result = result_json(config, state, config.target.url())
     result["backend"] = backend
     result["interrupted"] = interrupted
+    result["processes"] = processes
+    result["source_addresses"] = [source for source in sources[:processes] if source]
+    result["server"] = server or None
     if args.json:
         sys.stdout.write(dumps(result).decode() + "\n")
     else:
-        print(format_table(result))
+        print(format_table(result, unicode=_can_draw_blocks()))
+    if args.plot:
+        from rawsse.bench._plot import plot
+
+        plot(result, args.plot)
+        print(f"rawsse bench: histograms drawn to {args.plot}", file=sys.stderr)
     if interrupted:
         return 130
-    return 0 if state.completed else 1
+    return 0 if state.completed and not failures else 1
+
+
+def _can_draw_blocks() -> bool:
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    return encoding == "utf8"

@@ -13,6 +13,10 @@ the workload is done; it never raises for a failed stream, it counts it by kind:
 - ``truncated``: the body ended without the terminal frame (``[DONE]``, ``message_stop``);
 - ``check``: with ``check`` on, an event whose data is not JSON, or a grammar violation.
 
+Connections come from the address and ports the kernel picks, or with ``source_address`` from
+that address and ports bench picks itself (``rawsse.bench._sources``); ``connections`` counts
+those opened, and ``connections_per_s`` how fast.
+
 Workloads: a fixed number of ``streams`` (workers), each running requests back to back until
 ``requests`` have started or ``duration_s`` has passed; or, with ``rate``, an open loop: request
 ``k`` is *scheduled* at ``t0 + k / rate`` and every latency is measured from that scheduled time,
@@ -46,8 +50,8 @@ import anyio
 from rawsse.bench._head import HeadCache
 from rawsse.bench._io import Readiness, send_all
 from rawsse.bench._response import Checker, Failed, ResponseReader
+from rawsse.bench._sources import SourcePorts, open_socket_from
 from rawsse.bench._stats import Histogram
-from rawsse.client._connection import open_socket
 from rawsse.client._errors import SSEConnectionError, SSEProtocolError
 from rawsse.client._exchange import PreparedRequest, Target
 
@@ -96,10 +100,15 @@ class BenchConfig:
     # With ``check``: the chat grammar to validate against ("openai", "anthropic") or None.
     dialect: str | None = None
     keepalive: bool = True
+    # Bind every connection to this source address and a port bench picks
+    # (``rawsse.bench._sources``); None: the kernel chooses both.
+    source_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.streams < 1:
             raise ValueError("streams must be at least 1")
+        if self.requests is not None and self.requests < 1:
+            raise ValueError("requests must be at least 1")
         if self.rate is not None and self.rate <= 0:
             raise ValueError("rate must be positive")
         if self.hold_s is None and self.requests is None and self.duration_s is None:
@@ -120,6 +129,10 @@ class BenchState:
     comments: int = 0
     bytes: int = 0
     payload_bytes: int = 0
+    # Connections opened, and when the first began and the last was made (perf_counter).
+    connections: int = 0
+    t_first_connect: float = 0.0
+    t_last_connect: float = 0.0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     error_samples: dict[str, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
@@ -153,6 +166,12 @@ class BenchState:
         """Seconds from the start of the run to its end (or to now while it runs)."""
         end = self.t_end or time.perf_counter()
         return max(end - self.t_start, 1e-9) if self.t_start else 0.0
+
+    @property
+    def connections_per_s(self) -> float:
+        """Connections opened per second, from the first connect's start to the last's end."""
+        span = self.t_last_connect - self.t_first_connect
+        return self.connections / span if self.connections and span > 0 else 0.0
 
     def fail(self, kind: str, detail: str) -> None:
         """Count a failed stream of ``kind``; keep the first detail of each kind."""
@@ -199,6 +218,7 @@ class _Runner:
         self.watches: set[_Conn] = set()
         self.tickets = 0
         self.hold_deadline = math.inf
+        self.source = SourcePorts(config.source_address) if config.source_address else None
         # Every request is the same: validated and serialised once, its heads judged once.
         prepared = PreparedRequest.build(
             config.target, config.method, list(config.headers), config.body
@@ -208,17 +228,22 @@ class _Runner:
 
     async def _open(self) -> _Conn:
         config = self.config
+        state = self.state
         t0 = time.perf_counter()
+        if not state.t_first_connect:
+            state.t_first_connect = t0
         # In hold mode a connection not made by the end of the hold never will be useful.
         timeout_s = min(config.connect_timeout_s, self.hold_deadline - anyio.current_time())
         try:
             with anyio.fail_after(max(timeout_s, 0.0)):
-                sock = await open_socket(self.address, config.target.port)
+                sock = await open_socket_from(self.address, config.target.port, self.source)
         except TimeoutError as exc:
             raise Failed("connect", f"connect timed out after {timeout_s:.3g} s") from exc
         except OSError as exc:
             raise Failed("connect", f"connect failed: {exc}") from exc
-        self.state.connect_us.record(int((time.perf_counter() - t0) * 1e6))
+        t = state.t_last_connect = time.perf_counter()
+        state.connections += 1
+        state.connect_us.record(int((t - t0) * 1e6))
         return _Conn(sock)
 
     async def stream(self, t_ref: float) -> None:

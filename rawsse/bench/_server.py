@@ -1,7 +1,8 @@
 """The server ``rawsse bench`` starts itself when given no URL: ``rawsse serve`` in a subprocess.
 
-Contract: ``demo_server(args)`` is a context manager that starts ``python -m rawsse serve --port 0
---token-delay 0 ARGS`` with this interpreter, waits (bounded) for its ready line ``rawsse
+Contract: ``demo_server(args, token_delay_s=...)`` is a context manager that starts ``python -m
+rawsse serve --port 0 --token-delay S ARGS`` with this interpreter (``DEFAULT_TOKEN_DELAY_S``,
+the demo app's own pace, unless told otherwise), waits (bounded) for its ready line ``rawsse
 listening on http://HOST:PORT``, yields that base URL, and always stops the process on exit:
 SIGINT (graceful shutdown), then SIGKILL if it has not exited within ``stop_timeout_s``. If the
 server exits or stays silent before its ready line, ``ServerStartError`` carries its stderr's
@@ -22,9 +23,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-__all__ = ["ServerStartError", "demo_server"]
+__all__ = ["DEFAULT_TOKEN_DELAY_S", "ServerStartError", "demo_server"]
 
 _READY_PREFIX = "rawsse listening on "
+# A realistic pace: 50 tokens a second, as LLMs stream them (and the demo app's default).
+# At 0 every event of a stream would arrive in one read, and the gaps would all be 0.
+DEFAULT_TOKEN_DELAY_S = 0.02
 
 
 def _stderr_tail(stderr: IO[bytes]) -> str:
@@ -67,11 +71,15 @@ def demo_server(
     args: Sequence[str] = (),
     *,
     cpu: int | None = None,
+    token_delay_s: float = DEFAULT_TOKEN_DELAY_S,
     ready_timeout_s: float = 30.0,
     stop_timeout_s: float = 10.0,
 ) -> Iterator[str]:
-    """Run the demo server (token delay 0) on a free port; yield its base URL; stop it."""
-    command = [sys.executable, "-m", "rawsse", "serve", "--port", "0", "--token-delay", "0"]
+    """Run the demo server on a free port at ``token_delay_s``; yield its base URL; stop it."""
+    command = [
+        *(sys.executable, "-m", "rawsse", "serve", "--port", "0"),
+        *("--token-delay", f"{token_delay_s:g}"),
+    ]
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=stderr)
         try:

@@ -9,14 +9,28 @@ bucket: 64 buckets per power of two, so about 2,100 counters reach an hour; reco
 Buckets: values below 128 get a bucket each. Above, a value ``v`` with ``s = bit_length(v) - 7``
 falls in bucket ``64 * s + (v >> s)``: the top 7 significant bits, so the bucket width is at
 most 1/64 of its lower bound.
+
+For people: ``coarse(edges_us)`` regroups the counts under upper bounds (``DISPLAY_EDGES_US``:
+1-2-5 steps from 10 us to 1,000 s), each fine bucket counted under the first bound at or above
+its lowest value (so within 1/64 of the bound, like the percentiles). For other processes:
+``to_json()`` and ``Histogram.from_json`` carry it whole.
 """
 
 from __future__ import annotations
 
-__all__ = ["Histogram"]
+from typing import Any
+
+__all__ = ["DISPLAY_EDGES_US", "Histogram"]
 
 _LINEAR = 128  # values below this have a bucket each
 _SUB_BITS = 7  # significant bits kept above the linear range
+
+
+# Upper bounds in microseconds, 1-2-5 per decade, 10 us to 1,000 s.
+DISPLAY_EDGES_US: tuple[int, ...] = (
+    *(step * 10**decade for decade in range(1, 9) for step in (1, 2, 5)),
+    10**9,
+)
 
 
 def _bucket(value: int) -> int:
@@ -111,3 +125,42 @@ class Histogram:
             "max": round(self.max / 1000, 3),
             "mean": round(self.mean / 1000, 3),
         }
+
+    def buckets(self) -> list[tuple[int, int, int]]:
+        """Every non-empty bucket as ``(lowest value, highest value, count)``, in order."""
+        return [(*_bounds(bucket), count) for bucket, count in enumerate(self._counts) if count]
+
+    def coarse(self, edges_us: tuple[int, ...] = DISPLAY_EDGES_US) -> list[tuple[int, int]]:
+        """``(upper bound, count)`` per bound of ``edges_us`` (ascending), from the first
+        non-empty one to the last; values above the last bound count under it."""
+        counts = [0] * len(edges_us)
+        index = 0
+        for low, _, count in self.buckets():
+            while index < len(edges_us) - 1 and low > edges_us[index]:
+                index += 1
+            counts[index] += count
+        used = [i for i, count in enumerate(counts) if count]
+        if not used:
+            return []
+        return [(edges_us[i], counts[i]) for i in range(used[0], used[-1] + 1)]
+
+    def to_json(self) -> dict[str, object]:
+        """Everything, as JSON-ready values (``from_json`` reads it back)."""
+        return {
+            "counts": self._counts,
+            "count": self.count,
+            "total": self.total,
+            "min": self.min,
+            "max": self.max,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Histogram:
+        """The histogram ``to_json`` described."""
+        histogram = cls()
+        histogram._counts = [int(n) for n in data["counts"]]
+        histogram.count = int(data["count"])
+        histogram.total = int(data["total"])
+        histogram.min = int(data["min"])
+        histogram.max = int(data["max"])
+        return histogram

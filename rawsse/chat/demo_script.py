@@ -170,14 +170,18 @@ def lorem_words(count: int) -> Iterator[str]:
 class TokenGaps:
     """The pauses between tokens, drawn from ``options``' distribution with its seed."""
 
+    __slots__ = ("dist", "mean_s", "random")
+
     def __init__(self, options: ModelOptions) -> None:
         self.mean_s = options.token_delay_s
         self.dist = options.delay_dist
-        self.random = random.Random(options.seed)
+        # Only a random distribution needs a generator: its state is ~2.8 KiB, which every
+        # held stream with fixed gaps would otherwise carry for nothing.
+        self.random = None if self.dist == "fixed" else random.Random(options.seed)
 
     def next_s(self) -> float:
         """The next pause, in seconds."""
-        if self.mean_s <= 0 or self.dist == "fixed":
+        if self.mean_s <= 0 or self.random is None:
             return self.mean_s
         if self.dist == "uniform":
             return self.random.uniform(0, 2 * self.mean_s)
@@ -187,14 +191,19 @@ class TokenGaps:
 class DemoAnswer:
     """One demo answer to a request, step by step (see the module docstring)."""
 
-    __slots__ = ("failure", "options", "reason", "request", "words")
+    __slots__ = ("options", "reason", "request", "words")
 
     def __init__(self, request: ChatRequest, options: ModelOptions, words: Iterator[str]) -> None:
         self.request = request
         self.options = options
         self.words = words
         self.reason: FinishReason = "tool_calls" if options.answer == "tool_call" else "stop"
-        self.failure = ChatError(
+
+    @property
+    def failure(self) -> ChatError:
+        """The injected failure (``fail_after``), made when raised: a held stream keeps none."""
+        options = self.options
+        return ChatError(
             options.fail_status,
             f"Injected failure after {options.fail_after} tokens (rawsse.fail_after).",
             code="injected_failure",

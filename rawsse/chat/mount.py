@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -52,11 +53,17 @@ from rawsse._errors import ClientDisconnected
 from rawsse.app import App
 from rawsse.chat.auth import check_api_key, check_resume_token, resume_secret, resume_token
 from rawsse.chat.deltas import ModelBackend
-from rawsse.chat.dialect import COMMENT_HEARTBEAT, Dialect, DialectStream
+from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
 from rawsse.chat.request import ChatRequest
 from rawsse.jsonio import loads
-from rawsse.replay import MemoryReplayStore, ReplayStore
+from rawsse.replay import (
+    MemoryReplayStore,
+    ProducerLost,
+    ReplayGap,
+    ReplayStore,
+    StoreUnavailable,
+)
 from rawsse.request import Request
 from rawsse.response import JSONResponse, Response
 from rawsse.stream import EventStream, StreamEnd
@@ -80,6 +87,28 @@ def _cancelled_error() -> ChatError:
         "resume grace was configured, so generation stopped.",
         code="stream_cancelled",
     )
+
+
+# What a resumed client is told when the store cannot give it the whole stream.
+_PRODUCER_LOST = ChatError(
+    500,
+    "The server generating this stream stopped before the stream finished; it ends here.",
+    code="stream_producer_lost",
+)
+_REPLAY_GAP = ChatError(
+    500,
+    "Part of this stream is no longer kept (trimmed, expired, or lost by the shared store), "
+    "so it cannot be replayed without a hole; send the request again.",
+    code="replay_gap",
+)
+_REPLAY_UNAVAILABLE = ChatError(
+    503,
+    "This stream's history is unavailable right now: the shared replay store does not "
+    "answer. Retry shortly.",
+    code="replay_unavailable",
+)
+# Set in the processes of ``rawsse serve --workers N`` (see rawsse.cli._workers).
+_WORKER_ENV = "RAWSSE_WORKER"
 
 
 def _stopped_error(reason: StreamEnd | None) -> ChatError:
@@ -187,6 +216,8 @@ class ChatService:
         self._resume_secret = resume_secret(self.api_keys)
         # The resume responses running now, by stream id (for end_resumes).
         self._resumes: dict[str, set[EventStream]] = {}
+        # The dialects mounted, by name: a stream resumed in another process names its own.
+        self.dialects: dict[str, Dialect] = {}
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -297,7 +328,7 @@ class ChatService:
         ending: list[bytes] = []
 
         async def produce(stream: EventStream) -> None:
-            await store.create(stream_id)
+            await store.create(stream_id, tag=dialect.name)
             try:
                 await _emit(stream, store, stream_id, frames, frames.start())
                 async for delta in deltas:
@@ -343,7 +374,7 @@ class ChatService:
             raise RuntimeError("background chat streams need the App to be served by a Server")
         generation = _Generation(dialect, self.resume_grace_s)
         self._generations[stream_id] = generation
-        await self.store.create(stream_id)
+        await self.store.create(stream_id, tag=dialect.name)
         failure: list[ChatError] = []
         server.spawn(self._produce_background, generation, frames, deltas, req, stream_id, failure)
         if self.status_commit_s:
@@ -353,7 +384,7 @@ class ChatService:
                 # Failed before its first delta: the client still gets a real status.
                 return self._error(dialect, failure[0])
         return _Follower(
-            self._follow(generation, stream_id, None),
+            self._follow(generation, dialect, stream_id, None),
             generation,
             heartbeat=dialect.heartbeat_frame,
             headers=self._stream_headers(stream_id),
@@ -399,22 +430,48 @@ class ChatService:
             self._generations.pop(stream_id, None)
 
     async def _follow(
-        self, generation: _Generation | None, stream_id: str, last_id: str | None
+        self,
+        generation: _Generation | None,
+        dialect: Dialect,
+        stream_id: str,
+        last_id: str | None,
     ) -> AsyncIterator[bytes]:
         if generation is not None:
             generation.attach()
-        frames = self.store.follow(stream_id, last_id)
+        abandoned = False
         try:
-            async for frame in frames:
+            while True:
+                frames = self.store.follow(stream_id, last_id)
+                try:
+                    async for frame in frames:
+                        yield frame
+                    return
+                except ProducerLost as lost:
+                    if abandoned:  # ended it once already, yet it does not end: give up
+                        for frame in _unnumbered(dialect, stream_id, _PRODUCER_LOST):
+                            yield frame
+                        return
+                    # End the stream in the store with the dialect's error, for every
+                    # follower at once, then follow it to that end.
+                    abandoned = True
+                    tail = _tail(dialect, stream_id, lost.last_id, _PRODUCER_LOST)
+                    await self.store.abandon(stream_id, lost.last_id, tail)
+                    last_id = lost.last_id
+                finally:
+                    # Close the store's iterator now, not whenever the garbage collector does.
+                    aclose = getattr(frames, "aclose", None)
+                    if aclose is not None:
+                        with anyio.CancelScope(shield=True):
+                            await aclose()
+        except ReplayGap:
+            for frame in _unnumbered(dialect, stream_id, _REPLAY_GAP):
+                yield frame
+        except StoreUnavailable:
+            for frame in _unnumbered(dialect, stream_id, _REPLAY_UNAVAILABLE):
                 yield frame
         finally:
             if generation is not None:
                 generation.detach()
-            # Close the store's iterator now, not whenever the garbage collector gets to it.
-            aclose = getattr(frames, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
 
     # -- resume and models -----------------------------------------------------------------
 
@@ -426,16 +483,18 @@ class ChatService:
                 self._authenticate(dialect, request)
         except ChatError as error:
             return self._error(dialect, error)
-        if not self.store.exists(stream_id):
-            return self._error(
-                dialect,
-                ChatError(
-                    404, "No stream with this id is kept for resuming.", code="stream_not_found"
-                ),
-            )
         last_id = request.last_event_id
-        plan = await self.store.plan(stream_id, last_id)
+        try:
+            if not await self.store.exists(stream_id):
+                return self._error(dialect, self._not_found())
+            plan = await self.store.plan(stream_id, last_id)
+        except StoreUnavailable:
+            return self._error(dialect, _REPLAY_UNAVAILABLE)
         generation = self._generations.get(stream_id)
+        if generation is not None:
+            dialect = generation.dialect
+        else:
+            dialect = self.dialects.get(plan.tag, dialect)
         headers = [
             *self._stream_headers(stream_id),
             ("x-rawsse-replay-from", plan.first_id or ""),
@@ -446,7 +505,7 @@ class ChatService:
             # Registered while it runs, so that end_resumes can end it.
             running = self._resumes.setdefault(stream_id, set())
             running.add(stream)
-            frames = self._follow(generation, stream_id, last_id)
+            frames = self._follow(generation, dialect, stream_id, last_id)
             try:
                 async for frame in frames:
                     await stream.send_raw(frame)
@@ -460,9 +519,19 @@ class ChatService:
         return _Follower(
             follow,
             generation,
-            heartbeat=generation.dialect.heartbeat_frame if generation else COMMENT_HEARTBEAT,
+            heartbeat=dialect.heartbeat_frame,
             headers=headers,
         )
+
+    def _not_found(self) -> ChatError:
+        message = "No stream with this id is kept for resuming."
+        if os.environ.get(_WORKER_ENV) and not getattr(self.store, "shared", False):
+            message += (
+                " This server runs several worker processes, each keeping its own streams: "
+                "the stream may live in another process. Start the server with --redis URL "
+                "(or RAWSSE_REDIS_URL) so that every process can resume every stream."
+            )
+        return ChatError(404, message, code="stream_not_found")
 
     @staticmethod
     def stream_id_of(name: str) -> str:
@@ -551,12 +620,30 @@ async def _record(
 ) -> None:
     # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
     first = frames.last_event_id - len(batch) + 1
-    append_nowait = getattr(store, "append_nowait", None)
+    append_nowait = store.append_nowait
     for offset, frame in enumerate(batch):
-        if append_nowait is not None:
-            append_nowait(stream_id, str(first + offset), frame)
-        else:
-            await store.append(stream_id, str(first + offset), frame)
+        append_nowait(stream_id, str(first + offset), frame)
+
+
+def _tail(
+    dialect: Dialect, stream_id: str, last_id: str | None, error: ChatError
+) -> list[tuple[str, bytes]]:
+    """The dialect's error frames ending a stream whose last frame was ``last_id``, with
+    their ids: what its producer would have written had it failed there."""
+    last = int(last_id) if last_id is not None and last_id.isdigit() else 0
+    request = ChatRequest(model="", messages=(), dialect=dialect.name, stream=True)
+    frames = dialect.new_stream(request, stream_id, int(time.time()))
+    frames.last_event_id = last
+    return [(str(last + 1 + offset), frame) for offset, frame in enumerate(frames.fail(error))]
+
+
+def _unnumbered(dialect: Dialect, stream_id: str, error: ChatError) -> list[bytes]:
+    """The dialect's error frames for this client only, without ``id:`` lines (they are not
+    the stream's frames: a reconnecting client keeps its own last id)."""
+    return [
+        b"\n".join(line for line in frame.split(b"\n") if not line.startswith(b"id:"))
+        for _, frame in _tail(dialect, stream_id, None, error)
+    ]
 
 
 async def _close(deltas: AsyncIterator[Any]) -> None:
@@ -608,6 +695,8 @@ def mount_chat(
         return int(digits) if digits else 0
 
     def route(dialect: Dialect, **fixed: Any) -> Any:
+        service.dialects.setdefault(dialect.name, dialect)
+
         async def handler(request: Request) -> Response | EventStream:
             model = request.path_params.get("model")
             return await service.handle(dialect, request, model=model, **fixed)

@@ -26,6 +26,7 @@ class DemoOptions:
     token_delay_s: float = 0.02
     resume_grace_s: float = 0.0
     cors_origins: tuple[str, ...] = ()
+    redis_url: str | None = None  # share resumable streams through Redis (rawsse.redis)
 
 
 def create_demo_app(options: DemoOptions | None = None) -> App:
@@ -47,11 +48,17 @@ def create_demo_app(options: DemoOptions | None = None) -> App:
         from rawsse.chat.mount import mount_chat
     except ImportError:  # pragma: no cover - only while the chat layer is being built
         return app
+    replay_store = None
+    if options.redis_url:
+        from rawsse.redis import RedisBus, RedisReplayStore
+
+        replay_store = RedisReplayStore(RedisBus.shared(options.redis_url))
     chat = mount_chat(
         app,
         demo_models(token_delay_s=options.token_delay_s),
         api_keys=options.api_keys,
         resume_grace_s=options.resume_grace_s,
+        replay_store=replay_store,
     )
     from rawsse.lab import mount_lab
 

@@ -114,17 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in arguments if not arg.startswith("-")), None)
     try:
-        parser = build_parser(command)
-        args, unknown = parser.parse_known_args(arguments)
-        if unknown:  # said by the subcommand, which they were given to
-            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-        module = importlib.import_module(args._module)
         try:
-            status: int = module.run(args)
-        except CommandError as exc:
-            print(f"rawsse {args.command}: {exc}", file=sys.stderr, flush=True)
-            return exc.status
-        sys.stdout.flush()
+            parser = build_parser(command)
+            args, unknown = parser.parse_known_args(arguments)
+            if unknown:  # said by the subcommand, which they were given to
+                parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+            module = importlib.import_module(args._module)
+            try:
+                status: int = module.run(args)
+            except CommandError as exc:
+                print(f"rawsse {args.command}: {exc}", file=sys.stderr, flush=True)
+                return exc.status
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a broken pipe could not be caught
     except BaseException as exc:
         if not _is_broken_pipe(exc):
             raise

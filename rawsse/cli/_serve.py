@@ -38,6 +38,7 @@ from typing import Any
 
 from rawsse._http.limits import ServerLimits
 from rawsse.cli._errors import RUNTIME, USAGE, CommandError
+from rawsse.cli._options import number, port
 from rawsse.cli._supervised import WORKER_ENV, SupervisorLink
 
 __all__ = ["add_arguments", "load_app", "run"]
@@ -47,39 +48,10 @@ _DEMO_TOKEN_DELAY_S = 0.02
 logger = logging.getLogger("rawsse.error")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0 = a free one), got {value}")
-    return value
-
-
-def _number(kind: type[int] | type[float], minimum: float, above: bool = False) -> Any:
-    """An argparse type: a ``kind`` at least ``minimum`` (or above it, when ``above``)."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-        if value < minimum or (above and value == minimum):
-            bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # what argparse names in "invalid int value"
-    return parse
-
-
-_COUNT = _number(int, 1)  # processes, limits
-_NON_NEGATIVE_INT = _number(int, 0)
-_SECONDS = _number(float, 0)  # 0 allowed: off, or no wait
-_POSITIVE_SECONDS = _number(float, 0, above=True)
+_COUNT = number(int, 1)  # processes, limits
+_NON_NEGATIVE_INT = number(int, 0)
+_SECONDS = number(float, 0)  # 0 allowed: off, or no wait
+_POSITIVE_SECONDS = number(float, 0, above=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "returning an App (default: the built-in demo app)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=_port, default=8000, help="port (0 = a free port)")
+    parser.add_argument("--port", type=port, default=8000, help="port (0 = a free port)")
     parser.add_argument(
         "--workers", type=_COUNT, default=1, metavar="N", help="processes sharing the port"
     )
@@ -123,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="allow cross-origin requests from ORIGIN, for any App (repeatable; '*' for any; "
         "default: none)",
+    )
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share resume and broadcast across processes and machines through Redis at URL "
+        "(also RAWSSE_REDIS_URL; default: each process keeps its own)",
     )
     demo = parser.add_argument_group("the demo app (ignored, with a warning, when APP is given)")
     demo.add_argument(
@@ -457,8 +436,41 @@ def _build_app(args: argparse.Namespace) -> Any:
             token_delay_s=_DEMO_TOKEN_DELAY_S if args.token_delay is None else args.token_delay,
             resume_grace_s=args.resume_grace or 0.0,
             cors_origins=tuple(args.cors_origin or ()),
+            redis_url=args.redis,
         )
     )
+
+
+def _use_redis(args: argparse.Namespace, worker: bool) -> None:
+    """Settle ``args.redis`` (the option, else ``RAWSSE_REDIS_URL``) and export it for the app
+    (``RedisBus.shared()``) and the workers; the supervisor checks that Redis answers."""
+    from rawsse.redis import REDIS_URL_ENV
+
+    args.redis = args.redis or os.environ.get(REDIS_URL_ENV) or None
+    if args.redis:
+        os.environ[REDIS_URL_ENV] = args.redis
+        if args.workers > 1 and not worker:
+            import anyio
+
+            from rawsse.redis import RedisUnavailable, probe
+
+            try:
+                anyio.run(probe, args.redis, backend=args.backend)
+            except RedisUnavailable as exc:
+                raise CommandError(RUNTIME, str(exc)) from None
+
+
+def _warn_per_process(args: argparse.Namespace) -> None:
+    """The first worker of the demo app, once listening, says what several workers without
+    Redis mean (an APP may share its state its own way)."""
+    if os.environ.get(WORKER_ENV) == "0" and not args.redis and not args.app:
+        print(
+            "rawsse serve: warning: several workers without --redis: resume and broadcast are "
+            "per process (a resume that lands on another process gets 404); set --redis URL "
+            "or RAWSSE_REDIS_URL to share them",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -478,6 +490,7 @@ def run(args: argparse.Namespace) -> int:
     if not worker:
         _warn_demo_only(args)
     _raise_open_file_limit()
+    _use_redis(args, worker)
 
     if args.workers > 1 and not worker:
         from rawsse.cli._workers import supervise
@@ -505,6 +518,7 @@ def run(args: argparse.Namespace) -> int:
         sock = bind_socket(args.host, args.port, reuse_port=worker)
     except OSError as exc:
         raise listen_failure(args.host, args.port, exc) from exc
+    _warn_per_process(args)
     server = Server(
         app,
         host=args.host,
@@ -527,9 +541,24 @@ def run(args: argparse.Namespace) -> int:
 
     options: dict[str, Any] = {"use_uvloop": True} if args.uvloop else {}
     try:
-        anyio.run(_serve, server, announce, link, backend=args.backend, backend_options=options)
+        anyio.run(
+            _serve,
+            server,
+            announce,
+            link,
+            args.redis,
+            backend=args.backend,
+            backend_options=options,
+        )
     except KeyboardInterrupt:  # pragma: no cover - a signal before the handler was installed
         return 130
+    except Exception as exc:
+        if args.redis:
+            from rawsse.redis import RedisUnavailable
+
+            if isinstance(exc, RedisUnavailable):
+                raise CommandError(RUNTIME, str(exc)) from None
+        raise
     cut = server.connections_cut
     if link is not None:
         link.finished(cut)  # the supervisor reports it
@@ -543,12 +572,24 @@ def run(args: argparse.Namespace) -> int:
     return 1 if cut else 0
 
 
-async def _serve(server: Any, announce: Callable[[Any], None], link: SupervisorLink | None) -> None:
+async def _serve(
+    server: Any,
+    announce: Callable[[Any], None],
+    link: SupervisorLink | None,
+    redis_url: str | None,
+) -> None:
+    import contextlib
+
     import anyio
 
     from rawsse.server import serve_until_signalled
 
-    async with anyio.create_task_group() as tg:
+    bus: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
+    if redis_url:
+        from rawsse.redis import RedisBus
+
+        bus = RedisBus.shared(redis_url)  # connected before the ready line, closed after
+    async with bus, anyio.create_task_group() as tg:
         if link is not None:
             tg.start_soon(link.run, server)
         await serve_until_signalled(server, on_ready=announce)

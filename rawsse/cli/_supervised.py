@@ -32,6 +32,7 @@ __all__ = [
     "SUPERVISOR_ENV",
     "WORKER_ENV",
     "SupervisorLink",
+    "ask_for_parent_death_signal",
 ]
 
 # Set in a worker's environment: its index (serve with SO_REUSEPORT, report readiness) ...
@@ -47,13 +48,14 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 logger = logging.getLogger("rawsse.error")
 
 
-def _ask_for_parent_death_signal() -> bool:
-    """Linux: SIGTERM this process when the thread that started it ends. Whether it worked."""
+def ask_for_parent_death_signal(signum: int = signal.SIGTERM) -> bool:
+    """Linux: send this process ``signum`` when the thread that started it ends (its parent
+    process, for a single-threaded parent). Whether it worked."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)) == 0
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
     except (OSError, AttributeError):  # pragma: no cover - no prctl in this C library
         return False
 
@@ -76,7 +78,7 @@ class SupervisorLink:
         if not pid or not os.environ.get(WORKER_ENV):
             return None
         fd = os.environ.get(STATUS_FD_ENV)
-        _ask_for_parent_death_signal()
+        ask_for_parent_death_signal()
         return cls(int(pid), int(fd) if fd else None)
 
     @property

@@ -334,7 +334,7 @@ async def test_mount_uses_the_replay_store_it_is_given(anyio_backend: str) -> No
         original = await post(srv, COMPLETIONS, openai_body())
     assert srv.service is not None
     assert srv.service.store is store
-    assert store.exists(stream_id_of(original))
+    assert await store.exists(stream_id_of(original))
 
 
 async def test_resume_heartbeats_do_not_reach_the_client_as_events(

@@ -293,7 +293,7 @@ def test_version_comes_from_the_package_metadata() -> None:
     assert rawsse.__version__ == version("rawsse")
 
 
-@pytest.mark.parametrize("command", ["serve", "trace"])
+@pytest.mark.parametrize("command", ["serve", "bench", "trace"])
 def test_every_option_has_help_that_shows_its_default(command: str) -> None:
     from rawsse.cli._main import build_parser
 
@@ -565,3 +565,13 @@ def test_serve_raises_its_descriptor_limit_and_says_once_when_it_is_full() -> No
     assert len(said) == 1, err
     assert f"this process may open {hard}" in said[0]
     assert "Traceback" not in err
+
+
+def test_package_declares_its_license_as_spdx_and_ships_it() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as file:
+        project = tomllib.load(file)["project"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    with open(os.path.join(REPO_ROOT, "LICENSE")) as file:
+        assert file.readline().strip() == "MIT License"

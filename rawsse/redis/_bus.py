@@ -1,0 +1,843 @@
+"""``RedisBus``: one process's link to Redis, shared by its replay store and its broadcasts.
+
+Contract: a bus is made without I/O (``RedisBus(url)``) and runs inside ``async with bus:``,
+which connects (or raises ``RedisUnavailable``, one line without credentials), then keeps three
+tasks until the block ends:
+
+1. The *flusher*. Producers queue appends and publishes without waiting (``queue_frame``,
+   ``queue_publish``); the flusher sends everything queued as *one* script call (a round trip
+   for many events, as the socket flusher coalesces writes), then what queued meanwhile. The
+   queue is bounded (``max_pending_bytes``): past it, and for a batch Redis did not take,
+   appends are dropped and counted in ``rawsse_replay_errors_total``; the readers see the hole
+   and say so. After a failure it waits (backing off, up to 5 s) before the next batch.
+2. The *hub*: one Pub/Sub connection per process. Channels are subscribed while something in
+   the process listens (``listen`` for a replay stream, ``attach`` for a broadcast channel), so
+   a publish reaches each process once, whatever its number of clients. Pub/Sub is at most
+   once: a listener's queue is bounded and a re-subscription after a lost connection marks it
+   to catch up from the log; a broadcast feed fills holes from its channel's history.
+3. The *keeper*: renews this process's lease (``P node:N``, so followers elsewhere can tell a
+   stream whose producer died from a slow one) and drops subscriptions nobody uses.
+
+Never blocks the event loop, never waits on Redis in a producer's path, and logs one line when
+Redis goes away and one when it is back (not one per event). The Redis client (coredis) is
+imported when a bus connects, never before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.abc
+
+from rawsse._counters import METRICS, StreamMetrics
+from rawsse.redis import _scripts
+from rawsse.replay import StoreUnavailable
+
+__all__ = ["REDIS_URL_ENV", "RedisBus", "RedisUnavailable", "probe", "redact_url"]
+
+logger = logging.getLogger("rawsse.redis")
+
+# Where ``rawsse serve`` and ``RedisBus.shared()`` look for the URL.
+REDIS_URL_ENV = "RAWSSE_REDIS_URL"
+# A script call carries at most about this many bytes of frames (Lua runs atomically: one
+# huge call would hold up every other client of the Redis server).
+_CALL_BYTES = 512 * 1024
+_BACKOFF_FIRST_S = 0.1
+_BACKOFF_MAX_S = 5.0
+# Pub/Sub messages a listener holds before it is told to catch up from the log instead.
+_LISTENER_QUEUE = 256
+
+
+class RedisUnavailable(StoreUnavailable):
+    """Redis could not be reached (the message names it without credentials)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (and user name) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable Redis URL>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for ``exc`` (the innermost of an exception group)."""
+    inner = getattr(exc, "exceptions", None)  # an exception group (Python 3.11+)
+    while inner:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Batch:
+    """One appended batch of a replay stream as Pub/Sub carries it: frames ``first`` ...
+    ``first + len(frames) - 1`` of the stream, in ``epoch``, and whether it ended there."""
+
+    __slots__ = ("end", "epoch", "first", "frames")
+
+    def __init__(self, epoch: bytes, first: int, end: bool, frames: list[bytes]) -> None:
+        self.epoch = epoch
+        self.first = first
+        self.end = end
+        self.frames = frames
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Batch:
+        """Decode a message the append script published."""
+        epoch, first, end, lengths, rest = payload.split(b"\n", 4)
+        frames = []
+        offset = 0
+        if lengths:
+            for length in lengths.split(b","):
+                size = int(length)
+                frames.append(rest[offset : offset + size])
+                offset += size
+        return cls(epoch, int(first), end == b"1", frames)
+
+
+# What a listener yields instead of a batch when it missed messages: catch up from the log.
+RESYNC = Batch(b"", 0, False, [])
+
+
+class Listener:
+    """The Pub/Sub batches of one replay stream for one follower, bounded."""
+
+    __slots__ = ("_event", "_queue")
+
+    def __init__(self) -> None:
+        self._queue: deque[Batch] = deque()
+        self._event: anyio.Event | None = None
+
+    def put(self, batch: Batch) -> None:
+        """Queue ``batch`` (the hub calls this); past the bound, ask for a catch-up."""
+        queue = self._queue
+        if len(queue) >= _LISTENER_QUEUE:
+            queue.clear()
+            batch = RESYNC
+        queue.append(batch)
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def get(self, timeout_s: float) -> Batch | None:
+        """The next batch (``RESYNC`` to catch up), or None after ``timeout_s`` of silence."""
+        if not self._queue:
+            self._event = event = anyio.Event()
+            with anyio.move_on_after(timeout_s):
+                await event.wait()
+            if not self._queue:
+                return None
+        return self._queue.popleft()
+
+
+class _Feed:
+    """A broadcast channel's live frames for this process, in order, holes filled."""
+
+    __slots__ = ("history", "last", "pending", "recovering", "sink")
+
+    def __init__(self, history: str, sink: Callable[[int, bytes], None]) -> None:
+        self.history = history
+        self.sink = sink
+        self.last: int | None = None  # the last id delivered (None: nothing yet)
+        self.recovering = False
+        self.pending: list[tuple[int, bytes]] = []
+
+
+class Snapshot:
+    """What ``RedisBus.read`` found: the stream's metadata and a page of its log."""
+
+    __slots__ = ("alive", "ended", "entries", "epoch", "exists", "last", "node", "since", "tag")
+
+    def __init__(self, reply: Any) -> None:
+        meta, alive, entries = reply
+        epoch, since, ended, last, node, tag = meta
+        self.exists = epoch is not None
+        self.epoch: bytes = epoch or b""
+        self.since = int(since) if since is not None else 1
+        self.ended = ended is not None
+        self.last = int(last) if last is not None else 0
+        self.node: bytes | None = node
+        self.tag = tag.decode() if tag else ""
+        self.alive = bool(alive)
+        # (id, frame) with frame None for the end marker.
+        self.entries: list[tuple[int, bytes | None]] = []
+        for entry_id, fields in entries:
+            number, _, seq = entry_id.partition(b"-")
+            if seq == b"0":
+                self.entries.append((int(number), _field(fields, b"f")))
+            else:
+                self.entries.append((int(number), None))
+
+
+def _field(fields: Any, name: bytes) -> bytes:
+    # XRANGE's field list: a flat list [name, value, ...] (or a mapping, by client version).
+    if isinstance(fields, dict):
+        return bytes(fields[name])
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == name:
+            return bytes(fields[index + 1])
+    raise ValueError(f"log entry without field {name!r}")
+
+
+class _Group:
+    """Queued appends of one stream, contiguous ids ``first`` ... ``last``."""
+
+    __slots__ = ("first", "flags", "frames", "last", "nbytes", "stream")
+
+    def __init__(self, stream: ProducedStream, first: int, flags: int = 0) -> None:
+        self.stream = stream
+        self.first = first
+        self.last = first - 1
+        self.flags = flags
+        self.frames: list[bytes] = []
+        self.nbytes = 0
+
+
+class ProducedStream:
+    """A replay stream this process produces: its keys, epoch, tag and last id queued."""
+
+    __slots__ = ("created", "epoch", "key", "last", "log", "meta", "tag")
+
+    def __init__(self, key: str, log: str, meta: str, tag: str) -> None:
+        if any(c.isspace() for c in tag):
+            raise ValueError("a stream's tag must not contain whitespace")
+        self.key = key
+        self.log = log
+        self.meta = meta
+        self.tag = tag
+        self.epoch = secrets.token_hex(6)
+        self.last = 0
+        self.created = False
+
+
+class RedisBus:
+    """One process's connection to Redis: the replay store's log and the broadcast bus.
+
+    ``url`` is ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix:///path/to/socket``. Every key and channel starts with ``prefix``. See the module
+    docstring for what runs while the bus is open (``async with bus:``).
+    """
+
+    _shared: dict[str, RedisBus] = {}
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "rawsse:",
+        connect_timeout_s: float = 2.0,  # a Redis on the same network answers in ~1 ms
+        command_timeout_s: float = 2.0,  # past this a batch counts as failed
+        max_pending_bytes: int = 16 * 1024 * 1024,  # frames queued while Redis is slow
+        lease_s: float = 3.0,  # a stopped process's streams are orphaned within this
+        metrics: StreamMetrics = METRICS,
+    ) -> None:
+        if connect_timeout_s <= 0 or command_timeout_s <= 0 or lease_s <= 0:
+            raise ValueError("timeouts must be positive")
+        if max_pending_bytes <= 0:
+            raise ValueError("max_pending_bytes must be positive")
+        self.url = url
+        self.display_url = redact_url(url)
+        self.prefix = prefix
+        self.connect_timeout_s = connect_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self.max_pending_bytes = max_pending_bytes
+        self.lease_s = lease_s
+        self.metrics = metrics
+        self.node = secrets.token_hex(8)
+        self.node_prefix = f"{prefix}node:"
+        # Counters: batches and frames sent, for the benchmark's round trips per event.
+        self.batches_sent = 0
+        self.frames_sent = 0
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._exit: contextlib.AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        # Flusher state.
+        self._groups: list[_Group] = []
+        self._open: dict[ProducedStream, _Group] = {}
+        self._publishes: list[tuple[str, bytes]] = []
+        self._pending_bytes = 0
+        self._wake = anyio.Event()
+        self._woken = False
+        self._idle: anyio.Event | None = None
+        self._sending = False
+        # Hub state: channel -> listeners of replay streams, broadcast feeds.
+        self._pubsub: Any = None
+        self._listeners: dict[bytes, set[Listener]] = {}
+        self._feeds: dict[bytes, _Feed] = {}
+        self._confirmed: set[bytes] = set()
+        # Health: one log line when Redis goes away, one when it is back.
+        self._down_since: float | None = None
+        self._dropped_while_down = 0
+
+    @classmethod
+    def shared(cls, url: str | None = None) -> RedisBus:
+        """The process's bus for ``url`` (default: ``$RAWSSE_REDIS_URL``), made on first use:
+        the one ``rawsse serve --redis URL`` opens, for apps that build their own routes."""
+        url = url or os.environ.get(REDIS_URL_ENV)
+        if not url:
+            raise RuntimeError(f"no Redis URL given and {REDIS_URL_ENV} is not set")
+        bus = cls._shared.get(url)
+        if bus is None:
+            bus = cls._shared[url] = cls(url)
+        return bus
+
+    def __repr__(self) -> str:
+        return f"RedisBus({self.display_url!r}, prefix={self.prefix!r})"
+
+    @property
+    def running(self) -> bool:
+        """True inside ``async with bus:``."""
+        return self._tg is not None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RedisBus:
+        if self._exit is not None:
+            raise RuntimeError("this RedisBus is already open")
+        try:
+            import coredis
+        except ImportError as exc:
+            raise RedisUnavailable(
+                "the Redis client is not installed: pip install 'rawsse[redis]'"
+            ) from exc
+        from coredis.retry import NoRetryPolicy
+
+        # rawsse retries (with backoff) and logs once per outage itself: coredis's line per
+        # retry attempt would repeat that at INFO, unless its logger was configured.
+        coredis_logger = logging.getLogger("coredis")
+        if coredis_logger.level == logging.NOTSET:
+            coredis_logger.setLevel(logging.WARNING)
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = coredis.Redis.from_url(
+                self.url,
+                connect_timeout=self.connect_timeout_s,
+                stream_timeout=self.command_timeout_s,
+                client_name=f"rawsse-{self.node}",
+                retry_policy=NoRetryPolicy(),
+            )
+            await stack.enter_async_context(client)
+            with anyio.fail_after(self.connect_timeout_s):
+                await client.ping()
+                await client.set(self._lease_key(), b"1", px=self._lease_ms())
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+            raise RedisUnavailable(
+                f"cannot reach Redis at {self.display_url}: {self._scrub(_reason(exc))}"
+            ) from None
+        self._client = client
+        for name in ("APPEND", "READ", "ABANDON", "PUBLISH", "HISTORY"):
+            self._scripts[name] = client.register_script(getattr(_scripts, name))
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        self._exit = stack
+        self._tg = tg
+        tg.start_soon(self._run_flusher)
+        tg.start_soon(self._run_hub)
+        tg.start_soon(self._run_keeper)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, tg = self._exit, self._tg
+        if stack is None or tg is None:
+            return
+        with anyio.CancelScope(shield=True):
+            # What producers queued last (their streams' ends) goes out if Redis takes it soon.
+            with anyio.move_on_after(self.command_timeout_s):
+                await self.flushed()
+            with anyio.move_on_after(self.command_timeout_s), contextlib.suppress(Exception):
+                await self._client.delete([self._lease_key()])
+        tg.cancel_scope.cancel()
+        self._tg = None
+        try:
+            # Not shielded here: the task group must be left in the scope it was entered in.
+            await stack.aclose()
+        finally:
+            self._exit = None
+            self._client = None
+            self._pubsub = None
+
+    async def flushed(self) -> None:
+        """Wait until everything queued so far has been sent (or dropped)."""
+        while (self._groups or self._publishes or self._sending) and self._tg is not None:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def stream_keys(self, key: str) -> tuple[str, str]:
+        """The log and metadata keys of replay stream ``key``."""
+        return f"{self.prefix}s:{key}", f"{self.prefix}m:{key}"
+
+    def channel_keys(self, channel: str) -> tuple[str, str]:
+        """The history and counter keys of broadcast channel ``channel``."""
+        return f"{self.prefix}b:{channel}", f"{self.prefix}n:{channel}"
+
+    def _lease_key(self) -> str:
+        return f"{self.node_prefix}{self.node}"
+
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease_s * 1000))
+
+    def _scrub(self, text: str) -> str:
+        password = urlsplit(self.url).password if "@" in self.url else None
+        return text.replace(password, "***") if password else text
+
+    # -- health -------------------------------------------------------------------------------
+
+    def _failed(self, what: str, exc: BaseException | None, dropped: int) -> None:
+        self.metrics.replay_errors_total += dropped
+        self._dropped_while_down += dropped
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            reason = self._scrub(_reason(exc)) if exc is not None else "too slow"
+            logger.warning(
+                "Redis at %s unavailable (%s: %s): appends and reads that need it fail and are "
+                "counted in rawsse_replay_errors_total; retrying with backoff",
+                self.display_url,
+                what,
+                reason,
+            )
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            logger.warning(
+                "Redis at %s is back after %.1f s; %d appends were dropped meanwhile",
+                self.display_url,
+                time.monotonic() - self._down_since,
+                self._dropped_while_down,
+            )
+            self._down_since = None
+            self._dropped_while_down = 0
+
+    # -- producers: queue without waiting -----------------------------------------------------
+
+    def _queue(
+        self, stream: ProducedStream, first: int, nbytes: int, flags: int = 0
+    ) -> _Group | None:
+        if self._tg is None:
+            return None  # not open: nothing would ever send it
+        group = self._open.get(stream)
+        if group is None or group.last != first - 1 or group.flags & 2:
+            group = _Group(stream, first, flags)
+            self._open[stream] = group
+            self._groups.append(group)
+        else:
+            group.flags |= flags
+        group.nbytes += nbytes
+        self._pending_bytes += nbytes
+        if not self._woken:
+            self._woken = True
+            self._wake.set()
+        return group
+
+    def queue_create(self, stream: ProducedStream) -> None:
+        """Queue the creation of ``stream`` (its metadata)."""
+        self._queue(stream, 1, 64, flags=1)
+
+    def queue_frame(self, stream: ProducedStream, event_id: int, frame: bytes) -> None:
+        """Queue frame ``event_id`` of ``stream``; dropped (and counted) past the bound."""
+        # The end goes after this id even if the frame is dropped: readers then see the hole.
+        stream.last = event_id
+        size = len(frame)
+        if self._pending_bytes + size > self.max_pending_bytes:
+            self._failed("appends queued past max_pending_bytes", None, 1)
+            return
+        group = self._queue(stream, event_id, size)
+        if group is None:
+            self.metrics.replay_errors_total += 1
+            return
+        group.frames.append(frame)
+        group.last = event_id
+
+    def queue_end(self, stream: ProducedStream) -> None:
+        """Queue the end of ``stream`` after its last queued frame."""
+        group = self._queue(stream, stream.last + 1, 64, flags=2)
+        if group is not None:
+            group.last = stream.last
+        self._open.pop(stream, None)
+
+    def queue_publish(self, channel: str, frame: bytes) -> None:
+        """Queue a broadcast of ``frame`` (without an ``id:`` line) on ``channel``."""
+        size = len(frame)
+        if self._pending_bytes + size > self.max_pending_bytes or self._tg is None:
+            self._failed("publishes queued past max_pending_bytes", None, 1)
+            return
+        self._publishes.append((channel, frame))
+        self._pending_bytes += size
+        if not self._woken:
+            self._woken = True
+            self._wake.set()
+
+    # -- the flusher --------------------------------------------------------------------------
+
+    async def _run_flusher(self) -> None:
+        backoff = 0.0
+        while True:
+            self._sending = False
+            if not self._groups and not self._publishes:
+                if self._idle is not None:
+                    self._idle.set()
+                    self._idle = None
+                self._wake = anyio.Event()
+                self._woken = False
+                # No deadline: wakes when a producer queues something.
+                await self._wake.wait()
+            self._sending = True
+            groups, publishes = self._groups, self._publishes
+            self._groups, self._publishes, self._open = [], [], {}
+            self._pending_bytes = 0
+            ok = await self._send_groups(groups) if groups else True
+            if publishes:
+                ok = await self._send_publishes(publishes) and ok
+            if ok:
+                backoff = 0.0
+                continue
+            backoff = min(max(backoff * 2, _BACKOFF_FIRST_S), _BACKOFF_MAX_S)
+            await anyio.sleep(backoff)
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        with anyio.fail_after(self.command_timeout_s):
+            return await self._scripts[name](keys=keys, args=args)
+
+    async def _send_groups(self, groups: list[_Group]) -> bool:
+        head = [self.node, self._live_ttl_ms, self._end_ttl_ms, self._maxlen]
+        keys: list[str] = []
+        args: list[Any] = list(head)
+        size = frames = 0
+        ok = True
+        for index, group in enumerate(groups):
+            stream = group.stream
+            flags = group.flags
+            keys += (stream.log, stream.meta)
+            args.append(
+                f"{len(group.frames)} {group.first} {group.last} {flags} {stream.epoch} "
+                f"{stream.tag}"
+            )
+            args += group.frames
+            size += group.nbytes
+            frames += len(group.frames)
+            if size >= _CALL_BYTES or index == len(groups) - 1:
+                try:
+                    await self._call("APPEND", keys, args)
+                except Exception as exc:
+                    self._failed("append", exc, frames)
+                    ok = False
+                else:
+                    self.batches_sent += 1
+                    self.frames_sent += frames
+                    self._recovered()
+                keys, args = [], list(head)
+                size = frames = 0
+        return ok
+
+    async def _send_publishes(self, publishes: list[tuple[str, bytes]]) -> bool:
+        keys: list[str] = []
+        args: list[Any] = [self._history_len, self._history_ttl_ms]
+        for channel, frame in publishes:
+            keys += self.channel_keys(channel)
+            args.append(frame)
+        try:
+            await self._call("PUBLISH", keys, args)
+        except Exception as exc:
+            self._failed("publish", exc, len(publishes))
+            return False
+        self.batches_sent += 1
+        self._recovered()
+        return True
+
+    # Set by the replay store and broadcasts that use this bus (the last one wins).
+    _live_ttl_ms = 3_600_000
+    _end_ttl_ms = 300_000
+    _maxlen = 10_000
+    _history_len = 1_000
+    _history_ttl_ms = 86_400_000
+
+    def configure_streams(self, *, maxlen: int, live_ttl_s: float, end_ttl_s: float) -> None:
+        """Bounds of replay stream logs: entries kept, expiry while live and after the end."""
+        self._maxlen = maxlen
+        self._live_ttl_ms = max(1, int(live_ttl_s * 1000))
+        self._end_ttl_ms = max(1, int(end_ttl_s * 1000))
+
+    def configure_history(self, *, length: int, ttl_s: float) -> None:
+        """Bounds of broadcast channel histories: events kept, expiry after the last one."""
+        self._history_len = length
+        self._history_ttl_ms = max(1, int(ttl_s * 1000))
+
+    # -- readers --------------------------------------------------------------------------------
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise StoreUnavailable(f"the Redis bus for {self.display_url} is not open")
+        return self._client
+
+    async def read(self, key: str, after: int, count: int, node: bytes = b"") -> Snapshot:
+        """Replay stream ``key``'s metadata, up to ``count`` log entries after ``after``, and
+        whether its producer (or ``node``, if its metadata is gone) holds its lease."""
+        self._require_client()
+        log, meta = self.stream_keys(key)
+        try:
+            reply = await self._call("READ", [log, meta], [after, count, self.node_prefix, node])
+        except Exception as exc:
+            self._failed("read", exc, 1)
+            raise StoreUnavailable(
+                f"the replay history is unavailable: Redis at {self.display_url} did not answer"
+            ) from None
+        self._recovered()
+        return Snapshot(reply)
+
+    async def exists(self, key: str) -> bool:
+        """True if Redis holds replay stream ``key``."""
+        client = self._require_client()
+        try:
+            with anyio.fail_after(self.command_timeout_s):
+                count = await client.exists(list(self.stream_keys(key)))
+        except Exception as exc:
+            self._failed("read", exc, 1)
+            raise StoreUnavailable(
+                f"the replay history is unavailable: Redis at {self.display_url} did not answer"
+            ) from None
+        self._recovered()
+        return bool(count)
+
+    async def abandon(self, key: str, expected: int, frames: Sequence[bytes]) -> bool:
+        """End replay stream ``key`` with ``frames`` unless it ended or went past
+        ``expected`` (see ``ReplayStore.abandon``)."""
+        self._require_client()
+        log, meta = self.stream_keys(key)
+        try:
+            done = await self._call("ABANDON", [log, meta], [expected, self._end_ttl_ms, *frames])
+        except Exception as exc:
+            self._failed("append", exc, len(frames))
+            raise StoreUnavailable(
+                f"the replay history is unavailable: Redis at {self.display_url} did not answer"
+            ) from None
+        return bool(done)
+
+    async def history(self, channel: str, after: int, count: int) -> tuple[int, list[bytes]]:
+        """Broadcast channel ``channel``'s newest id and up to ``count`` frames after
+        ``after`` (its history)."""
+        self._require_client()
+        history, _ = self.channel_keys(channel)
+        try:
+            top, entries = await self._call("HISTORY", [history], [after, count])
+        except Exception as exc:
+            self._failed("read", exc, 1)
+            raise StoreUnavailable(
+                f"the channel history is unavailable: Redis at {self.display_url} did not answer"
+            ) from None
+        self._recovered()
+        return int(top), [_field(fields, b"f") for _, fields in entries]
+
+    # -- the hub --------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def listen(self, key: str) -> AsyncIterator[Listener]:
+        """A ``Listener`` of replay stream ``key``'s batches for the block (subscribed when
+        the block starts, or as soon as the hub can: readers also poll the log)."""
+        channel = self.stream_keys(key)[0].encode()
+        listener = Listener()
+        listeners = self._listeners.setdefault(channel, set())
+        listeners.add(listener)
+        try:
+            await self._subscribe(channel)
+            yield listener
+        finally:
+            listeners.discard(listener)
+
+    async def attach(self, channel: str, sink: Callable[[int, bytes], None]) -> None:
+        """Deliver broadcast channel ``channel``'s frames to ``sink(id, frame)`` from now on, in
+        order and once each (holes filled from its history)."""
+        name = self.channel_keys(channel)[0]
+        self._feeds[name.encode()] = _Feed(channel, sink)
+        await self._subscribe(name.encode())
+
+    def detach(self, channel: str) -> None:
+        """Stop delivering ``channel`` (``attach``'s undo)."""
+        self._feeds.pop(self.channel_keys(channel)[0].encode(), None)
+
+    async def _subscribe(self, channel: bytes) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or channel in self._confirmed:
+            return
+        try:
+            with anyio.fail_after(self.command_timeout_s):
+                await pubsub.subscribe(channel)
+        except Exception as exc:
+            # The hub subscribes every wanted channel when it reconnects; readers poll.
+            logger.debug("subscribe to %r failed: %s", channel, _reason(exc))
+
+    def _wanted(self) -> list[bytes]:
+        return [c for c, ls in self._listeners.items() if ls] + list(self._feeds)
+
+    async def _run_hub(self) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                async with self._client.pubsub() as pubsub:
+                    wanted = self._wanted()
+                    if wanted:
+                        with anyio.fail_after(self.command_timeout_s):
+                            await pubsub.subscribe(*wanted)
+                    self._pubsub = pubsub
+                    backoff = 0.0
+                    while True:
+                        # No deadline: messages come when producers publish; the keeper
+                        # notices a Redis that went away.
+                        message = await pubsub.get_message(timeout=None)
+                        if message is not None:
+                            self._on_message(message)
+            except Exception as exc:
+                logger.debug("Pub/Sub connection lost: %s", _reason(exc))
+            finally:
+                self._pubsub = None
+                self._confirmed.clear()
+                self._resync_all()
+            backoff = min(max(backoff * 2, _BACKOFF_FIRST_S), _BACKOFF_MAX_S)
+            await anyio.sleep(backoff)
+
+    def _on_message(self, message: Any) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        if isinstance(channel, str):
+            channel = channel.encode()
+        if kind == "subscribe":
+            if channel in self._confirmed:
+                # Subscribed again after a lost connection: what was published meanwhile is
+                # not coming. Followers catch up from the log, feeds from the history.
+                self._resync(channel)
+            self._confirmed.add(channel)
+            return
+        if kind == "unsubscribe":
+            self._confirmed.discard(channel)
+            return
+        if kind != "message":
+            return
+        data = message["data"]
+        listeners = self._listeners.get(channel)
+        if listeners:
+            batch = Batch.parse(data)
+            for listener in list(listeners):
+                listener.put(batch)
+        feed = self._feeds.get(channel)
+        if feed is not None:
+            number, _, frame = data.partition(b"\n")
+            self._on_broadcast(feed, int(number), frame)
+
+    def _resync(self, channel: bytes) -> None:
+        for listener in list(self._listeners.get(channel, ())):
+            listener.put(RESYNC)
+        feed = self._feeds.get(channel)
+        if feed is not None and feed.last is not None and not feed.recovering:
+            self._recover(feed)
+
+    def _resync_all(self) -> None:
+        for channel in list(self._listeners) + list(self._feeds):
+            self._resync(channel)
+
+    def _on_broadcast(self, feed: _Feed, number: int, frame: bytes) -> None:
+        last = feed.last
+        if feed.recovering:
+            if len(feed.pending) < _LISTENER_QUEUE:
+                feed.pending.append((number, frame))
+            return
+        if last is None or number == last + 1 or (number == 1 and last > 1):
+            # In order (or the first we see, or the channel started over: its counter expired
+            # or Redis lost it).
+            feed.last = number
+            feed.sink(number, frame)
+        elif number > last + 1:
+            feed.pending.append((number, frame))
+            self._recover(feed)
+        # number <= last: seen already (a message that raced a recovery).
+
+    def _recover(self, feed: _Feed) -> None:
+        tg = self._tg
+        if tg is None:
+            return
+        feed.recovering = True
+        tg.start_soon(self._fill, feed)
+
+    async def _fill(self, feed: _Feed) -> None:
+        # Deliver what the history has between the last delivered id and the live messages
+        # that arrived since, then those.
+        try:
+            after = feed.last or 0
+            _, frames = await self.history(feed.history, after, self._history_len)
+            for offset, frame in enumerate(frames):
+                number = after + 1 + offset
+                feed.sink(number, frame)
+                feed.last = number
+        except StoreUnavailable:
+            pass
+        finally:
+            feed.recovering = False
+            pending, feed.pending = feed.pending, []
+            missed = 0
+            for number, frame in pending:
+                last = feed.last or 0
+                if number <= last:
+                    continue
+                missed += number - last - 1
+                feed.last = number
+                feed.sink(number, frame)
+            if missed:
+                self._failed("broadcast history (trimmed)", None, missed)
+
+    # -- the keeper -----------------------------------------------------------------------------
+
+    async def _run_keeper(self) -> None:
+        interval = self.lease_s / 3
+        while True:
+            await anyio.sleep(interval)
+            try:
+                with anyio.fail_after(self.command_timeout_s):
+                    await self._client.set(self._lease_key(), b"1", px=self._lease_ms())
+            except Exception as exc:
+                self._failed("lease", exc, 0)
+                continue
+            self._recovered()
+            pubsub = self._pubsub
+            if pubsub is None:
+                continue
+            unused = [
+                c for c in self._confirmed if not self._listeners.get(c) and c not in self._feeds
+            ]
+            for channel in unused:
+                self._listeners.pop(channel, None)
+                self._confirmed.discard(channel)
+            wanted = [c for c in self._wanted() if c not in self._confirmed]
+            try:
+                with anyio.fail_after(self.command_timeout_s):
+                    if unused:
+                        await pubsub.unsubscribe(*unused)
+                    if wanted:
+                        await pubsub.subscribe(*wanted)
+            except Exception as exc:
+                logger.debug("Pub/Sub upkeep failed: %s", _reason(exc))
+
+
+async def probe(url: str) -> None:
+    """Connect to Redis at ``url`` and leave; raises ``RedisUnavailable`` if it cannot."""
+    async with RedisBus(url):
+        pass
