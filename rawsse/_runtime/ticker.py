@@ -4,9 +4,14 @@ Contract: ``Ticker(interval_s)`` starts a schedule at the moment it is made; eac
 ``await ticker.tick()`` returns at the schedule's next point (origin + k * interval, or a step
 of its own: ``tick(step_s)``). The schedule is fixed: a tick that comes late (a busy server)
 does not push the later ones back, and a tick already due returns after one checkpoint, so a
-late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the same timer.
-Neither ever returns early, and at most the timer's slack (``TIMER_SLACK_S``, 5 ms) late: that
-slack lets one wake-up of the timer serve every stream due then.
+late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the same timer, and a
+task's sleeps keep to a schedule too: how late one ended (the timer's slack, a busy loop) is
+taken off the task's next ``sleep``, so ``while ...: await sleep(d); send()`` holds its rate
+of one per ``d`` seconds instead of losing a few percent to every late wake-up (a backlog of a
+whole wait or more is dropped, not caught up in a burst). A tick never comes before its point
+of the schedule; a sleep never ends before ``seconds`` after the previous one was due (after
+the call, for a task's first); the timer itself fires at most its slack (``TIMER_SLACK_S``,
+5 ms) late, which lets one wake-up of the timer serve every stream due then.
 
 Why they exist: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
 waits once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 import anyio
 import anyio.lowlevel
@@ -29,18 +35,32 @@ from rawsse._runtime.wakeup import Wakeup, new_wakeup, wakeup_factory
 __all__ = ["Ticker", "sleep"]
 
 
+# How long after its due time the task's last ``sleep`` resumed (set when a wait ends, in the
+# task's own context; a task that is still waiting has set nothing, so costs nothing here).
+_LATENESS: ContextVar[float] = ContextVar("rawsse_sleep_lateness", default=0.0)
+
+
 def sleep(seconds: float) -> Awaitable[None]:
-    """Wait ``seconds`` (``await rawsse.sleep(s)``), on the server's shared timer."""
+    """Wait ``seconds`` (``await rawsse.sleep(s)``), on the server's shared timer.
+
+    Consecutive sleeps of one task keep to a schedule: how late the last one ended is taken
+    off this one, so a loop pacing with it holds its rate.
+    """
     if not seconds >= 0:  # also refuses NaN
         raise ValueError(f"seconds must be >= 0: {seconds!r}")
     reactor = CURRENT_REACTOR.get()
     if reactor is None or seconds == 0:
         return anyio.sleep(seconds)
+    late = _LATENESS.get()
+    if late >= seconds:
+        # Behind by a whole wait or more: no wait, and the backlog is dropped (no burst).
+        _LATENESS.set(0.0)
+        return anyio.lowlevel.checkpoint()
     # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
     # until its time and must not wake a later one.
     # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
     # frame (the park), not one more for this function.
-    return new_wakeup().park_until(reactor, time.monotonic() + seconds)
+    return new_wakeup().park_until(reactor, time.monotonic() + seconds - late, _LATENESS)
 
 
 class Ticker:

@@ -12,7 +12,9 @@ future, or one trio ``wait_task_rescheduled``, and timeouts come from the reacto
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Protocol
 
@@ -34,12 +36,19 @@ class Wakeup(Protocol):
     async def park(self) -> None:
         """Wait until ``wake()`` (or cancellation)."""
 
-    async def park_until(self, timer: TimerLike, when: float) -> None:
+    async def park_until(
+        self, timer: TimerLike, when: float, lateness: ContextVar[float] | None = None
+    ) -> None:
         """Park, and have ``timer`` wake this at ``when`` (registered as the wait starts, so a
-        wait made now and awaited later cannot miss its wake-up)."""
+        wait made now and awaited later cannot miss its wake-up). Woken (not cancelled), it
+        sets ``lateness``, if given, to how long after ``when`` the task resumed."""
 
     def wake(self) -> None:
         """Make the parked task runnable; nothing when no task is parked."""
+
+    @property
+    def parked(self) -> bool:
+        """Whether a task waits here now (and a ``wake()`` would resume it)."""
 
     def on_timer(self, now: float) -> float | None:
         """As a shared-timer entry (``Reactor.call_at``): wake the parked task, once."""
@@ -59,18 +68,27 @@ class _AsyncioWakeup:
         finally:
             self._future = None
 
-    async def park_until(self, timer: TimerLike, when: float) -> None:
+    async def park_until(
+        self, timer: TimerLike, when: float, lateness: ContextVar[float] | None = None
+    ) -> None:
         timer.call_at(when, self)
         future = self._future = self._loop.create_future()
         try:
             await future
         finally:
             self._future = None
+        if lateness is not None:
+            lateness.set(time.monotonic() - when)
 
     def wake(self) -> None:
         future = self._future
         if future is not None and not future.done():
             future.set_result(None)
+
+    @property
+    def parked(self) -> bool:
+        future = self._future
+        return future is not None and not future.done()
 
     def on_timer(self, now: float) -> None:
         self.wake()
@@ -94,10 +112,14 @@ class _TrioWakeup:
         self._task = _trio_lowlevel.current_task()
         await _trio_lowlevel.wait_task_rescheduled(self._abort)
 
-    async def park_until(self, timer: TimerLike, when: float) -> None:
+    async def park_until(
+        self, timer: TimerLike, when: float, lateness: ContextVar[float] | None = None
+    ) -> None:
         timer.call_at(when, self)
         self._task = _trio_lowlevel.current_task()
         await _trio_lowlevel.wait_task_rescheduled(self._abort)
+        if lateness is not None:
+            lateness.set(time.monotonic() - when)
 
     def _abort(self, _raise_cancel: object) -> Any:
         # Cancelled: forget the task so that a later wake() cannot reschedule it twice.
@@ -110,16 +132,32 @@ class _TrioWakeup:
             self._task = None
             _trio_lowlevel.reschedule(task)
 
+    @property
+    def parked(self) -> bool:
+        return self._task is not None
+
     def on_timer(self, now: float) -> None:
         self.wake()
 
 
+# The last asyncio loop's maker: one per loop, not one per caller (a Ticker per held stream).
+_asyncio_factory: tuple[asyncio.AbstractEventLoop | None, Callable[[], Wakeup]] = (
+    None,
+    _TrioWakeup,
+)
+
+
 def wakeup_factory() -> Callable[[], Wakeup]:
     """A maker of parking spots for the running backend, for callers that need many."""
+    global _asyncio_factory
     loop = running_loop()
     if loop is None:
         return _TrioWakeup
-    return partial(_AsyncioWakeup, loop)
+    cached_loop, factory = _asyncio_factory
+    if cached_loop is not loop:
+        factory = partial(_AsyncioWakeup, loop)
+        _asyncio_factory = (loop, factory)
+    return factory
 
 
 def new_wakeup() -> Wakeup:
