@@ -285,14 +285,13 @@ class EventParser:
         lines = block.split(b"\n")
         lines.pop()  # the empty text after the block's final line end
         events: list[StreamItem] = []
-        # Comments and skipped events go to ``extras``: the events for ``feed_all``, else a
-        # list dropped here.
-        self._process(lines, events, events if keep else [])
+        # Comments and skipped events go to ``extras``: the events for ``feed_all``, else nowhere.
+        self._process(lines, events, events if keep else None)
         self._check_size(events)
         return events
 
     def _process(
-        self, lines: list[bytes], events: list[StreamItem], extras: list[StreamItem]
+        self, lines: list[bytes], events: list[StreamItem], extras: list[StreamItem] | None
     ) -> None:
         data = self._data
         data_bytes = self._data_bytes
@@ -358,7 +357,8 @@ class EventParser:
                     if not field:
                         # Rule 4: "If the line starts with a U+003A COLON character (:)":
                         # "Ignore the line." (``feed_all`` shows it.)
-                        extras.append(Comment(value.decode("utf-8", "replace")))
+                        if extras is not None:
+                            extras.append(Comment(value.decode("utf-8", "replace")))
                         continue
                     if value[:1] == b" ":
                         # Rule 5: "If value starts with a U+0020 SPACE character, remove it
@@ -405,11 +405,12 @@ class EventParser:
             self._event_retry = event_retry
 
     def _skipped(
-        self, items: list[StreamItem], event_type: bytes, event_id: str | None, size: int
+        self, items: list[StreamItem] | None, event_type: bytes, event_id: str | None, size: int
     ) -> None:
         self.skipped_events += 1
-        kind = event_type.decode("utf-8", "replace") if event_type else "message"
-        items.append(EventSkipped(kind, event_id, size))
+        if items is not None:
+            kind = event_type.decode("utf-8", "replace") if event_type else "message"
+            items.append(EventSkipped(kind, event_id, size))
 
     def _overflow(self, buffered_bytes: int, items: list[StreamItem]) -> None:
         if not self.skip_oversized:

@@ -179,6 +179,15 @@ def blocking_socket(port: int) -> socket.socket:
     return sock
 
 
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected TCP pair on loopback: (the server's end, non-blocking; the client's end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=IO_TIMEOUT_S)
+        server, _ = listener.accept()
+    server.setblocking(False)
+    return server, client
+
+
 def reset_close(sock: socket.socket) -> None:
     """Close with a TCP RST (SO_LINGER 0) instead of a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

@@ -171,20 +171,26 @@ class Reactor:
         """What the pending timer entries will call, soonest first (for inspection)."""
         return [target for _, _, target in sorted(self._timers)]
 
+    def _fire_due(self, now: float) -> None:
+        # (A method of its own: nothing it fired stays referenced by the timer task's frame
+        # while it sleeps.)
+        heap = self._timers
+        rescheduled: list[tuple[float, Timed]] = []
+        while heap and heap[0][0] <= now:
+            _, _, target = heapq.heappop(heap)
+            again = target.on_timer(now)
+            if again is not None:
+                rescheduled.append((again, target))
+        # Pushed back only after the sweep: an entry that asks for a time already past
+        # cannot be popped twice in one tick (no busy loop, whatever it asks).
+        for when, target in rescheduled:
+            heapq.heappush(heap, (max(when, now + 1e-6), next(self._timer_seq), target))
+
     async def _run_timer(self) -> None:
         heap = self._timers
         while True:
             now = time.monotonic()
-            rescheduled: list[tuple[float, Timed]] = []
-            while heap and heap[0][0] <= now:
-                _, _, target = heapq.heappop(heap)
-                again = target.on_timer(now)
-                if again is not None:
-                    rescheduled.append((again, target))
-            # Pushed back only after the sweep: an entry that asks for a time already past
-            # cannot be popped twice in one tick (no busy loop, whatever it asks).
-            for when, target in rescheduled:
-                heapq.heappush(heap, (max(when, now + 1e-6), next(self._timer_seq), target))
+            self._fire_due(now)
             self._timer_next = heap[0][0] if heap else math.inf
             self._timer_wake = anyio.Event()
             # Sleeps until the earliest deadline (or until call_at() brings one forward), but
@@ -225,9 +231,7 @@ class Reactor:
             # No deadline: this task lives as long as the server and is cancelled with it.
             await self._wake.wait()
             self._wake = anyio.Event()
-            dirty, self._dirty = self._dirty, []
-            for writer in dirty:
-                writer.flush()
+            self._flush_dirty()
 
     # -- watcher ---------------------------------------------------------------------------
 

@@ -46,6 +46,10 @@ class Wakeup(Protocol):
     def wake(self) -> None:
         """Make the parked task runnable; nothing when no task is parked."""
 
+    @property
+    def parked(self) -> bool:
+        """Whether a task waits here now (and a ``wake()`` would resume it)."""
+
     def on_timer(self, now: float) -> float | None:
         """As a shared-timer entry (``Reactor.call_at``): wake the parked task, once."""
 
@@ -80,6 +84,11 @@ class _AsyncioWakeup:
         future = self._future
         if future is not None and not future.done():
             future.set_result(None)
+
+    @property
+    def parked(self) -> bool:
+        future = self._future
+        return future is not None and not future.done()
 
     def on_timer(self, now: float) -> None:
         self.wake()
@@ -122,6 +131,10 @@ class _TrioWakeup:
         if task is not None:
             self._task = None
             _trio_lowlevel.reschedule(task)
+
+    @property
+    def parked(self) -> bool:
+        return self._task is not None
 
     def on_timer(self, now: float) -> None:
         self.wake()

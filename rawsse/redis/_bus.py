@@ -634,8 +634,10 @@ class RedisBus:
             ) from None
         return bool(done)
 
-    async def history(self, channel: str, after: int, count: int) -> tuple[int, list[bytes]]:
-        """Broadcast channel ``channel``'s newest id and up to ``count`` frames after
+    async def history(
+        self, channel: str, after: int, count: int
+    ) -> tuple[int, list[tuple[int, bytes]]]:
+        """Broadcast channel ``channel``'s newest id and up to ``count`` ``(id, frame)`` after
         ``after`` (its history)."""
         self._require_client()
         history, _ = self.channel_keys(channel)
@@ -647,7 +649,9 @@ class RedisBus:
                 f"the channel history is unavailable: Redis at {self.display_url} did not answer"
             ) from None
         self._recovered()
-        return int(top), [_field(fields, b"f") for _, fields in entries]
+        return int(top), [
+            (int(entry_id.partition(b"-")[0]), _field(fields, b"f")) for entry_id, fields in entries
+        ]
 
     # -- the hub --------------------------------------------------------------------------------
 
@@ -783,11 +787,11 @@ class RedisBus:
         # that arrived since, then those.
         try:
             after = feed.last or 0
-            _, frames = await self.history(feed.history, after, self._history_len)
-            for offset, frame in enumerate(frames):
-                number = after + 1 + offset
-                feed.sink(number, frame)
-                feed.last = number
+            _, entries = await self.history(feed.history, after, self._history_len)
+            for number, frame in entries:
+                if number > (feed.last or 0):
+                    feed.sink(number, frame)
+                    feed.last = number
         except StoreUnavailable:
             pass
         finally:

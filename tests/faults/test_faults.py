@@ -62,6 +62,8 @@ from tests.support import (
     recv_some,
     reset_close,
     running_server,
+    wait_for,
+    wait_for_sync,
 )
 
 pytestmark = pytest.mark.anyio
@@ -261,11 +263,12 @@ def state(server: Server) -> State:
 
 async def settle(server: Server, base: State, timeout: float = SETTLE_S) -> None:
     """Wait until the server is back to ``base`` (bounded), or fail with the difference."""
-    with anyio.move_on_after(timeout):
-        while not state(server).returned_to(base):
-            await anyio.sleep(0.02)
-    now = state(server)
-    assert now.returned_to(base), f"state did not return: before {base}, after {now}"
+    await wait_for(
+        lambda: state(server).returned_to(base),
+        timeout,
+        what=f"the state to return to {base}",
+        state=lambda: state(server),
+    )
 
 
 class Witness:
@@ -296,9 +299,7 @@ class Witness:
     async def assert_flowing(self, *, max_gap_s: float = 3.0) -> None:
         """More events arrive, every index once and in order, with no long silence."""
         seen = len(self.indices)
-        with anyio.fail_after(IO_WAIT_S):
-            while len(self.indices) < seen + 5:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: len(self.indices) >= seen + 5, IO_WAIT_S, what="witness events")
         assert self.indices == list(range(self.indices[0], self.indices[-1] + 1))
         gaps = [b - a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)]
         assert max(gaps, default=0) < max_gap_s, f"witness stalled {max(gaps):.2f} s"
@@ -314,6 +315,8 @@ async def fault_server(
     async with running_server(app, **limits) as server, anyio.create_task_group() as tg:
         witness = Witness()
         await tg.start(witness.run, server.port)
+        # Its first event is there: the server's state is settled for a baseline.
+        await wait_for(lambda: witness.indices, IO_WAIT_S, what="the witness's first event")
         yield server, witness
         await witness.assert_flowing()
         tg.cancel_scope.cancel()
@@ -321,7 +324,7 @@ async def fault_server(
 
 
 async def baseline(server: Server) -> State:
-    await anyio.sleep(0.05)  # let the witness's first events and any accept settle
+    """The server's state before a fault (the witness is streaming: ``fault_server``)."""
     return state(server)
 
 
@@ -345,6 +348,15 @@ async def read_until(sock: socket.socket, marker: bytes, count: int = 1) -> byte
 CLOSES = pytest.mark.parametrize("how", ["fin", "rst"])
 
 
+async def wait_waiting_for_input(server: Server, count: int) -> None:
+    """Wait until ``count`` connections read what they were sent and wait for more."""
+    await wait_for(
+        lambda: sum(c._read_deadline is not None for c in server.context.connections) >= count,
+        IO_WAIT_S,
+        what=f"{count} connections waiting for input",
+    )
+
+
 # --- RST and FIN at every stage -----------------------------------------------------------
 
 
@@ -356,7 +368,7 @@ async def test_close_during_header_section(how: str) -> None:
         socks = [blocking_socket(server.port) for _ in range(20)]
         for i, sock in enumerate(socks):
             sock.sendall(b"GET /sse HTTP/1.1\r\nHost: t\r\nX-Partial: " + b"a" * i)
-        await anyio.sleep(0.1)
+        await wait_waiting_for_input(server, 20)
         for sock in socks:
             close(sock, how)
         await settle(server, base)
@@ -384,7 +396,7 @@ async def test_close_during_request_body(how: str) -> None:
                     + b"a" * 5000
                 )
             socks.append(sock)
-        await anyio.sleep(0.1)
+        await wait_waiting_for_input(server, 2)
         for sock in socks:
             close(sock, how)
         await settle(server, base)
@@ -419,10 +431,7 @@ async def test_close_mid_stream(how: str) -> None:
         await read_until(sock, b'"i":', count=20)
         close(sock, how)
         await settle(server, base)
-        assert probe.balanced("fault")
-        sent = probe.sent["fault"]
-        await anyio.sleep(0.1)
-        assert probe.sent["fault"] == sent  # the producer really stopped
+        assert probe.balanced("fault")  # the producer's finally ran: it sends no more
         await witness.assert_flowing()
 
 
@@ -485,8 +494,8 @@ async def test_close_during_replay(how: str) -> None:
             get(f"/v1/chat/completions/chatcmpl-{stream_id}/events", "Last-Event-ID: 1\r\n")
         )
         await read_until(sock, b"data: ", count=3)
-        await anyio.sleep(0.1)
-        assert METRICS.streams_active == base.streams + 1  # the replay is under way
+        # The replay is under way.
+        await wait_for(lambda: METRICS.streams_active == base.streams + 1, IO_WAIT_S)
         close(sock, how)
         await settle(server, base)
         await witness.assert_flowing()
@@ -517,9 +526,7 @@ async def test_close_while_following_a_live_stream(how: str) -> None:
         assert b"id: 4\n" in resumed  # replay from after the last id the client saw
         close(second, how)
         await settle(server, base, timeout=SETTLE_S + 0.3)
-        with anyio.fail_after(IO_WAIT_S):
-            while service_generations:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: not service_generations, IO_WAIT_S)
         await witness.assert_flowing()
 
 
@@ -538,11 +545,15 @@ async def test_resume_route_closes_the_store_generator() -> None:
             sock = small_window_socket(server.port)
             sock.sendall(get(f"/v1/chat/completions/{stream_id}/events"))
             await read_until(sock, b"data: ", count=3)
-            await anyio.sleep(0.1)  # the producer is now blocked on the full socket
+            await wait_for(  # the producer is blocked on the full socket
+                lambda: any(
+                    c._body_writer is not None and c._body_writer.blocked_since is not None
+                    for c in server.context.connections
+                ),
+                IO_WAIT_S,
+            )
             reset_close(sock)
-            with anyio.fail_after(IO_WAIT_S):
-                while server.stats.connections_active:
-                    await anyio.sleep(0.02)
+            await wait_for(lambda: not server.stats.connections_active, IO_WAIT_S)
             gc.collect()
     assert not [w for w in caught if "garbage collected" in str(w.message)]
 
@@ -593,17 +604,13 @@ async def test_zero_window_peer_is_evicted_and_producer_held_meanwhile() -> None
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", server.port))
             sock.sendall(get("/sse?delay=0&size=1000"))  # as fast as the socket takes it
-            with anyio.fail_after(IO_WAIT_S):
-                while METRICS.slow_client_evictions_total == evictions:
-                    await anyio.sleep(0.02)
+            await wait_for(lambda: METRICS.slow_client_evictions_total > evictions, IO_WAIT_S)
             # Backpressure held the producer: it made what the kernel's buffers and the
             # writer's high-water mark hold, not a growing queue.
             sndbuf_max = TCP_WMEM_MAX
             assert probe.sent["fault"] * 1000 < sndbuf_max + 4096 + 2 * 64 * 1024
             # The server closed its side by itself.
-            with anyio.fail_after(IO_WAIT_S):
-                while server.stats.connections_active != base.connections:
-                    await anyio.sleep(0.02)
+            await wait_for(lambda: server.stats.connections_active == base.connections, IO_WAIT_S)
         finally:
             sock.close()
         await settle(server, base)
@@ -653,7 +660,11 @@ async def test_a_thousand_connections_opened_and_dropped_at_once() -> None:
             socks.append(sock)
             if i % 100 == 99:
                 await anyio.lowlevel.checkpoint()  # let the server accept as we go
-        await anyio.sleep(0.2)
+        await wait_for(
+            lambda: server.stats.connections_active == base.connections + 1000,
+            IO_WAIT_S,
+            what="the thousand connections accepted",
+        )
         requests = [
             get("/sse?delay=0.05"),
             get("/sse?first=30"),
@@ -664,9 +675,8 @@ async def test_a_thousand_connections_opened_and_dropped_at_once() -> None:
         for i, sock in enumerate(socks):
             with contextlib.suppress(BlockingIOError):
                 sock.send(requests[i % len(requests)])
-        with anyio.fail_after(10):
-            while probe.started["fault"] < 350:  # the 400 stream requests, nearly all started
-                await anyio.sleep(0.05)
+        # The 400 stream requests, nearly all started.
+        await wait_for(lambda: probe.started["fault"] >= 350, 10)
         for i, sock in enumerate(socks):
             close(sock, "rst" if i % 2 else "fin")
         await settle(server, base, timeout=10)
@@ -682,9 +692,7 @@ async def test_connection_limit_reached_and_recovered() -> None:
         held = [blocking_socket(server.port) for _ in range(20)]
         for sock in held:
             sock.sendall(get("/sse?first=30"))
-        with anyio.fail_after(IO_WAIT_S):
-            while probe.started["fault"] < 20:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: probe.started["fault"] >= 20, IO_WAIT_S)
         refused = [blocking_socket(server.port) for _ in range(200)]
         statuses = Counter()
         for sock in refused:
@@ -902,17 +910,6 @@ class Serve:
         return err
 
 
-def wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, state: Callable[[], Any] = str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} ({state()})")
-
-
 def healthz(port: int, timeout: float = 5) -> int:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
@@ -941,11 +938,11 @@ def test_fd_exhaustion_backs_off_and_recovers(backend: str) -> None:
             socket.create_connection(("127.0.0.1", serve.port), timeout=5)
             for _ in range(nofile + 20)
         ]
-        wait_for(
+        wait_for_sync(
             lambda: serve.fds() >= nofile - 1,
             5,
-            "the server to run out of descriptors",
-            lambda: f"{serve.fds()} open: {os.listdir(f'/proc/{serve.pid}/fd')}",
+            what="the server to run out of descriptors",
+            state=lambda: f"{serve.fds()} open: {os.listdir(f'/proc/{serve.pid}/fd')}",
         )
         cpu_before = serve.cpu_s()
         time.sleep(1.5)
@@ -965,7 +962,7 @@ def test_fd_exhaustion_backs_off_and_recovers(backend: str) -> None:
             sock.close()
         held.clear()
         assert healthz(serve.port) == 200
-        wait_for(lambda: serve.fds() <= base_fds, 10, "descriptors to return to the baseline")
+        wait_for_sync(lambda: serve.fds() <= base_fds, 10, what="descriptors to return")
         metrics = serve.metrics()
         assert metrics["rawsse_connections_active"] == 1  # the /metrics request itself
     finally:
@@ -1019,7 +1016,7 @@ def test_server_that_starts_with_no_descriptor_to_spare_keeps_running(backend: s
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith(b"rawsse listening on")
-        time.sleep(1.0)
+        time.sleep(1.0)  # an observation window: does it stay up without descriptors?
         alive = proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
@@ -1129,17 +1126,19 @@ def test_churn_leaves_no_memory_or_descriptors_behind() -> None:
                 sock = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
                 sock.sendall(raw)
                 socks.append(sock)
-            wait_for(
-                lambda: serve.metrics()["rawsse_streams_active"] >= 500, 15, "500 active streams"
+            wait_for_sync(
+                lambda: serve.metrics()["rawsse_streams_active"] >= 500, 15, what="500 streams"
             )
             for sock in socks[::2]:
                 sock.recv(65536)
-            time.sleep(0.3)
+            time.sleep(0.3)  # the scenario: half of the clients read for a while
             for i, sock in enumerate(socks):
                 close(sock, "rst" if i % 2 else "fin")
-            wait_for(lambda: serve.metrics()["rawsse_streams_active"] == 0, 10, "streams to end")
-            wait_for(lambda: serve.fds() <= base_fds, 10, "descriptors to return")
-            time.sleep(0.6)  # finished streams leave the replay store
+            wait_for_sync(
+                lambda: serve.metrics()["rawsse_streams_active"] == 0, 10, what="no streams"
+            )
+            wait_for_sync(lambda: serve.fds() <= base_fds, 10, what="descriptors to return")
+            time.sleep(0.6)  # past the replay store's keep time (0.5 s): finished streams leave it
             rss.append(serve.rss_kib())
         metrics = serve.metrics()
         assert metrics["rawsse_connections_active"] == 1

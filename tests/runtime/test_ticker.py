@@ -11,8 +11,7 @@ import pytest
 
 import rawsse
 from rawsse import App, EventStream, Request, Ticker
-from tests.chat_support import wait_for
-from tests.support import blocking_socket, get, recv_some, reset_close, running_server
+from tests.support import blocking_socket, get, recv_some, reset_close, running_server, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -265,7 +264,8 @@ async def test_a_wait_made_now_and_awaited_later_still_ends() -> None:
         ticker._reactor = server.reactor  # as if made inside a handler of this server
         tick = ticker.tick()  # due in 10 ms; registered only once awaited
         nap = rawsse.sleep(0.01)
-        await anyio.sleep(0.05)  # both are past due before anyone waits on them
+        due = time.monotonic() + 0.01
+        await wait_for(lambda: time.monotonic() > due)  # both past due before anyone waits
         with anyio.fail_after(2):
             await tick
         assert ticker.next_at <= time.monotonic()

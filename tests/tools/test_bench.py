@@ -771,3 +771,21 @@ async def test_ctrl_c_reports_so_far_and_stops_the_started_server(anyio_backend:
     port = int(result["url"].split(":")[2].split("/")[0])
     with pytest.raises(ConnectionRefusedError):
         await connect_ip("127.0.0.1", port)
+
+
+@pytest.mark.anyio
+async def test_a_stream_whose_turn_comes_after_the_hold_says_so(anyio_backend: str) -> None:
+    # A ramp that falls behind (an overloaded load generator) starts streams after the hold
+    # has ended: they count as connect errors that say why (not "timed out after -0.02 s").
+    async def idle(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        await anyio.sleep(5)
+
+    async with raw_server(idle) as server:
+        config = BenchConfig(
+            Target.from_url(server.url("/idle")), method="GET", streams=3, hold_s=1e-9
+        )
+        state = BenchState()
+        with anyio.fail_after(5):
+            await run_bench(config, state)
+    assert state.errors["connect"] == 3
+    assert state.error_samples["connect"] == "the hold ended before this stream could connect"
