@@ -348,7 +348,7 @@ class ChatService:
                         # why it stops (for resume); the farewell sends it to a client still
                         # reading.
                         ending.extend(frames.fail(_stopped_error(stream.stop_reason)))
-                        await _record(store, stream_id, frames, ending)
+                        await _record(store, stream_id, frames, ending, wait=False)
                     await store.finish(stream_id)
 
         return EventStream(
@@ -425,7 +425,7 @@ class ChatService:
                 await _close(deltas)
                 if not frames.ended:
                     error = _stopped_error(generation.stopped)
-                    await _record(store, stream_id, frames, frames.fail(error))
+                    await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
 
@@ -616,13 +616,22 @@ async def _emit(
 
 
 async def _record(
-    store: ReplayStore, stream_id: str, frames: DialectStream, batch: list[bytes]
+    store: ReplayStore,
+    stream_id: str,
+    frames: DialectStream,
+    batch: list[bytes],
+    *,
+    wait: bool = True,
 ) -> None:
     # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
     first = frames.last_event_id - len(batch) + 1
     append_nowait = store.append_nowait
+    full = False
     for offset, frame in enumerate(batch):
-        append_nowait(stream_id, str(first + offset), frame)
+        full = append_nowait(stream_id, str(first + offset), frame) or full
+    if full and wait:
+        # A network store's queue is past its mark: let it catch up (within its bound).
+        await store.drain()
 
 
 def _tail(
