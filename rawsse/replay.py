@@ -143,7 +143,9 @@ class _Log:
     def __init__(self, tag: str = "") -> None:
         self.tag = tag
         # (seq, event id, frame); seq numbers are the store's own, increasing by one.
-        self.entries: deque[tuple[int, str, bytes]] = deque()
+        # A list until a frame is dropped from the front (a deque from then on): a stream's
+        # first frames then cost a small list, not a deque's 760 bytes, per held stream.
+        self.entries: list[tuple[int, str, bytes]] | deque[tuple[int, str, bytes]] = []
         self.ids: dict[str, int] = {}
         self.next_seq = 0
         self.dropped = 0  # frames dropped from the front
@@ -154,7 +156,10 @@ class _Log:
 
     def drop_oldest(self) -> int:
         """Drop the oldest frame; returns the bytes it was counted for."""
-        _, event_id, frame = self.entries.popleft()
+        entries = self.entries
+        if isinstance(entries, list):
+            entries = self.entries = deque(entries)
+        _, event_id, frame = entries.popleft()
         self.ids.pop(event_id, None)
         self.dropped += 1
         size = len(frame) + _FRAME_OVERHEAD

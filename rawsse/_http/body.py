@@ -217,6 +217,16 @@ class BodyWriter:
         self._pending_bytes += len(data)
         return self._pending_bytes + len(self._unsent) > self.high_water_bytes
 
+    def write_last(self, data: bytes) -> None:
+        """Queue the body's closing frames (a farewell, an error frame): never sent on their
+        own, but with the terminator ``finish`` adds, in one chunk and one ``send``. Nothing
+        else (heartbeats, fan-out pushes) is written after them."""
+        if self.closed:
+            raise ClientDisconnected("the client has gone; the stream cannot be written")
+        self.finishing = True
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+
     @property
     def buffered_bytes(self) -> int:
         """Bytes accepted by ``write`` that the socket has not taken yet."""

@@ -373,8 +373,8 @@ class Connection:
                         await writer.finish(b"0\r\n\r\n" if writer.chunked else b"")
                 finally:
                     self._end_stream(stream)
-                if not stream.keep_alive or self.peer_gone:
-                    break
+                if not stream.keep_alive or self.peer_gone or ctx.shutting_down:
+                    break  # (shutting down: no new request cycle, no read, just close)
                 first = False
         except (_CloseConnection, ClientDisconnected, OSError):
             pass

@@ -322,41 +322,13 @@ class ChatService:
         req: ChatRequest,
         stream_id: str,
     ) -> EventStream:
-        store = self.store
-        # The dialect's error frames for a stream the model did not finish: sent by the
-        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
-        ending: list[bytes] = []
-
-        async def produce(stream: EventStream) -> None:
-            await store.create(stream_id, tag=dialect.name)
-            try:
-                await _emit(stream, store, stream_id, frames, frames.start())
-                async for delta in deltas:
-                    await _emit(stream, store, stream_id, frames, frames.feed(delta))
-                await _emit(stream, store, stream_id, frames, frames.finish())
-            except ClientDisconnected:
-                raise
-            except Exception as exc:
-                if not isinstance(exc, ChatError):
-                    logger.exception("model %r failed mid-stream", req.model)
-                await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _close(deltas)
-                    if not frames.ended:
-                        # Cancelled: the client left, or the server ends the stream. Record
-                        # why it stops (for resume); the farewell sends it to a client still
-                        # reading.
-                        ending.extend(frames.fail(_stopped_error(stream.stop_reason)))
-                        await _record(store, stream_id, frames, ending, wait=False)
-                    await store.finish(stream_id)
-
+        producer = _InlineProducer(self.store, dialect, frames, deltas, req.model, stream_id)
         return EventStream(
-            produce,
+            producer.produce,
             heartbeat=dialect.heartbeat_frame,
             headers=self._stream_headers(stream_id),
             retry_ms="off",  # the dialect carries it in its first frame
-            farewell=lambda reason: b"".join(ending),
+            farewell=producer.farewell,
         )
 
     # -- streaming, background -------------------------------------------------------------
@@ -603,6 +575,63 @@ def _check_content_type(request: Request) -> None:
         )
 
 
+class _InlineProducer:
+    """An inline stream's producer: the backend runs inside the response.
+
+    A slotted object rather than a closure: a held stream keeps it for its whole life, and a
+    closure's cells and functions cost several times this.
+    """
+
+    __slots__ = ("deltas", "dialect", "ending", "frames", "model", "store", "stream_id")
+
+    def __init__(
+        self,
+        store: ReplayStore,
+        dialect: Dialect,
+        frames: DialectStream,
+        deltas: Deltas,
+        model: str,
+        stream_id: str,
+    ) -> None:
+        self.store = store
+        self.dialect = dialect
+        self.frames = frames
+        self.deltas = deltas
+        self.model = model
+        self.stream_id = stream_id
+        # The dialect's error frames for a stream the model did not finish: sent by the
+        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
+        self.ending: list[bytes] | None = None
+
+    async def produce(self, stream: EventStream) -> None:
+        store, stream_id, frames, deltas = self.store, self.stream_id, self.frames, self.deltas
+        await store.create(stream_id, tag=self.dialect.name)
+        try:
+            await _emit(stream, store, stream_id, frames, frames.start())
+            async for delta in deltas:
+                await _emit(stream, store, stream_id, frames, frames.feed(delta))
+            await _emit(stream, store, stream_id, frames, frames.finish())
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ChatError):
+                logger.exception("model %r failed mid-stream", self.model)
+            await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close(deltas)
+                if not frames.ended:
+                    # Cancelled: the client left, or the server ends the stream. Record why
+                    # it stops (for resume); the farewell sends it to a client still reading.
+                    self.ending = frames.fail(_stopped_error(stream.stop_reason))
+                    await _record(store, stream_id, frames, self.ending, wait=False)
+                await store.finish(stream_id)
+
+    def farewell(self, reason: StreamEnd) -> bytes:
+        """The stream's last frames when the server ends it."""
+        return b"".join(self.ending) if self.ending else b""
+
+
 async def _emit(
     stream: EventStream,
     store: ReplayStore,
@@ -657,7 +686,9 @@ def _unnumbered(dialect: Dialect, stream_id: str, error: ChatError) -> list[byte
 
 async def _close(deltas: AsyncIterator[Any]) -> None:
     aclose = getattr(deltas, "aclose", None)
-    if aclose is not None:
+    # A generator that ended (ran out, raised, or was cancelled mid-step) has no frame left
+    # and nothing to clean up: no timeout scope for it (one per stream at shutdown).
+    if aclose is not None and getattr(deltas, "ag_frame", True) is not None:
         with anyio.move_on_after(_ACLOSE_TIMEOUT_S):
             await aclose()
 
