@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+from anyio.abc import TaskStatus
 
 from rawsse._counters import METRICS, StreamMetrics
 from rawsse.redis import _scripts
@@ -51,7 +52,7 @@ logger = logging.getLogger("rawsse.redis")
 REDIS_URL_ENV = "RAWSSE_REDIS_URL"
 # A script call carries at most about this many bytes of frames (Lua runs atomically: one
 # huge call would hold up every other client of the Redis server).
-_CALL_BYTES = 1024 * 1024
+_CALL_BYTES = 4 * 1024 * 1024
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 # A queue that overflows is reported at most this often.
@@ -271,10 +272,12 @@ class RedisBus:
         url: str,
         *,
         prefix: str = "rawsse:",
-        connect_timeout_s: float = 2.0,  # a Redis on the same network answers in ~1 ms
-        command_timeout_s: float = 2.0,  # past this a batch counts as failed
+        connect_timeout_s: float = 5.0,  # a loaded process takes a while to get its turn
+        # Past this a call counts as failed. Generous: a process whose event loop is saturated
+        # takes long to see even a quick reply, and the queue's bound limits memory meanwhile.
+        command_timeout_s: float = 10.0,
         max_pending_bytes: int = 64 * 1024 * 1024,  # frames queued while Redis is slow
-        lease_s: float = 3.0,  # a stopped process's streams are orphaned within this
+        lease_s: float = 5.0,  # a stopped process's streams are orphaned within about this
         metrics: StreamMetrics = METRICS,
     ) -> None:
         if connect_timeout_s <= 0 or command_timeout_s <= 0 or lease_s <= 0:
@@ -296,6 +299,7 @@ class RedisBus:
         self.frames_sent = 0
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._pubsub_retry: Any = None
         self._exit: contextlib.AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         # Flusher state.
@@ -377,13 +381,35 @@ class RedisBus:
                 f"cannot reach Redis at {self.display_url}: {self._scrub(_reason(exc))}"
             ) from None
         self._client = client
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+        from coredis.retry import (
+            CompositeRetryPolicy,
+            ConstantRetryPolicy,
+            ExponentialBackoffRetryPolicy,
+        )
+
+        # The Pub/Sub connection reconnects on its own, backing off as the flusher does.
+        self._pubsub_retry = CompositeRetryPolicy(
+            ExponentialBackoffRetryPolicy(
+                (RedisConnectionError,),
+                retries=None,
+                base_delay=_BACKOFF_FIRST_S,
+                max_delay=_BACKOFF_MAX_S,
+                jitter=True,
+            ),
+            ConstantRetryPolicy((TimeoutError,), retries=2, delay=_BACKOFF_FIRST_S),
+        )
         for name in ("APPEND", "READ", "ABANDON", "PUBLISH", "HISTORY"):
             self._scripts[name] = client.register_script(getattr(_scripts, name))
         tg = await stack.enter_async_context(anyio.create_task_group())
         self._exit = stack
         self._tg = tg
         tg.start_soon(self._run_flusher)
-        tg.start_soon(self._run_hub)
+        # The Pub/Sub connection takes the pool's connection: open it now, then one for
+        # commands, while the process is idle (connecting under load can take long).
+        with anyio.move_on_after(self.connect_timeout_s):
+            await tg.start(self._run_hub)
+            await client.ping()
         tg.start_soon(self._run_keeper)
         return self
 
@@ -584,9 +610,16 @@ class RedisBus:
             return await self._scripts[name](keys=keys, args=args)
 
     async def _send_groups(self, groups: list[_Group]) -> bool:
-        # Cut into calls of about _CALL_BYTES, sent together (pipelined: one round trip for
-        # the lot). A stream has one group per batch, so calls never touch the same stream.
-        head = [self.node, self._live_ttl_ms, self._end_ttl_ms, self._maxlen]
+        # Cut into calls of about _CALL_BYTES, one after the other on one connection (sent
+        # together, coredis would open a connection per call still being written).
+        head = [
+            self.node,
+            self._live_ttl_ms,
+            self._end_ttl_ms,
+            self._maxlen,
+            self._lease_key(),
+            self._lease_ms(),
+        ]
         calls: list[tuple[list[str], list[Any], int]] = []
         keys: list[str] = []
         args: list[Any] = list(head)
@@ -606,12 +639,8 @@ class RedisBus:
                 keys, args = [], list(head)
                 size = frames = 0
         results: list[bool] = []
-        if len(calls) == 1:
-            await self._send_call(*calls[0], results)
-        else:
-            async with anyio.create_task_group() as tg:
-                for call in calls:
-                    tg.start_soon(self._send_call, *call, results)
+        for call in calls:
+            await self._send_call(*call, results)
         return all(results)
 
     async def _send_call(
@@ -778,17 +807,21 @@ class RedisBus:
     def _wanted(self) -> list[bytes]:
         return [c for c, ls in self._listeners.items() if ls] + list(self._feeds)
 
-    async def _run_hub(self) -> None:
+    async def _run_hub(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         backoff = 0.0
+        started = False
         while True:
             try:
-                async with self._client.pubsub() as pubsub:
+                async with self._client.pubsub(retry_policy=self._pubsub_retry) as pubsub:
                     wanted = self._wanted()
                     if wanted:
                         with anyio.fail_after(self.command_timeout_s):
                             await pubsub.subscribe(*wanted)
                     self._pubsub = pubsub
                     backoff = 0.0
+                    if not started:
+                        started = True
+                        task_status.started()
                     while True:
                         # No deadline: messages come when producers publish; the keeper
                         # notices a Redis that went away.
@@ -797,6 +830,9 @@ class RedisBus:
                             self._on_message(message)
             except Exception as exc:
                 logger.debug("Pub/Sub connection lost: %s", _reason(exc))
+                if not started:
+                    started = True
+                    task_status.started()
             finally:
                 self._pubsub = None
                 self._confirmed.clear()

@@ -26,14 +26,16 @@ from __future__ import annotations
 __all__ = ["ABANDON", "APPEND", "HISTORY", "PUBLISH", "READ"]
 
 # KEYS: log1, meta1, log2, meta2, ...
-# ARGV: node, live_ttl_ms, end_ttl_ms, maxlen, then per stream three arguments: a header
+# ARGV: node, live_ttl_ms, end_ttl_ms, maxlen, the node's lease key and its length in ms (a
+#   process whose batches arrive is alive, however late its keeper is), then per stream: a header
 #   "first last flags epoch tag" (flags: 1 create, 2 end), the lengths ("" for none) and the
 #   frames end to end. A batch whose id is not above the log's top (sent twice) is skipped.
 APPEND = r"""
 local node, live_ttl, end_ttl, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('SET', ARGV[5], '1', 'PX', ARGV[6])
 for g = 1, #KEYS / 2 do
   local log, meta = KEYS[2 * g - 1], KEYS[2 * g]
-  local head, lengths, frames = ARGV[2 + 3 * g], ARGV[3 + 3 * g], ARGV[4 + 3 * g]
+  local head, lengths, frames = ARGV[4 + 3 * g], ARGV[5 + 3 * g], ARGV[6 + 3 * g]
   local first, last, flags, epoch, tag = string.match(head, '^(%d+) (%d+) (%d+) (%S+) ?(.*)$')
   first = tonumber(first); last = tonumber(last); flags = tonumber(flags)
   local state = redis.call('HMGET', meta, 'epoch', 'ended')
