@@ -96,9 +96,14 @@ class ReplayStore(Protocol):
         """Start an empty stream ``key`` (followers may attach before its first frame);
         ``tag`` is a short label kept with it and returned by ``plan``."""
 
-    def append_nowait(self, key: str, event_id: str, frame: bytes) -> None:
+    def append_nowait(self, key: str, event_id: str, frame: bytes) -> bool | None:
         """Add ``frame`` (complete frame bytes) with ``event_id`` to stream ``key``, without
-        waiting (a network store queues it, within a bound, and sends it in a batch)."""
+        waiting (a network store queues it, within a bound, and sends it in a batch). True
+        asks the producer to ``await drain()`` before it adds more."""
+
+    async def drain(self) -> None:
+        """Wait until the store's queue is back under its mark (a network store; it bounds
+        the wait itself, then drops what does not fit, and counts it)."""
 
     async def finish(self, key: str) -> None:
         """Mark stream ``key`` ended: followers stop after its last frame."""
@@ -221,6 +226,9 @@ class MemoryReplayStore:
         """``create`` without a checkpoint."""
         if key not in self._logs:
             self._new_log(key).tag = tag
+
+    async def drain(self) -> None:
+        """Nothing to wait for: the ring takes every append at once."""
 
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """Add one frame to stream ``key`` (created on first append)."""

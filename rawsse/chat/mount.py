@@ -397,7 +397,7 @@ class ChatService:
                 await _close(deltas)
                 if not frames.ended:
                     error = _stopped_error(generation.stopped)
-                    await _record(store, stream_id, frames, frames.fail(error))
+                    await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
 
@@ -624,7 +624,7 @@ class _InlineProducer:
                     # Cancelled: the client left, or the server ends the stream. Record why
                     # it stops (for resume); the farewell sends it to a client still reading.
                     self.ending = frames.fail(_stopped_error(stream.stop_reason))
-                    await _record(store, stream_id, frames, self.ending)
+                    await _record(store, stream_id, frames, self.ending, wait=False)
                 await store.finish(stream_id)
 
     def farewell(self, reason: StreamEnd) -> bytes:
@@ -645,13 +645,22 @@ async def _emit(
 
 
 async def _record(
-    store: ReplayStore, stream_id: str, frames: DialectStream, batch: list[bytes]
+    store: ReplayStore,
+    stream_id: str,
+    frames: DialectStream,
+    batch: list[bytes],
+    *,
+    wait: bool = True,
 ) -> None:
     # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
     first = frames.last_event_id - len(batch) + 1
     append_nowait = store.append_nowait
+    full = False
     for offset, frame in enumerate(batch):
-        append_nowait(stream_id, str(first + offset), frame)
+        full = append_nowait(stream_id, str(first + offset), frame) or full
+    if full and wait:
+        # A network store's queue is past its mark: let it catch up (within its bound).
+        await store.drain()
 
 
 def _tail(
