@@ -328,41 +328,13 @@ class ChatService:
         req: ChatRequest,
         stream_id: str,
     ) -> EventStream:
-        store = self.store
-        # The dialect's error frames for a stream the model did not finish: sent by the
-        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
-        ending: list[bytes] = []
-
-        async def produce(stream: EventStream) -> None:
-            await store.create(stream_id, tag=dialect.name)
-            try:
-                await _emit(stream, store, stream_id, frames, frames.start())
-                async for delta in deltas:
-                    await _emit(stream, store, stream_id, frames, frames.feed(delta))
-                await _emit(stream, store, stream_id, frames, frames.finish())
-            except ClientDisconnected:
-                raise
-            except Exception as exc:
-                if not isinstance(exc, ChatError):
-                    logger.exception("model %r failed mid-stream", req.model)
-                await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _close(deltas)
-                    if not frames.ended:
-                        # Cancelled: the client left, or the server ends the stream. Record
-                        # why it stops (for resume); the farewell sends it to a client still
-                        # reading.
-                        ending.extend(frames.fail(_stopped_error(stream.stop_reason)))
-                        await _record(store, stream_id, frames, ending)
-                    await store.finish(stream_id)
-
+        producer = _InlineProducer(self.store, dialect, frames, deltas, req.model, stream_id)
         return EventStream(
-            produce,
+            producer.produce,
             heartbeat=dialect.heartbeat_frame,
             headers=self._stream_headers(stream_id),
             retry_ms="off",  # the dialect carries it in its first frame
-            farewell=lambda reason: b"".join(ending),
+            farewell=producer.farewell,
         )
 
     # -- streaming, background -------------------------------------------------------------
@@ -431,7 +403,7 @@ class ChatService:
                 await _close(deltas)
                 if not frames.ended:
                     error = _stopped_error(generation.stopped)
-                    await _record(store, stream_id, frames, frames.fail(error))
+                    await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
 
@@ -612,6 +584,63 @@ def _check_content_type(request: Request) -> None:
         )
 
 
+class _InlineProducer:
+    """An inline stream's producer: the backend runs inside the response.
+
+    A slotted object rather than a closure: a held stream keeps it for its whole life, and a
+    closure's cells and functions cost several times this.
+    """
+
+    __slots__ = ("deltas", "dialect", "ending", "frames", "model", "store", "stream_id")
+
+    def __init__(
+        self,
+        store: ReplayStore,
+        dialect: Dialect,
+        frames: DialectStream,
+        deltas: Deltas,
+        model: str,
+        stream_id: str,
+    ) -> None:
+        self.store = store
+        self.dialect = dialect
+        self.frames = frames
+        self.deltas = deltas
+        self.model = model
+        self.stream_id = stream_id
+        # The dialect's error frames for a stream the model did not finish: sent by the
+        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
+        self.ending: list[bytes] | None = None
+
+    async def produce(self, stream: EventStream) -> None:
+        store, stream_id, frames, deltas = self.store, self.stream_id, self.frames, self.deltas
+        await store.create(stream_id, tag=self.dialect.name)
+        try:
+            await _emit(stream, store, stream_id, frames, frames.start())
+            async for delta in deltas:
+                await _emit(stream, store, stream_id, frames, frames.feed(delta))
+            await _emit(stream, store, stream_id, frames, frames.finish())
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ChatError):
+                logger.exception("model %r failed mid-stream", self.model)
+            await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close(deltas)
+                if not frames.ended:
+                    # Cancelled: the client left, or the server ends the stream. Record why
+                    # it stops (for resume); the farewell sends it to a client still reading.
+                    self.ending = frames.fail(_stopped_error(stream.stop_reason))
+                    await _record(store, stream_id, frames, self.ending, wait=False)
+                await store.finish(stream_id)
+
+    def farewell(self, reason: StreamEnd) -> bytes:
+        """The stream's last frames when the server ends it."""
+        return b"".join(self.ending) if self.ending else b""
+
+
 async def _emit(
     stream: EventStream,
     store: ReplayStore,
@@ -625,13 +654,22 @@ async def _emit(
 
 
 async def _record(
-    store: ReplayStore, stream_id: str, frames: DialectStream, batch: list[bytes]
+    store: ReplayStore,
+    stream_id: str,
+    frames: DialectStream,
+    batch: list[bytes],
+    *,
+    wait: bool = True,
 ) -> None:
     # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
     first = frames.last_event_id - len(batch) + 1
     append_nowait = store.append_nowait
+    full = False
     for offset, frame in enumerate(batch):
-        append_nowait(stream_id, str(first + offset), frame)
+        full = append_nowait(stream_id, str(first + offset), frame) or full
+    if full and wait:
+        # A network store's queue is past its mark: let it catch up (within its bound).
+        await store.drain()
 
 
 def _tail(
