@@ -51,7 +51,13 @@ import anyio.lowlevel
 
 from rawsse._errors import ClientDisconnected
 from rawsse.app import App
-from rawsse.chat.auth import check_api_key, check_resume_token, resume_secret, resume_token
+from rawsse.chat.auth import (
+    check_api_key,
+    check_resume_token,
+    checked_keys,
+    resume_secret,
+    resume_token,
+)
 from rawsse.chat.deltas import ModelBackend
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
@@ -80,11 +86,15 @@ _ID_PREFIXES = ("chatcmpl-", "msg_", "resp_")
 _ACLOSE_TIMEOUT_S = 5.0
 
 
-def _cancelled_error() -> ChatError:
+def _cancelled_error(grace_s: float) -> ChatError:
+    """The error ending a stream whose clients all left (and did not come back in time)."""
+    if grace_s > 0:
+        why = f"its last client left and none came back within the resume grace ({grace_s:g} s)"
+    else:
+        why = "its client disconnected and no resume grace was configured"
     return ChatError(
         500,
-        "The stream was cancelled before it finished: its client disconnected and no "
-        "resume grace was configured, so generation stopped.",
+        f"The stream was cancelled before it finished: {why}, so generation stopped.",
         code="stream_cancelled",
     )
 
@@ -111,8 +121,9 @@ _REPLAY_UNAVAILABLE = ChatError(
 _WORKER_ENV = "RAWSSE_WORKER"
 
 
-def _stopped_error(reason: StreamEnd | None) -> ChatError:
-    """Why a stream the model did not finish ended, for its in-band error frame."""
+def _stopped_error(reason: StreamEnd | None, grace_s: float = 0.0) -> ChatError:
+    """Why a stream the model did not finish ended, for its in-band error frame (``grace_s``:
+    the resume grace its producer had once its clients left)."""
     if reason == "lifetime":
         return ChatError(
             504,
@@ -121,7 +132,7 @@ def _stopped_error(reason: StreamEnd | None) -> ChatError:
             code="stream_lifetime_exceeded",
         )
     if reason in (None, "disconnected", "evicted"):
-        return _cancelled_error()  # the client left: nobody reads this but a resume
+        return _cancelled_error(grace_s)  # the client left: nobody reads this but a resume
     return ChatError(
         503,
         "The server is shutting down: the stream ended before the model finished, so the "
@@ -206,7 +217,7 @@ class ChatService:
             raise ValueError("resume_grace_s must be >= 0")
         self.app = app
         self.models = dict(models)
-        self.api_keys = tuple(api_keys)
+        self.api_keys = checked_keys(api_keys)
         # "is None", not "or": an empty store is falsy (it has a length) but is still the one.
         self.store: ReplayStore = replay_store if replay_store is not None else MemoryReplayStore()
         self.resume_grace_s = resume_grace_s
@@ -396,7 +407,7 @@ class ChatService:
             with anyio.CancelScope(shield=True):
                 await _close(deltas)
                 if not frames.ended:
-                    error = _stopped_error(generation.stopped)
+                    error = _stopped_error(generation.stopped, generation.grace_s)
                     await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
@@ -452,6 +463,9 @@ class ChatService:
         stream_id = self.stream_id_of(request.path_params["id"])
         try:
             if not self.may_resume(request, stream_id):
+                presented = dialect.api_key(request.headers, request.query)
+                if presented is None and "resume_token" in request.query:
+                    raise ChatError.invalid_resume_token()
                 self._authenticate(dialect, request)
         except ChatError as error:
             return self._error(dialect, error)
@@ -704,8 +718,10 @@ def mount_chat(
 ) -> ChatService:
     """Mount the chat routes of every dialect on ``app`` for ``models`` (name -> backend).
 
-    ``api_keys`` empty means no authentication. ``replay_store`` defaults to a bounded
-    in-memory ring. See the module docstring for ``resume_grace_s`` and ``status_commit_s``.
+    ``api_keys`` (a list of keys, not one string) empty means no authentication; a key that
+    no client could present (empty, not printable ASCII) is a ``ValueError``. ``replay_store``
+    defaults to a bounded in-memory ring. See the module docstring for ``resume_grace_s`` and
+    ``status_commit_s``.
     """
     from rawsse.chat.anthropic_dialect import ANTHROPIC
     from rawsse.chat.gemini_dialect import GEMINI
