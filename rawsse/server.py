@@ -357,7 +357,8 @@ class Server:
                 ):
                     self._refuse(sock, tg)
                     continue
-                client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+                # (The host interned: many connections from one address share its string.)
+                client = (sys.intern(addr[0]), addr[1]) if isinstance(addr, tuple) else None
                 spawner.spawn(Connection(sock, client, ctx).run())
 
     def _refuse(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:

@@ -51,7 +51,13 @@ import anyio.lowlevel
 
 from rawsse._errors import ClientDisconnected
 from rawsse.app import App
-from rawsse.chat.auth import check_api_key, check_resume_token, resume_secret, resume_token
+from rawsse.chat.auth import (
+    check_api_key,
+    check_resume_token,
+    checked_keys,
+    resume_secret,
+    resume_token,
+)
 from rawsse.chat.deltas import ModelBackend
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
@@ -206,7 +212,7 @@ class ChatService:
             raise ValueError("resume_grace_s must be >= 0")
         self.app = app
         self.models = dict(models)
-        self.api_keys = tuple(api_keys)
+        self.api_keys = checked_keys(api_keys)
         # "is None", not "or": an empty store is falsy (it has a length) but is still the one.
         self.store: ReplayStore = replay_store if replay_store is not None else MemoryReplayStore()
         self.resume_grace_s = resume_grace_s
@@ -452,6 +458,9 @@ class ChatService:
         stream_id = self.stream_id_of(request.path_params["id"])
         try:
             if not self.may_resume(request, stream_id):
+                presented = dialect.api_key(request.headers, request.query)
+                if presented is None and "resume_token" in request.query:
+                    raise ChatError.invalid_resume_token()
                 self._authenticate(dialect, request)
         except ChatError as error:
             return self._error(dialect, error)
@@ -704,8 +713,10 @@ def mount_chat(
 ) -> ChatService:
     """Mount the chat routes of every dialect on ``app`` for ``models`` (name -> backend).
 
-    ``api_keys`` empty means no authentication. ``replay_store`` defaults to a bounded
-    in-memory ring. See the module docstring for ``resume_grace_s`` and ``status_commit_s``.
+    ``api_keys`` (a list of keys, not one string) empty means no authentication; a key that
+    no client could present (empty, not printable ASCII) is a ``ValueError``. ``replay_store``
+    defaults to a bounded in-memory ring. See the module docstring for ``resume_grace_s`` and
+    ``status_commit_s``.
     """
     from rawsse.chat.anthropic_dialect import ANTHROPIC
     from rawsse.chat.gemini_dialect import GEMINI
