@@ -86,11 +86,15 @@ _ID_PREFIXES = ("chatcmpl-", "msg_", "resp_")
 _ACLOSE_TIMEOUT_S = 5.0
 
 
-def _cancelled_error() -> ChatError:
+def _cancelled_error(grace_s: float) -> ChatError:
+    """The error ending a stream whose clients all left (and did not come back in time)."""
+    if grace_s > 0:
+        why = f"its last client left and none came back within the resume grace ({grace_s:g} s)"
+    else:
+        why = "its client disconnected and no resume grace was configured"
     return ChatError(
         500,
-        "The stream was cancelled before it finished: its client disconnected and no "
-        "resume grace was configured, so generation stopped.",
+        f"The stream was cancelled before it finished: {why}, so generation stopped.",
         code="stream_cancelled",
     )
 
@@ -117,8 +121,9 @@ _REPLAY_UNAVAILABLE = ChatError(
 _WORKER_ENV = "RAWSSE_WORKER"
 
 
-def _stopped_error(reason: StreamEnd | None) -> ChatError:
-    """Why a stream the model did not finish ended, for its in-band error frame."""
+def _stopped_error(reason: StreamEnd | None, grace_s: float = 0.0) -> ChatError:
+    """Why a stream the model did not finish ended, for its in-band error frame (``grace_s``:
+    the resume grace its producer had once its clients left)."""
     if reason == "lifetime":
         return ChatError(
             504,
@@ -127,7 +132,7 @@ def _stopped_error(reason: StreamEnd | None) -> ChatError:
             code="stream_lifetime_exceeded",
         )
     if reason in (None, "disconnected", "evicted"):
-        return _cancelled_error()  # the client left: nobody reads this but a resume
+        return _cancelled_error(grace_s)  # the client left: nobody reads this but a resume
     return ChatError(
         503,
         "The server is shutting down: the stream ended before the model finished, so the "
@@ -402,7 +407,7 @@ class ChatService:
             with anyio.CancelScope(shield=True):
                 await _close(deltas)
                 if not frames.ended:
-                    error = _stopped_error(generation.stopped)
+                    error = _stopped_error(generation.stopped, generation.grace_s)
                     await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)

@@ -215,7 +215,11 @@ async def test_grace_that_expires_cancels_the_producer(anyio_backend: str) -> No
         resumed = await get(srv, events_path(stream_id), {"last-event-id": last_id(seen)})
     assert not probe.completed
     assert_continues(seen, resumed.events)
-    assert data_of(resumed.events)[-2]["error"]["code"] == "stream_cancelled"
+    error = data_of(resumed.events)[-2]["error"]
+    assert error["code"] == "stream_cancelled"
+    # It says what happened: a grace was configured, and it ran out.
+    assert "within the resume grace (0.2 s)" in error["message"], error["message"]
+    assert "no resume grace" not in error["message"]
     check_openai(seen + resumed.events)
 
 
