@@ -191,6 +191,10 @@ def _live_objects() -> Counter[str]:
     for obj in gc.get_objects():
         kind = type(obj)
         module = kind.__module__
+        # Some extension types (imported by other tests in the same process) have a
+        # descriptor, not a string, as their __module__.
+        if not isinstance(module, str):
+            continue
         if module.startswith(("rawsse", "h11")) or kind.__name__ == "CancelScope":
             counts[f"{module}.{kind.__qualname__}"] += 1
     return counts
