@@ -26,7 +26,7 @@ a proxy timeout would: their clients reconnect with ``Last-Event-ID``.
 Routes::
 
     POST /v1/chat/completions                    OpenAI (streaming and not)
-    GET  /v1/chat/completions/{id}/events        resume a stream after Last-Event-ID
+    GET  /v1/chat/completions/{id}/events        resume a stream after Last-Event-ID (204: all seen)
     GET  /v1/models, /v1/models/{model}          OpenAI model list / model
     POST /v1/messages                            Anthropic
     POST /v1beta/models/{model}:streamGenerateContent   Gemini (also under /v1/)
@@ -486,6 +486,11 @@ class ChatService:
             ("x-rawsse-replay-from", plan.first_id or ""),
             ("x-rawsse-replay-gap", "1" if plan.gap else "0"),
         ]
+        if plan.ended and plan.first_id is None and not plan.gap:
+            # The client has the whole stream: 204 is what makes an EventSource stop; an empty
+            # 200 would have it reconnect after every retry delay, for as long as the page is
+            # open ("HTTP 204 No Content ... prevent the user agent from reconnecting").
+            return Response(b"", 204, headers)
 
         async def follow(stream: EventStream) -> None:
             # Registered while it runs, so that end_resumes can end it.

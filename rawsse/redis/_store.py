@@ -151,7 +151,7 @@ class RedisReplayStore:
         _, snapshot, gap = await self._start(key, last_id, 1)
         entries = [e for e in snapshot.entries if e[1] is not None]
         first = str(entries[0][0]) if entries else None
-        return Replay(first, gap, snapshot.tag)
+        return Replay(first, gap, snapshot.tag, snapshot.ended)
 
     async def _start(self, key: str, last_id: str | None, count: int) -> tuple[int, Snapshot, bool]:
         """The position a replay after ``last_id`` starts from, the first page, and the gap."""
