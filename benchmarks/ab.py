@@ -69,32 +69,29 @@ def server_peer(name: str, tree: Path, backend: str) -> tuple[h.Peer, dict[str, 
     return h.Peer(name, cmd, f"rawsse from {tree} ({backend})"), {"PYTHONPATH": str(tree)}
 
 
-def _plain_client(port: int, conns: int, per: int) -> None:
-    request = b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n"
+def _client(request: bytes, end: bytes) -> Any:
+    """A load: ``conns`` connections each sending ``request`` ``per`` times, one at a time,
+    reading each answer up to ``end``."""
 
-    def one() -> None:
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            for _ in range(per):
-                sock.sendall(request)
-                data = b""
-                while not data.endswith(b"hello, world\n"):
-                    data += sock.recv(65536)
+    def load(port: int, conns: int, per: int) -> None:
+        def one() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                for _ in range(per):
+                    sock.sendall(request)
+                    data = b""
+                    while not data.endswith(end):
+                        data += sock.recv(1 << 20)
 
-    _in_threads(one, conns)
+        _in_threads(one, conns)
+
+    return load
 
 
-def _stream_client(port: int, conns: int, per: int) -> None:
-    request = b"POST /stream?n=200&delay=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
-
-    def one() -> None:
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            for _ in range(per):
-                sock.sendall(request)
-                data = b""
-                while not data.endswith(b"\r\n0\r\n\r\n"):
-                    data += sock.recv(1 << 20)
-
-    _in_threads(one, conns)
+_plain_client = _client(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n", b"hello, world\n")
+_stream_client = _client(
+    b"POST /stream?n=200&delay=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    b"\r\n0\r\n\r\n",
+)
 
 
 def _in_threads(target: Any, count: int) -> None:
