@@ -417,7 +417,7 @@ def context_line() -> str:
     return f"rawsse at commit {commit}{state}; load average at start {load}."
 
 
-def machine_line() -> str:
+def machine_line(pinned: bool = True) -> str:
     model = "unknown CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -428,6 +428,8 @@ def machine_line() -> str:
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         kib = int(f.readline().split()[1])
         mem = f", {kib / 1024 / 1024:.0f} GiB"
+    pins = (f"; server pinned to CPU {SERVER_CPU}, load client to CPU {CLIENT_CPU}"
+            if pinned else "")
     return (f"{model}, {os.cpu_count()} cores{mem}, Linux {os.uname().release}, "
-            f"Python {sys.version.split()[0]}; server pinned to CPU {SERVER_CPU}, load client to "
-            f"CPU {CLIENT_CPU}. Shared, noisy 2-core machine (other engineers run tests on it).")
+            f"Python {sys.version.split()[0]}{pins}. Shared, noisy 2-core machine (other "
+            f"engineers run tests on it).")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import anyio
-
+import rawsse
 from rawsse import App
 from rawsse.chat import ChatRequest, Finish, Usage, mount_chat
 
@@ -22,7 +21,7 @@ async def shout(request: ChatRequest) -> AsyncIterator[str | Finish | Usage]:
     limit = request.max_tokens if request.max_tokens is not None else len(words)
     for word in words[:limit]:
         yield word + " "
-        await anyio.sleep(0.01)  # a client that leaves cancels the model right here
+        await rawsse.sleep(0.01)  # a client that leaves cancels the model right here
     yield Finish("length" if limit < len(words) else "stop")
     yield Usage(prompt_tokens=request.prompt_tokens(), completion_tokens=min(limit, len(words)))
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-import anyio
-
+import rawsse
 from rawsse import App, EventStream, Request, Response
 
 app = App()
@@ -32,6 +31,6 @@ async def clock(request: Request) -> EventStream | Response:
         for n in range(count):
             # send() returns at once unless this client is behind: that is the backpressure.
             await stream.send({"n": n, "time": time.time()}, event="tick", id=str(n))
-            await anyio.sleep(interval)
+            await rawsse.sleep(interval)  # the server's shared timer: cheap per stream
 
     return EventStream(ticks, retry_ms=2000)

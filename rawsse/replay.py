@@ -96,9 +96,14 @@ class ReplayStore(Protocol):
         """Start an empty stream ``key`` (followers may attach before its first frame);
         ``tag`` is a short label kept with it and returned by ``plan``."""
 
-    def append_nowait(self, key: str, event_id: str, frame: bytes) -> None:
+    def append_nowait(self, key: str, event_id: str, frame: bytes) -> bool | None:
         """Add ``frame`` (complete frame bytes) with ``event_id`` to stream ``key``, without
-        waiting (a network store queues it, within a bound, and sends it in a batch)."""
+        waiting (a network store queues it, within a bound, and sends it in a batch). True
+        asks the producer to ``await drain()`` before it adds more."""
+
+    async def drain(self) -> None:
+        """Wait until the store's queue is back under its mark (a network store; it bounds
+        the wait itself, then drops what does not fit, and counts it)."""
 
     async def finish(self, key: str) -> None:
         """Mark stream ``key`` ended: followers stop after its last frame."""
@@ -138,7 +143,9 @@ class _Log:
     def __init__(self, tag: str = "") -> None:
         self.tag = tag
         # (seq, event id, frame); seq numbers are the store's own, increasing by one.
-        self.entries: deque[tuple[int, str, bytes]] = deque()
+        # A list until a frame is dropped from the front (a deque from then on): a stream's
+        # first frames then cost a small list, not a deque's 760 bytes, per held stream.
+        self.entries: list[tuple[int, str, bytes]] | deque[tuple[int, str, bytes]] = []
         self.ids: dict[str, int] = {}
         self.next_seq = 0
         self.dropped = 0  # frames dropped from the front
@@ -149,7 +156,10 @@ class _Log:
 
     def drop_oldest(self) -> int:
         """Drop the oldest frame; returns the bytes it was counted for."""
-        _, event_id, frame = self.entries.popleft()
+        entries = self.entries
+        if isinstance(entries, list):
+            entries = self.entries = deque(entries)
+        _, event_id, frame = entries.popleft()
         self.ids.pop(event_id, None)
         self.dropped += 1
         size = len(frame) + _FRAME_OVERHEAD
@@ -216,6 +226,9 @@ class MemoryReplayStore:
         """``create`` without a checkpoint."""
         if key not in self._logs:
             self._new_log(key).tag = tag
+
+    async def drain(self) -> None:
+        """Nothing to wait for: the ring takes every append at once."""
 
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """Add one frame to stream ``key`` (created on first append)."""

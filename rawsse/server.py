@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -288,12 +289,32 @@ class Server:
     async def _drain_connections(self) -> None:
         ctx = self.context
         ctx.shutting_down = True
-        for connection in list(ctx.connections):
-            connection.begin_shutdown()
-        if ctx.connections:
-            ctx.all_closed = anyio.Event()
+        # No cyclic collection while the streams end: ending 10,000 streams allocates enough
+        # to trigger passes that walk every stream's objects again and again (half the CPU of
+        # a shutdown, measured). A stream leaves no reference cycle behind, and the collector
+        # is back on (as it was) once they have ended.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            await self._end_connections(ctx)
+        finally:
+            if collecting:
+                gc.enable()
+
+    async def _end_connections(self, ctx: ConnectionContext) -> None:
+        connections = list(ctx.connections)
+        all_closed = ctx.all_closed = anyio.Event() if connections else None
+        loop = running_loop()
+        if loop is not None:
+            # asyncio: anyio's CancelScope.cancel() writes the repr of the task calling it
+            # into its message, ~10 us each from the server task; a loop callback is no task,
+            # so 100,000 streams are told without 100,000 reprs.
+            loop.call_soon(_begin_shutdown, connections)
+        else:
+            _begin_shutdown(connections)
+        if all_closed is not None:
             with anyio.move_on_after(self.limits.shutdown_grace_s):
-                await ctx.all_closed.wait()
+                await all_closed.wait()
             self.connections_cut = len(ctx.connections)
 
     async def _accept_loop(self, lsock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
@@ -336,7 +357,8 @@ class Server:
                 ):
                     self._refuse(sock, tg)
                     continue
-                client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+                # (The host interned: many connections from one address share its string.)
+                client = (sys.intern(addr[0]), addr[1]) if isinstance(addr, tuple) else None
                 spawner.spawn(Connection(sock, client, ctx).run())
 
     def _refuse(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
@@ -361,6 +383,11 @@ class Server:
         finally:
             self._lingering -= 1
             sock.close()
+
+
+def _begin_shutdown(connections: list[Connection]) -> None:
+    for connection in connections:
+        connection.begin_shutdown()
 
 
 async def _watch_signals(

@@ -137,12 +137,9 @@ class EventStream(StreamingResponse):
             self.headers = _SSE_HEADER_BYTES
             self._chunks = None
         else:
-            super().__init__(
-                None,
-                status,
-                [*SSE_HEADERS, *_items(headers)],
-                content_type="text/event-stream; charset=utf-8",
-            )
+            self.status = status
+            self.headers = _sse_headers_with(headers)
+            self._chunks = None
         self._source = source
         self.heartbeat_s = self.default_heartbeat_s if heartbeat_s is None else heartbeat_s
         if heartbeat == "comment":
@@ -283,6 +280,9 @@ class EventStream(StreamingResponse):
             raise
         finally:
             self._end(body, failure)
+            # The exception's traceback holds this frame: forget it here, or every cancelled
+            # stream is a reference cycle (its source, generator and frames) for the collector.
+            failure = None
 
     def _start(self, body: BodyWriter) -> None:
         """Before the producer runs: counters, timeouts, heartbeats, the retry hint, lifetime."""
@@ -365,7 +365,7 @@ class EventStream(StreamingResponse):
             return
         frame = make(arg)
         if frame:
-            body.write(frame)
+            body.write_last(frame)  # leaves with the terminator, in one send
 
     async def skip_body(self) -> None:
         """HEAD request: never start the producer; close an async-generator source."""
@@ -383,6 +383,28 @@ async def _close_source(iterator: AsyncIterator[Any]) -> None:
         # Shielded so the source's own cleanup runs even though we were cancelled.
         with anyio.CancelScope(shield=True), anyio.move_on_after(_ACLOSE_TIMEOUT_S):
             await aclose()
+
+
+# Header names seen in streams' own headers, encoded once (a few names, many streams).
+_NAME_BYTES: dict[str, bytes] = {}
+
+
+def _sse_headers_with(headers: HeadersLike) -> list[tuple[bytes, bytes]]:
+    """The SSE headers (the shared encoded pairs) plus a stream's own: per stream, only its
+    own values are new bytes (a held chat stream keeps its headers for its whole life)."""
+    names = _NAME_BYTES
+    extra = []
+    for name, value in _items(headers):
+        encoded = names.get(name)
+        if encoded is None:
+            encoded = name.encode("latin-1")
+            if len(names) < 256:
+                names[name] = encoded
+        extra.append((encoded, value.encode("latin-1")))
+    *sse, content_type = _SSE_HEADER_BYTES
+    if any(name.lower() == b"content-type" for name, _ in extra):
+        return [*sse, *extra]  # the stream names its own content type
+    return [*sse, *extra, content_type]
 
 
 def _items(headers: HeadersLike | None) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ layer awaits ``drain()`` then.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -36,6 +37,12 @@ class SentCounter(Protocol):
     """Anything counting bytes sent (the server's stats)."""
 
     bytes_sent: int
+
+
+@functools.cache
+def _hard_cap(high_water_bytes: int) -> int:
+    # One int object for every writer with the same high-water mark (memory per held stream).
+    return 16 * high_water_bytes
 
 
 class _EvictionCheck:
@@ -110,7 +117,9 @@ class BodyWriter:
         self.totals = totals
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._unsent = bytearray()
+        # What the socket refused, waiting for it to take more: a shared empty bytes until
+        # then (most streams never fill their socket), a bytearray of their own once it does.
+        self._unsent: bytes | bytearray = b""
         # Sent unframed before the first chunk (the response head).
         self._prefix = prefix
         self._scheduled = False
@@ -127,7 +136,7 @@ class BodyWriter:
         self.keepalive_interval_s = 0.0
         self.on_keepalive: Callable[[], None] | None = None
         # Pushed writes (broadcast) beyond this many buffered bytes evict the client at once.
-        self.max_buffer_bytes = 16 * high_water_bytes
+        self.max_buffer_bytes = _hard_cap(high_water_bytes)
         if prefix:
             # The head goes out at the producer's first pause, with whatever it wrote by then:
             # never later (a silent producer must not hold the client's headers back).
@@ -217,6 +226,16 @@ class BodyWriter:
         self._pending_bytes += len(data)
         return self._pending_bytes + len(self._unsent) > self.high_water_bytes
 
+    def write_last(self, data: bytes) -> None:
+        """Queue the body's closing frames (a farewell, an error frame): never sent on their
+        own, but with the terminator ``finish`` adds, in one chunk and one ``send``. Nothing
+        else (heartbeats, fan-out pushes) is written after them."""
+        if self.closed:
+            raise ClientDisconnected("the client has gone; the stream cannot be written")
+        self.finishing = True
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+
     @property
     def buffered_bytes(self) -> int:
         """Bytes accepted by ``write`` that the socket has not taken yet."""
@@ -274,13 +293,10 @@ class BodyWriter:
         if terminator:
             payload += terminator
         if payload:
-            if self._unsent:
-                self._unsent += payload
-            elif not self._watching_writable:
+            if not self._unsent and not self._watching_writable:
                 self._send(payload)
                 return
-            else:
-                self._unsent += payload
+            self._keep_unsent(payload)
         if self._unsent and not self._watching_writable:
             self._send_unsent()
 
@@ -296,20 +312,32 @@ class BodyWriter:
             if totals is not None:
                 totals.bytes_sent += sent
         if sent < len(payload):
-            self._unsent += memoryview(payload)[sent:]
+            self._keep_unsent(memoryview(payload)[sent:])
             self._block()
 
+    def _keep_unsent(self, data: bytes | memoryview) -> None:
+        unsent = self._unsent
+        if isinstance(unsent, bytearray):
+            unsent += data
+        else:
+            self._unsent = bytearray(data)
+
     def _send_unsent(self) -> None:
+        unsent = self._unsent
+        if not isinstance(unsent, bytearray):  # nothing was refused
+            self._unblock()
+            return
         try:
-            sent = send_now(self.sock, self._unsent)
+            sent = send_now(self.sock, unsent)
         except ClientDisconnected:
             self._lost()
             return
         self._count(sent)
-        del self._unsent[:sent]
-        if self._unsent:
+        del unsent[:sent]
+        if unsent:
             self._block()
         else:
+            self._unsent = b""  # the buffer's memory goes back now, not at the next backlog
             self._unblock()
 
     def _count(self, sent: int) -> None:
@@ -362,7 +390,7 @@ class BodyWriter:
         self.closed = True
         self._pending.clear()
         self._pending_bytes = 0
-        self._unsent.clear()
+        self._unsent = b""
         if self._watching_writable:
             self._watching_writable = False
             self._reactor.want_writable(self.watch, False)

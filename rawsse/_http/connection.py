@@ -373,8 +373,8 @@ class Connection:
                         await writer.finish(b"0\r\n\r\n" if writer.chunked else b"")
                 finally:
                     self._end_stream(stream)
-                if not stream.keep_alive or self.peer_gone:
-                    break
+                if not stream.keep_alive or self.peer_gone or ctx.shutting_down:
+                    break  # (shutting down: no new request cycle, no read, just close)
                 first = False
         except (_CloseConnection, ClientDisconnected, OSError):
             pass
@@ -554,12 +554,12 @@ class Connection:
         if body is None:
             return None
         return Request(
-            event.method.decode("ascii"),
+            _ascii(event.method),
             bytes(event.target),
             headers,
             body,
             client=self.client,
-            http_version=event.http_version.decode("ascii"),
+            http_version=_ascii(event.http_version),
         )
 
     async def _receive_body(
@@ -865,3 +865,17 @@ def _rendered_error(
         content_type=content_type,
         include_body=not head,
     )
+
+
+# Methods and HTTP versions decoded once: a held stream keeps its request line for the log,
+# and "GET" or "HTTP/1.1" need not be a string of its own per stream.
+_ASCII: dict[bytes, str] = {}
+
+
+def _ascii(token: bytes) -> str:
+    text = _ASCII.get(token)
+    if text is None:
+        text = token.decode("ascii")
+        if len(_ASCII) < 64:  # a client may send any method: bounded
+            _ASCII[bytes(token)] = text
+    return text

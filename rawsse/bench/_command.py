@@ -23,7 +23,9 @@ histogram. ``--plot FILE.png`` also draws the histograms with matplotlib (``raws
 On a terminal, a progress line is redrawn on stderr twice a second.
 
 The engine is ``rawsse.bench._run``; the default request is an OpenAI chat completion
-(``--model lorem``, ``--max-tokens 16``, ``stream: true``) to ``/v1/chat/completions``.
+(``--model lorem``, ``--max-tokens 16``, ``stream: true``) to ``/v1/chat/completions``; to
+another chat path it is that path's format (``rawsse.cli._chat_request``: Anthropic, Gemini
+with the model in the path, the OpenAI-shaped ChatGPT-web and envelope routes).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from rawsse.bench._report import format_table, plural, progress_line, result_jso
 from rawsse.bench._run import BenchConfig, BenchState
 from rawsse.bench._server import DEFAULT_TOKEN_DELAY_S, ServerStartError, demo_server
 from rawsse.bench._sources import plan_sources
+from rawsse.cli._chat_request import ANTHROPIC_VERSION, chat_request, request_format
 from rawsse.cli._errors import RUNTIME, USAGE, CommandError
 from rawsse.cli._options import number
 from rawsse.client._exchange import Target
@@ -56,8 +59,6 @@ _DEFAULT_PATH = "/v1/chat/completions"
 # Connections opened per second while ramping up: fast enough for 10,000 streams in 5 s, slow
 # enough that a listen backlog (often 128 to 4096) is not overrun into SYN retries.
 _RAMP_PER_S = 2000
-# Anthropic's Messages API requires this header; its value is the API version it speaks.
-_ANTHROPIC_VERSION = "2023-06-01"
 # Descriptors a load process keeps for itself beside its streams (the event loop, pipes,
 # imports).
 _SPARE_FDS = 256
@@ -230,23 +231,15 @@ def build_config(args: argparse.Namespace, url: str) -> BenchConfig:
             body = dumps(loads(args.data))
         except JSONDecodeError as exc:
             raise ValueError(f"--data is not JSON: {exc}") from exc
-    elif args.method in (None, "POST") and target.path.split("?", 1)[0].endswith(
-        ("/chat/completions", "/messages")
-    ):
-        chat: dict[str, Any] = {
-            "model": args.model,
-            "messages": [{"role": "user", "content": args.prompt}],
-            "max_tokens": args.max_tokens,
-            "stream": True,
-        }
-        body = dumps(chat)
+    elif args.method in (None, "POST"):
+        body = chat_request(target.path, args.model, args.prompt, args.max_tokens)
     else:
         body = None
     names = {name.lower() for name, _ in headers}
     if body is not None and "content-type" not in names:
         headers.append(("Content-Type", "application/json"))
-    if _dialect(target.path) == "anthropic" and "anthropic-version" not in names:
-        headers.append(("anthropic-version", _ANTHROPIC_VERSION))
+    if request_format(target.path) == "anthropic" and "anthropic-version" not in names:
+        headers.append(("anthropic-version", ANTHROPIC_VERSION))
     headers.append(("Accept", "text/event-stream"))
     modes = [args.requests is not None, args.duration is not None, args.hold is not None]
     if sum(modes) > 1:

@@ -234,6 +234,8 @@ class _Runner:
             state.t_first_connect = t0
         # In hold mode a connection not made by the end of the hold never will be useful.
         timeout_s = min(config.connect_timeout_s, self.hold_deadline - anyio.current_time())
+        if timeout_s <= 0:  # the ramp fell behind: this stream's turn came after the hold
+            raise Failed("connect", "the hold ended before this stream could connect")
         try:
             with anyio.fail_after(max(timeout_s, 0.0)):
                 sock = await open_socket_from(self.address, config.target.port, self.source)

@@ -5,7 +5,9 @@ Bearer`` header, a vendor header such as ``x-api-key`` or ``x-goog-api-key``, or
 parameter such as Gemini's ``key``); ``check_api_key`` compares it with every configured key
 using ``hmac.compare_digest`` and without stopping at the first match, so the time taken says
 nothing about which key, or how much of one, matched. No keys configured means no auth.
-``authenticate`` combines them and raises ``ChatError`` 401.
+``authenticate`` combines them and raises ``ChatError`` 401. ``checked_keys`` is how keys are
+configured: it refuses a lone string (each of its characters would be a key) and any key no
+client could present intact (``key_problem``).
 
 Resume tokens let a browser resume a keyed stream without putting a key in a URL
 (``EventSource`` cannot send headers). ``resume_token(secret, stream_id)`` is an HMAC-SHA256 of
@@ -28,6 +30,8 @@ __all__ = [
     "authenticate",
     "check_api_key",
     "check_resume_token",
+    "checked_keys",
+    "key_problem",
     "presented_key",
     "resume_secret",
     "resume_token",
@@ -36,6 +40,33 @@ __all__ = [
 # Domain separation: these digests are resume tokens and nothing else.
 _SECRET_LABEL = b"rawsse resume-token secret\x00"
 _TOKEN_LABEL = b"rawsse resume token\x00"
+
+
+def key_problem(key: object) -> str | None:
+    """Why ``key`` cannot be an API key, or None when it can: a key is a non-empty string of
+    printable ASCII without spaces at either end, what an ``Authorization`` header carries
+    intact (the key a request presents is read with its surrounding spaces removed)."""
+    if not isinstance(key, str):
+        return f"an API key is a string, got {type(key).__name__}"
+    if not key:
+        return "an API key cannot be empty"
+    if not (key.isascii() and key.isprintable()):
+        return "an API key is printable ASCII (a header cannot carry it intact otherwise)"
+    if key != key.strip():
+        return "an API key cannot start or end with a space"
+    return None
+
+
+def checked_keys(api_keys: Collection[str]) -> tuple[str, ...]:
+    """``api_keys`` as a tuple, or ``ValueError`` naming the first that no client could present
+    (``key_problem``); ``TypeError`` for a lone string, whose characters would each be a key."""
+    if isinstance(api_keys, str):
+        raise TypeError("api_keys is a collection of keys: write api_keys=[key], not api_keys=key")
+    keys = tuple(api_keys)
+    for key in keys:
+        if (problem := key_problem(key)) is not None:
+            raise ValueError(problem)
+    return keys
 
 
 def presented_key(

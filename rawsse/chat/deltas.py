@@ -151,4 +151,7 @@ Write it as an async generator function, or as a function that checks the reques
 ``ChatError`` at once) and returns an async generator. The mount closes the generator when the
 client leaves, so code after a ``yield`` may be cancelled. Raise ``ChatError`` for an error with
 a status (before the first delta it can still become the HTTP status); anything else is a 500.
+A model that paces its tokens waits best with ``rawsse.sleep`` (or a ``rawsse.Ticker``): one
+entry in the server's shared timer per wait, where ``anyio.sleep`` costs an event-loop timer
+(and, on trio, a cancel scope) per token.
 """

@@ -78,7 +78,7 @@ class DialectStream:
         self.stream_id = stream_id
         self.created = created
         keep_text = self.keeps_text or not request.stream
-        self.transcript = Transcript(request, self._tool_id, keep_text=keep_text)
+        self.transcript = Transcript(request, keep_text=keep_text)
         self.last_event_id = 0
         # The reconnection hint for the first frame's block (set by ``Dialect.new_stream``).
         self.retry_ms: int | None = None
@@ -136,7 +136,7 @@ class DialectStream:
         elif isinstance(item, ToolCallDelta):
             state = transcript.choice(item.choice)
             call, first = transcript.add_tool_fragment(
-                state, item.index, item.id, item.name, item.arguments
+                state, item.index, item.id, item.name, item.arguments, self._tool_id
             )
             frames += self._on_tool(state, call, first, item.arguments)
         elif isinstance(item, Finish):

@@ -76,6 +76,18 @@ class ChatError(RawsseError):
         return cls(401, "Incorrect API key provided.", code="invalid_api_key")
 
     @classmethod
+    def invalid_resume_token(cls) -> ChatError:
+        """A 401: the ``resume_token`` sent is not this stream's (nor was a key sent)."""
+        return cls(
+            401,
+            "The resume_token does not open this stream: each stream has its own, from its "
+            "x-rawsse-resume-token response header, and changing the server's API keys "
+            "invalidates them all.",
+            param="resume_token",
+            code="invalid_resume_token",
+        )
+
+    @classmethod
     def model_not_found(cls, model: str) -> ChatError:
         """A 404: no backend is mounted under ``model``."""
         return cls(

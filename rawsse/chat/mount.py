@@ -51,7 +51,13 @@ import anyio.lowlevel
 
 from rawsse._errors import ClientDisconnected
 from rawsse.app import App
-from rawsse.chat.auth import check_api_key, check_resume_token, resume_secret, resume_token
+from rawsse.chat.auth import (
+    check_api_key,
+    check_resume_token,
+    checked_keys,
+    resume_secret,
+    resume_token,
+)
 from rawsse.chat.deltas import ModelBackend
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
@@ -206,7 +212,7 @@ class ChatService:
             raise ValueError("resume_grace_s must be >= 0")
         self.app = app
         self.models = dict(models)
-        self.api_keys = tuple(api_keys)
+        self.api_keys = checked_keys(api_keys)
         # "is None", not "or": an empty store is falsy (it has a length) but is still the one.
         self.store: ReplayStore = replay_store if replay_store is not None else MemoryReplayStore()
         self.resume_grace_s = resume_grace_s
@@ -322,41 +328,13 @@ class ChatService:
         req: ChatRequest,
         stream_id: str,
     ) -> EventStream:
-        store = self.store
-        # The dialect's error frames for a stream the model did not finish: sent by the
-        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
-        ending: list[bytes] = []
-
-        async def produce(stream: EventStream) -> None:
-            await store.create(stream_id, tag=dialect.name)
-            try:
-                await _emit(stream, store, stream_id, frames, frames.start())
-                async for delta in deltas:
-                    await _emit(stream, store, stream_id, frames, frames.feed(delta))
-                await _emit(stream, store, stream_id, frames, frames.finish())
-            except ClientDisconnected:
-                raise
-            except Exception as exc:
-                if not isinstance(exc, ChatError):
-                    logger.exception("model %r failed mid-stream", req.model)
-                await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _close(deltas)
-                    if not frames.ended:
-                        # Cancelled: the client left, or the server ends the stream. Record
-                        # why it stops (for resume); the farewell sends it to a client still
-                        # reading.
-                        ending.extend(frames.fail(_stopped_error(stream.stop_reason)))
-                        await _record(store, stream_id, frames, ending)
-                    await store.finish(stream_id)
-
+        producer = _InlineProducer(self.store, dialect, frames, deltas, req.model, stream_id)
         return EventStream(
-            produce,
+            producer.produce,
             heartbeat=dialect.heartbeat_frame,
             headers=self._stream_headers(stream_id),
             retry_ms="off",  # the dialect carries it in its first frame
-            farewell=lambda reason: b"".join(ending),
+            farewell=producer.farewell,
         )
 
     # -- streaming, background -------------------------------------------------------------
@@ -425,7 +403,7 @@ class ChatService:
                 await _close(deltas)
                 if not frames.ended:
                     error = _stopped_error(generation.stopped)
-                    await _record(store, stream_id, frames, frames.fail(error))
+                    await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
 
@@ -480,6 +458,9 @@ class ChatService:
         stream_id = self.stream_id_of(request.path_params["id"])
         try:
             if not self.may_resume(request, stream_id):
+                presented = dialect.api_key(request.headers, request.query)
+                if presented is None and "resume_token" in request.query:
+                    raise ChatError.invalid_resume_token()
                 self._authenticate(dialect, request)
         except ChatError as error:
             return self._error(dialect, error)
@@ -603,6 +584,63 @@ def _check_content_type(request: Request) -> None:
         )
 
 
+class _InlineProducer:
+    """An inline stream's producer: the backend runs inside the response.
+
+    A slotted object rather than a closure: a held stream keeps it for its whole life, and a
+    closure's cells and functions cost several times this.
+    """
+
+    __slots__ = ("deltas", "dialect", "ending", "frames", "model", "store", "stream_id")
+
+    def __init__(
+        self,
+        store: ReplayStore,
+        dialect: Dialect,
+        frames: DialectStream,
+        deltas: Deltas,
+        model: str,
+        stream_id: str,
+    ) -> None:
+        self.store = store
+        self.dialect = dialect
+        self.frames = frames
+        self.deltas = deltas
+        self.model = model
+        self.stream_id = stream_id
+        # The dialect's error frames for a stream the model did not finish: sent by the
+        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
+        self.ending: list[bytes] | None = None
+
+    async def produce(self, stream: EventStream) -> None:
+        store, stream_id, frames, deltas = self.store, self.stream_id, self.frames, self.deltas
+        await store.create(stream_id, tag=self.dialect.name)
+        try:
+            await _emit(stream, store, stream_id, frames, frames.start())
+            async for delta in deltas:
+                await _emit(stream, store, stream_id, frames, frames.feed(delta))
+            await _emit(stream, store, stream_id, frames, frames.finish())
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ChatError):
+                logger.exception("model %r failed mid-stream", self.model)
+            await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close(deltas)
+                if not frames.ended:
+                    # Cancelled: the client left, or the server ends the stream. Record why
+                    # it stops (for resume); the farewell sends it to a client still reading.
+                    self.ending = frames.fail(_stopped_error(stream.stop_reason))
+                    await _record(store, stream_id, frames, self.ending, wait=False)
+                await store.finish(stream_id)
+
+    def farewell(self, reason: StreamEnd) -> bytes:
+        """The stream's last frames when the server ends it."""
+        return b"".join(self.ending) if self.ending else b""
+
+
 async def _emit(
     stream: EventStream,
     store: ReplayStore,
@@ -616,13 +654,22 @@ async def _emit(
 
 
 async def _record(
-    store: ReplayStore, stream_id: str, frames: DialectStream, batch: list[bytes]
+    store: ReplayStore,
+    stream_id: str,
+    frames: DialectStream,
+    batch: list[bytes],
+    *,
+    wait: bool = True,
 ) -> None:
     # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
     first = frames.last_event_id - len(batch) + 1
     append_nowait = store.append_nowait
+    full = False
     for offset, frame in enumerate(batch):
-        append_nowait(stream_id, str(first + offset), frame)
+        full = append_nowait(stream_id, str(first + offset), frame) or full
+    if full and wait:
+        # A network store's queue is past its mark: let it catch up (within its bound).
+        await store.drain()
 
 
 def _tail(
@@ -648,7 +695,9 @@ def _unnumbered(dialect: Dialect, stream_id: str, error: ChatError) -> list[byte
 
 async def _close(deltas: AsyncIterator[Any]) -> None:
     aclose = getattr(deltas, "aclose", None)
-    if aclose is not None:
+    # A generator that ended (ran out, raised, or was cancelled mid-step) has no frame left
+    # and nothing to clean up: no timeout scope for it (one per stream at shutdown).
+    if aclose is not None and getattr(deltas, "ag_frame", True) is not None:
         with anyio.move_on_after(_ACLOSE_TIMEOUT_S):
             await aclose()
 
@@ -664,8 +713,10 @@ def mount_chat(
 ) -> ChatService:
     """Mount the chat routes of every dialect on ``app`` for ``models`` (name -> backend).
 
-    ``api_keys`` empty means no authentication. ``replay_store`` defaults to a bounded
-    in-memory ring. See the module docstring for ``resume_grace_s`` and ``status_commit_s``.
+    ``api_keys`` (a list of keys, not one string) empty means no authentication; a key that
+    no client could present (empty, not printable ASCII) is a ``ValueError``. ``replay_store``
+    defaults to a bounded in-memory ring. See the module docstring for ``resume_grace_s`` and
+    ``status_commit_s``.
     """
     from rawsse.chat.anthropic_dialect import ANTHROPIC
     from rawsse.chat.gemini_dialect import GEMINI

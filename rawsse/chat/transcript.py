@@ -104,9 +104,9 @@ def _protocol_error(message: str) -> ChatError:
 class Transcript:
     """The accumulated generation; see the module docstring for the rules it enforces.
 
-    ``make_tool_id(choice, index)`` invents an id, in the dialect's style, for a tool call whose
-    first fragment carried none. ``keep_text`` false drops text and reasoning pieces once
-    counted.
+    ``keep_text`` false drops text and reasoning pieces once counted. It holds no reference
+    to its dialect stream (the id maker comes with each tool fragment), so the two never form a
+    reference cycle: a stream's state is freed when it ends, not at the collector's next pass.
     """
 
     __slots__ = (
@@ -115,20 +115,12 @@ class Transcript:
         "choices",
         "citations",
         "keep_text",
-        "make_tool_id",
         "request",
     )
 
-    def __init__(
-        self,
-        request: ChatRequest,
-        make_tool_id: Callable[[int, int], str],
-        *,
-        keep_text: bool = True,
-    ) -> None:
+    def __init__(self, request: ChatRequest, *, keep_text: bool = True) -> None:
         self.request = request
         self.keep_text = keep_text
-        self.make_tool_id = make_tool_id
         self.choices = [ChoiceState(i) for i in range(request.n)]
         self.citations: tuple[str, ...] = ()
         self._usage: Usage | None = None
@@ -157,9 +149,19 @@ class Transcript:
         return True
 
     def add_tool_fragment(
-        self, state: ChoiceState, index: int, id: str | None, name: str | None, arguments: str
+        self,
+        state: ChoiceState,
+        index: int,
+        id: str | None,
+        name: str | None,
+        arguments: str,
+        make_tool_id: Callable[[int, int], str],
     ) -> tuple[ToolCallState, bool]:
-        """Record a tool-call fragment; returns the call and whether this fragment began it."""
+        """Record a tool-call fragment; returns the call and whether this fragment began it.
+
+        ``make_tool_id(choice, index)`` invents an id, in the dialect's style, for a call whose
+        first fragment carried none.
+        """
         state.pieces += 1
         call = state.tool_calls.get(index)
         if call is None:
@@ -167,9 +169,7 @@ class Transcript:
                 raise _protocol_error(
                     f"the first fragment of tool call {index} (choice {state.index}) has no name."
                 )
-            call = ToolCallState(
-                index, id or self.make_tool_id(state.index, index), name, arguments
-            )
+            call = ToolCallState(index, id or make_tool_id(state.index, index), name, arguments)
             state.tool_calls[index] = call
             state.blocks.append(Block("tool", tool=call))
             return call, True

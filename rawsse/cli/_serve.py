@@ -233,9 +233,19 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 
 def api_keys_from(args: argparse.Namespace) -> list[str]:
-    """API keys from ``--api-key`` and ``RAWSSE_API_KEYS``; empty means no auth."""
+    """API keys from ``--api-key`` and ``RAWSSE_API_KEYS``; empty means no auth. A key no
+    client could present (``--api-key ''`` from an unset variable) is a usage error, not a
+    server that answers everyone 401."""
+    from rawsse.chat.auth import key_problem
+
     keys = list(args.api_key or [])
+    for key in keys:
+        if (problem := key_problem(key)) is not None:
+            raise CommandError(USAGE, f"--api-key: {problem}")  # never echo a key
     keys += [k.strip() for k in os.environ.get("RAWSSE_API_KEYS", "").split(",") if k.strip()]
+    for key in keys[len(args.api_key or []) :]:
+        if (problem := key_problem(key)) is not None:
+            raise CommandError(USAGE, f"RAWSSE_API_KEYS: {problem}")
     return keys
 
 
@@ -489,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(USAGE, str(exc)) from exc
     if not worker:
         _warn_demo_only(args)
+        if not args.app:
+            api_keys_from(args)  # a bad key is a usage error before anything starts
     _raise_open_file_limit()
     _use_redis(args, worker)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import time
@@ -37,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+from anyio.abc import TaskStatus
 
 from rawsse._counters import METRICS, StreamMetrics
 from rawsse.redis import _scripts
@@ -50,9 +52,11 @@ logger = logging.getLogger("rawsse.redis")
 REDIS_URL_ENV = "RAWSSE_REDIS_URL"
 # A script call carries at most about this many bytes of frames (Lua runs atomically: one
 # huge call would hold up every other client of the Redis server).
-_CALL_BYTES = 512 * 1024
+_CALL_BYTES = 4 * 1024 * 1024
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
+# A queue that overflows is reported at most this often.
+_OVERFLOW_LOG_EVERY_S = 60.0
 # Pub/Sub messages a listener holds before it is told to catch up from the log instead.
 _LISTENER_QUEUE = 256
 
@@ -103,13 +107,7 @@ class Batch:
     def parse(cls, payload: bytes) -> Batch:
         """Decode a message the append script published."""
         epoch, first, end, lengths, rest = payload.split(b"\n", 4)
-        frames = []
-        offset = 0
-        if lengths:
-            for length in lengths.split(b","):
-                size = int(length)
-                frames.append(rest[offset : offset + size])
-                offset += size
+        frames = _split(lengths, rest) if lengths else []
         return cls(epoch, int(first), end == b"1", frames)
 
 
@@ -161,13 +159,39 @@ class _Feed:
         self.pending: list[tuple[int, bytes]] = []
 
 
+def _split(lengths: bytes, frames: bytes) -> list[bytes]:
+    """Frames stored end to end, cut at ``lengths`` (``b"12,40"``)."""
+    out = []
+    offset = 0
+    for length in lengths.split(b","):
+        size = int(length)
+        out.append(frames[offset : offset + size])
+        offset += size
+    return out
+
+
 class Snapshot:
-    """What ``RedisBus.read`` found: the stream's metadata and a page of its log."""
+    """What ``RedisBus.read`` found: the stream's metadata and a page of its log, as frames
+    after ``after`` (``entries``: ``(id, frame)``, with ``frame`` None for the end), without
+    those older than the newest ``keep`` (0: keep all)."""
 
-    __slots__ = ("alive", "ended", "entries", "epoch", "exists", "last", "node", "since", "tag")
+    __slots__ = (
+        "alive",
+        "batches",
+        "ended",
+        "entries",
+        "epoch",
+        "exists",
+        "last",
+        "node",
+        "since",
+        "tag",
+    )
 
-    def __init__(self, reply: Any) -> None:
-        meta, alive, entries = reply
+    def __init__(self, reply: Any, after: int, keep: int = 0) -> None:
+        meta, alive, entries, top = reply
+        if keep:
+            after = max(after, int(top) - keep)
         epoch, since, ended, last, node, tag = meta
         self.exists = epoch is not None
         self.epoch: bytes = epoch or b""
@@ -177,14 +201,19 @@ class Snapshot:
         self.node: bytes | None = node
         self.tag = tag.decode() if tag else ""
         self.alive = bool(alive)
-        # (id, frame) with frame None for the end marker.
+        self.batches = len(entries)  # log entries read (a page is counted in these)
         self.entries: list[tuple[int, bytes | None]] = []
         for entry_id, fields in entries:
             number, _, seq = entry_id.partition(b"-")
-            if seq == b"0":
-                self.entries.append((int(number), _field(fields, b"f")))
-            else:
-                self.entries.append((int(number), None))
+            last = int(number)
+            if seq != b"0":
+                self.entries.append((last, None))
+                continue
+            frames = _split(_field(fields, b"l"), _field(fields, b"f"))
+            first = last - len(frames) + 1
+            self.entries += [
+                (first + k, frame) for k, frame in enumerate(frames) if first + k > after
+            ]
 
 
 def _field(fields: Any, name: bytes) -> bytes:
@@ -243,10 +272,12 @@ class RedisBus:
         url: str,
         *,
         prefix: str = "rawsse:",
-        connect_timeout_s: float = 2.0,  # a Redis on the same network answers in ~1 ms
-        command_timeout_s: float = 2.0,  # past this a batch counts as failed
-        max_pending_bytes: int = 16 * 1024 * 1024,  # frames queued while Redis is slow
-        lease_s: float = 3.0,  # a stopped process's streams are orphaned within this
+        connect_timeout_s: float = 5.0,  # a loaded process takes a while to get its turn
+        # Past this a call counts as failed. Generous: a process whose event loop is saturated
+        # takes long to see even a quick reply, and the queue's bound limits memory meanwhile.
+        command_timeout_s: float = 10.0,
+        max_pending_bytes: int = 64 * 1024 * 1024,  # frames queued while Redis is slow
+        lease_s: float = 5.0,  # a stopped process's streams are orphaned within about this
         metrics: StreamMetrics = METRICS,
     ) -> None:
         if connect_timeout_s <= 0 or command_timeout_s <= 0 or lease_s <= 0:
@@ -268,6 +299,7 @@ class RedisBus:
         self.frames_sent = 0
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._pubsub_retry: Any = None
         self._exit: contextlib.AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         # Flusher state.
@@ -279,6 +311,7 @@ class RedisBus:
         self._woken = False
         self._idle: anyio.Event | None = None
         self._sending = False
+        self._room: anyio.Event | None = None
         # Hub state: channel -> listeners of replay streams, broadcast feeds.
         self._pubsub: Any = None
         self._listeners: dict[bytes, set[Listener]] = {}
@@ -287,6 +320,8 @@ class RedisBus:
         # Health: one log line when Redis goes away, one when it is back.
         self._down_since: float | None = None
         self._dropped_while_down = 0
+        self._overflow_dropped = 0
+        self._overflow_logged_at = -math.inf
 
     @classmethod
     def shared(cls, url: str | None = None) -> RedisBus:
@@ -346,13 +381,35 @@ class RedisBus:
                 f"cannot reach Redis at {self.display_url}: {self._scrub(_reason(exc))}"
             ) from None
         self._client = client
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+        from coredis.retry import (
+            CompositeRetryPolicy,
+            ConstantRetryPolicy,
+            ExponentialBackoffRetryPolicy,
+        )
+
+        # The Pub/Sub connection reconnects on its own, backing off as the flusher does.
+        self._pubsub_retry = CompositeRetryPolicy(
+            ExponentialBackoffRetryPolicy(
+                (RedisConnectionError,),
+                retries=None,
+                base_delay=_BACKOFF_FIRST_S,
+                max_delay=_BACKOFF_MAX_S,
+                jitter=True,
+            ),
+            ConstantRetryPolicy((TimeoutError,), retries=2, delay=_BACKOFF_FIRST_S),
+        )
         for name in ("APPEND", "READ", "ABANDON", "PUBLISH", "HISTORY"):
             self._scripts[name] = client.register_script(getattr(_scripts, name))
         tg = await stack.enter_async_context(anyio.create_task_group())
         self._exit = stack
         self._tg = tg
         tg.start_soon(self._run_flusher)
-        tg.start_soon(self._run_hub)
+        # The Pub/Sub connection takes the pool's connection: open it now, then one for
+        # commands, while the process is idle (connecting under load can take long).
+        with anyio.move_on_after(self.connect_timeout_s):
+            await tg.start(self._run_hub)
+            await client.ping()
         tg.start_soon(self._run_keeper)
         return self
 
@@ -419,6 +476,23 @@ class RedisBus:
                 reason,
             )
 
+    def _overflowed(self) -> None:
+        # Redis takes batches more slowly than producers fill the queue: drop, count, and say
+        # so at most once a minute (with how many were dropped since the last line).
+        self.metrics.replay_errors_total += 1
+        self._overflow_dropped += 1
+        now = time.monotonic()
+        if now - self._overflow_logged_at >= _OVERFLOW_LOG_EVERY_S:
+            self._overflow_logged_at = now
+            logger.warning(
+                "Redis at %s is slower than this process's producers: %d appends dropped "
+                "(queue full at max_pending_bytes=%d); counted in rawsse_replay_errors_total",
+                self.display_url,
+                self._overflow_dropped,
+                self.max_pending_bytes,
+            )
+            self._overflow_dropped = 0
+
     def _recovered(self) -> None:
         if self._down_since is not None:
             logger.warning(
@@ -455,20 +529,32 @@ class RedisBus:
         """Queue the creation of ``stream`` (its metadata)."""
         self._queue(stream, 1, 64, flags=1)
 
-    def queue_frame(self, stream: ProducedStream, event_id: int, frame: bytes) -> None:
-        """Queue frame ``event_id`` of ``stream``; dropped (and counted) past the bound."""
+    def queue_frame(self, stream: ProducedStream, event_id: int, frame: bytes) -> bool:
+        """Queue frame ``event_id`` of ``stream``; dropped (and counted) past the bound.
+        True when the queue is past half the bound: the producer should ``drained()``."""
         # The end goes after this id even if the frame is dropped: readers then see the hole.
         stream.last = event_id
         size = len(frame)
         if self._pending_bytes + size > self.max_pending_bytes:
-            self._failed("appends queued past max_pending_bytes", None, 1)
-            return
+            self._overflowed()
+            return True
         group = self._queue(stream, event_id, size)
         if group is None:
             self.metrics.replay_errors_total += 1
-            return
+            return False
         group.frames.append(frame)
         group.last = event_id
+        return self._pending_bytes > self.max_pending_bytes // 2
+
+    async def drained(self) -> None:
+        """Wait until the queue is under half its bound, at most ``command_timeout_s``."""
+        if self._pending_bytes <= self.max_pending_bytes // 2 or self._tg is None:
+            return
+        if self._room is None:
+            self._room = anyio.Event()
+        room = self._room
+        with anyio.move_on_after(self.command_timeout_s):
+            await room.wait()
 
     def queue_end(self, stream: ProducedStream) -> None:
         """Queue the end of ``stream`` after its last queued frame."""
@@ -481,7 +567,7 @@ class RedisBus:
         """Queue a broadcast of ``frame`` (without an ``id:`` line) on ``channel``."""
         size = len(frame)
         if self._pending_bytes + size > self.max_pending_bytes or self._tg is None:
-            self._failed("publishes queued past max_pending_bytes", None, 1)
+            self._overflowed()
             return
         self._publishes.append((channel, frame))
         self._pending_bytes += size
@@ -507,6 +593,9 @@ class RedisBus:
             groups, publishes = self._groups, self._publishes
             self._groups, self._publishes, self._open = [], [], {}
             self._pending_bytes = 0
+            if self._room is not None:  # producers waiting for room: there is now
+                self._room.set()
+                self._room = None
             ok = await self._send_groups(groups) if groups else True
             if publishes:
                 ok = await self._send_publishes(publishes) and ok
@@ -521,35 +610,52 @@ class RedisBus:
             return await self._scripts[name](keys=keys, args=args)
 
     async def _send_groups(self, groups: list[_Group]) -> bool:
-        head = [self.node, self._live_ttl_ms, self._end_ttl_ms, self._maxlen]
+        # Cut into calls of about _CALL_BYTES, one after the other on one connection (sent
+        # together, coredis would open a connection per call still being written).
+        head = [
+            self.node,
+            self._live_ttl_ms,
+            self._end_ttl_ms,
+            self._maxlen,
+            self._lease_key(),
+            self._lease_ms(),
+        ]
+        calls: list[tuple[list[str], list[Any], int]] = []
         keys: list[str] = []
         args: list[Any] = list(head)
         size = frames = 0
-        ok = True
         for index, group in enumerate(groups):
             stream = group.stream
-            flags = group.flags
             keys += (stream.log, stream.meta)
-            args.append(
-                f"{len(group.frames)} {group.first} {group.last} {flags} {stream.epoch} "
-                f"{stream.tag}"
+            args += (
+                f"{group.first} {group.last} {group.flags} {stream.epoch} {stream.tag}",
+                ",".join([str(len(frame)) for frame in group.frames]),
+                b"".join(group.frames),
             )
-            args += group.frames
             size += group.nbytes
             frames += len(group.frames)
             if size >= _CALL_BYTES or index == len(groups) - 1:
-                try:
-                    await self._call("APPEND", keys, args)
-                except Exception as exc:
-                    self._failed("append", exc, frames)
-                    ok = False
-                else:
-                    self.batches_sent += 1
-                    self.frames_sent += frames
-                    self._recovered()
+                calls.append((keys, args, frames))
                 keys, args = [], list(head)
                 size = frames = 0
-        return ok
+        results: list[bool] = []
+        for call in calls:
+            await self._send_call(*call, results)
+        return all(results)
+
+    async def _send_call(
+        self, keys: list[str], args: list[Any], frames: int, results: list[bool]
+    ) -> None:
+        try:
+            await self._call("APPEND", keys, args)
+        except Exception as exc:
+            self._failed("append", exc, frames)
+            results.append(False)
+        else:
+            self.batches_sent += 1
+            self.frames_sent += frames
+            self._recovered()
+            results.append(True)
 
     async def _send_publishes(self, publishes: list[tuple[str, bytes]]) -> bool:
         keys: list[str] = []
@@ -591,20 +697,24 @@ class RedisBus:
             raise StoreUnavailable(f"the Redis bus for {self.display_url} is not open")
         return self._client
 
-    async def read(self, key: str, after: int, count: int, node: bytes = b"") -> Snapshot:
-        """Replay stream ``key``'s metadata, up to ``count`` log entries after ``after``, and
-        whether its producer (or ``node``, if its metadata is gone) holds its lease."""
+    async def read(
+        self, key: str, after: int, count: int, node: bytes = b"", keep: int = 0
+    ) -> Snapshot:
+        """Replay stream ``key``'s metadata, up to ``count`` log entries after ``after`` (of
+        the newest ``keep`` frames), and whether its producer (or ``node``, if its metadata is
+        gone) holds its lease."""
         self._require_client()
         log, meta = self.stream_keys(key)
         try:
             reply = await self._call("READ", [log, meta], [after, count, self.node_prefix, node])
+            snapshot = Snapshot(reply, after, keep)
         except Exception as exc:
             self._failed("read", exc, 1)
             raise StoreUnavailable(
                 f"the replay history is unavailable: Redis at {self.display_url} did not answer"
             ) from None
         self._recovered()
-        return Snapshot(reply)
+        return snapshot
 
     async def exists(self, key: str) -> bool:
         """True if Redis holds replay stream ``key``."""
@@ -625,8 +735,11 @@ class RedisBus:
         ``expected`` (see ``ReplayStore.abandon``)."""
         self._require_client()
         log, meta = self.stream_keys(key)
+        lengths = ",".join([str(len(frame)) for frame in frames])
         try:
-            done = await self._call("ABANDON", [log, meta], [expected, self._end_ttl_ms, *frames])
+            done = await self._call(
+                "ABANDON", [log, meta], [expected, self._end_ttl_ms, lengths, b"".join(frames)]
+            )
         except Exception as exc:
             self._failed("append", exc, len(frames))
             raise StoreUnavailable(
@@ -634,8 +747,10 @@ class RedisBus:
             ) from None
         return bool(done)
 
-    async def history(self, channel: str, after: int, count: int) -> tuple[int, list[bytes]]:
-        """Broadcast channel ``channel``'s newest id and up to ``count`` frames after
+    async def history(
+        self, channel: str, after: int, count: int
+    ) -> tuple[int, list[tuple[int, bytes]]]:
+        """Broadcast channel ``channel``'s newest id and up to ``count`` ``(id, frame)`` after
         ``after`` (its history)."""
         self._require_client()
         history, _ = self.channel_keys(channel)
@@ -647,7 +762,9 @@ class RedisBus:
                 f"the channel history is unavailable: Redis at {self.display_url} did not answer"
             ) from None
         self._recovered()
-        return int(top), [_field(fields, b"f") for _, fields in entries]
+        return int(top), [
+            (int(entry_id.partition(b"-")[0]), _field(fields, b"f")) for entry_id, fields in entries
+        ]
 
     # -- the hub --------------------------------------------------------------------------------
 
@@ -690,17 +807,21 @@ class RedisBus:
     def _wanted(self) -> list[bytes]:
         return [c for c, ls in self._listeners.items() if ls] + list(self._feeds)
 
-    async def _run_hub(self) -> None:
+    async def _run_hub(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         backoff = 0.0
+        started = False
         while True:
             try:
-                async with self._client.pubsub() as pubsub:
+                async with self._client.pubsub(retry_policy=self._pubsub_retry) as pubsub:
                     wanted = self._wanted()
                     if wanted:
                         with anyio.fail_after(self.command_timeout_s):
                             await pubsub.subscribe(*wanted)
                     self._pubsub = pubsub
                     backoff = 0.0
+                    if not started:
+                        started = True
+                        task_status.started()
                     while True:
                         # No deadline: messages come when producers publish; the keeper
                         # notices a Redis that went away.
@@ -709,6 +830,9 @@ class RedisBus:
                             self._on_message(message)
             except Exception as exc:
                 logger.debug("Pub/Sub connection lost: %s", _reason(exc))
+                if not started:
+                    started = True
+                    task_status.started()
             finally:
                 self._pubsub = None
                 self._confirmed.clear()
@@ -783,11 +907,11 @@ class RedisBus:
         # that arrived since, then those.
         try:
             after = feed.last or 0
-            _, frames = await self.history(feed.history, after, self._history_len)
-            for offset, frame in enumerate(frames):
-                number = after + 1 + offset
-                feed.sink(number, frame)
-                feed.last = number
+            _, entries = await self.history(feed.history, after, self._history_len)
+            for number, frame in entries:
+                if number > (feed.last or 0):
+                    feed.sink(number, frame)
+                    feed.last = number
         except StoreUnavailable:
             pass
         finally:

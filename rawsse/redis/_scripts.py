@@ -2,14 +2,17 @@
 
 Contract: the keys of a replay stream ``S`` (under the bus's prefix ``P``) are
 
-- ``P s:S`` a Redis Stream, the log: frame ``n`` (the stream's event id, 1, 2, 3 ...) is entry
-  ``n-0`` with field ``f``; the end of the stream is entry ``last-1`` with field ``e``, so
-  ``XRANGE (n-0 +`` returns the frames after ``n`` and then the end;
+- ``P s:S`` a Redis Stream, the log: one entry per appended batch, with id ``last-0`` where
+  ``last`` is the id (1, 2, 3 ...) of the batch's last frame, field ``f`` the frames end to end
+  and field ``l`` their lengths (``12,40,...``); the end of the stream is entry ``last-1`` with
+  field ``e``. So ``XRANGE (n-0 +`` returns every batch holding a frame after ``n`` (the first
+  may begin before it), then the end. Batches whose frames are all older than the newest
+  ``maxlen`` are trimmed (``MINID``); readers drop the older frames of a batch kept whole;
 - ``P m:S`` a hash, its metadata: ``epoch`` (changes when the store lost the stream: a producer
   appending to a stream whose metadata is gone starts a new epoch and sets ``since``), ``since``
   (the first id of the epoch), ``node`` (the producing process), ``tag``, ``ended``, ``last``;
 - the Pub/Sub channel named like the log (channels and keys are separate namespaces), carrying
-  each appended batch: ``epoch \\n first-id \\n end-flag \\n len,len,... \\n`` then the frames.
+  each appended batch: ``epoch \\n first-id \\n end-flag \\n lengths \\n`` then the frames.
 
 A broadcast channel ``C`` has its history in the Redis Stream ``P b:C`` (entry ``n-0``, field
 ``f`` the whole frame, ``id: n`` included), its counter in ``P n:C``, and its Pub/Sub channel
@@ -23,17 +26,18 @@ from __future__ import annotations
 __all__ = ["ABANDON", "APPEND", "HISTORY", "PUBLISH", "READ"]
 
 # KEYS: log1, meta1, log2, meta2, ...
-# ARGV: node, live_ttl_ms, end_ttl_ms, maxlen, then per stream a header
-#   "count first last flags epoch tag" (flags: 1 create, 2 end) followed by ``count`` frames.
-# Frames whose id is not above the log's top (a batch sent twice) are skipped, not fatal.
+# ARGV: node, live_ttl_ms, end_ttl_ms, maxlen, the node's lease key and its length in ms (a
+#   process whose batches arrive is alive, however late its keeper is), then per stream: a header
+#   "first last flags epoch tag" (flags: 1 create, 2 end), the lengths ("" for none) and the
+#   frames end to end. A batch whose id is not above the log's top (sent twice) is skipped.
 APPEND = r"""
-local node, live_ttl, end_ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local a = 5
+local node, live_ttl, end_ttl, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('SET', ARGV[5], '1', 'PX', ARGV[6])
 for g = 1, #KEYS / 2 do
   local log, meta = KEYS[2 * g - 1], KEYS[2 * g]
-  local count, first, last, flags, epoch, tag =
-    string.match(ARGV[a], '^(%d+) (%d+) (%d+) (%d+) (%S+) ?(.*)$')
-  count = tonumber(count); first = tonumber(first); flags = tonumber(flags)
+  local head, lengths, frames = ARGV[4 + 3 * g], ARGV[5 + 3 * g], ARGV[6 + 3 * g]
+  local first, last, flags, epoch, tag = string.match(head, '^(%d+) (%d+) (%d+) (%S+) ?(.*)$')
+  first = tonumber(first); last = tonumber(last); flags = tonumber(flags)
   local state = redis.call('HMGET', meta, 'epoch', 'ended')
   if not state[2] then
     local ep = state[1]
@@ -47,11 +51,13 @@ for g = 1, #KEYS / 2 do
         redis.call('HSET', meta, 'epoch', ep, 'since', first, 'node', node, 'tag', tag)
       end
     end
-    local lens = {}
-    for k = 1, count do
-      local frame = ARGV[a + k]
-      redis.pcall('XADD', log, 'MAXLEN', maxlen, (first + k - 1) .. '-0', 'f', frame)
-      lens[k] = string.len(frame)
+    if lengths ~= '' then
+      local minid = last - maxlen + 1
+      if minid > 1 then
+        redis.pcall('XADD', log, 'MINID', minid .. '-0', last .. '-0', 'f', frames, 'l', lengths)
+      else
+        redis.pcall('XADD', log, last .. '-0', 'f', frames, 'l', lengths)
+      end
     end
     local ended = 0
     local ttl = live_ttl
@@ -63,31 +69,34 @@ for g = 1, #KEYS / 2 do
     end
     redis.call('PEXPIRE', log, ttl)
     redis.call('PEXPIRE', meta, ttl)
-    if count > 0 or ended == 1 then
-      local parts = {ep, '\n', first, '\n', ended, '\n', table.concat(lens, ','), '\n'}
-      for k = 1, count do parts[#parts + 1] = ARGV[a + k] end
-      redis.call('PUBLISH', log, table.concat(parts))
+    if lengths ~= '' or ended == 1 then
+      redis.call('PUBLISH', log, ep .. '\n' .. first .. '\n' .. ended .. '\n' .. lengths ..
+        '\n' .. frames)
     end
   end
-  a = a + 1 + count
 end
 return #KEYS / 2
 """
 
 # KEYS: log, meta.  ARGV: after (entries with ids above ``after-0``), count, node key prefix,
 # the producing node if the caller knows it (for a stream whose metadata is gone).
-# Returns {epoch, since, ended, last, node, tag}, node_alive, entries (XRANGE's reply).
+# Returns {epoch, since, ended, last, node, tag}, node_alive, entries (XRANGE's reply), and
+# the id of the log's newest frame (0 if none).
 READ = r"""
 local m = redis.call('HMGET', KEYS[2], 'epoch', 'since', 'ended', 'last', 'node', 'tag')
 local node = m[5] or ARGV[4]
 local alive = 0
 if node ~= '' then alive = redis.call('EXISTS', ARGV[3] .. node) end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
-return {m, alive, entries}
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local top = 0
+if #newest > 0 then top = tonumber(string.match(newest[1][1], '^(%d+)')) end
+return {m, alive, entries, top}
 """
 
-# KEYS: log, meta.  ARGV: expected last id (0: none), end_ttl_ms, then the frames (ids
-# expected+1 ...). Ends the stream with them unless it ended or its log went past ``expected``.
+# KEYS: log, meta.  ARGV: expected last id (0: none), end_ttl_ms, lengths, the frames end to
+# end (ids expected+1 ...). Ends the stream with them unless it ended or its log went past
+# ``expected``.
 ABANDON = r"""
 local state = redis.call('HMGET', KEYS[2], 'ended', 'epoch')
 if state[1] then return 0 end
@@ -99,20 +108,18 @@ if not ep then
   ep = 'abandoned.' .. (expected + 1)
   redis.call('HSET', KEYS[2], 'epoch', ep, 'since', expected + 1)
 end
-local lens = {}
-local parts = {}
-for k = 3, #ARGV do
-  redis.pcall('XADD', KEYS[1], (expected + k - 2) .. '-0', 'f', ARGV[k])
-  lens[#lens + 1] = string.len(ARGV[k])
-  parts[#parts + 1] = ARGV[k]
+local count = 0
+for _ in string.gmatch(ARGV[3], '%d+') do count = count + 1 end
+local last = expected + count
+if count > 0 then
+  redis.pcall('XADD', KEYS[1], last .. '-0', 'f', ARGV[4], 'l', ARGV[3])
 end
-local last = expected + #ARGV - 2
 redis.pcall('XADD', KEYS[1], last .. '-1', 'e', '1')
 redis.call('HSET', KEYS[2], 'ended', '1', 'last', last)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local head = ep .. '\n' .. (expected + 1) .. '\n1\n' .. table.concat(lens, ',') .. '\n'
-redis.call('PUBLISH', KEYS[1], head .. table.concat(parts))
+redis.call('PUBLISH', KEYS[1], ep .. '\n' .. (expected + 1) .. '\n1\n' .. ARGV[3] .. '\n' ..
+  ARGV[4])
 return 1
 """
 

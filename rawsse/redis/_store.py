@@ -70,7 +70,7 @@ class RedisReplayStore:
         keep_after_end_s: float = 300.0,
         live_ttl_s: float = 3600.0,
         poll_s: float = 1.0,
-        local_max_bytes: int = 64 * 1024 * 1024,
+        local_max_bytes: int = 16 * 1024 * 1024,
         local_keep_after_end_s: float = 30.0,
     ) -> None:
         if max_events_per_stream <= 0 or keep_after_end_s <= 0 or live_ttl_s <= 0 or poll_s <= 0:
@@ -100,14 +100,19 @@ class RedisReplayStore:
             stream = self._producing[key] = ProducedStream(key, log, meta, tag)
             self.bus.queue_create(stream)
 
-    def append_nowait(self, key: str, event_id: str, frame: bytes) -> None:
-        """Add frame ``event_id`` (1, 2, 3 ...) of stream ``key``; Redis gets it in a batch."""
+    def append_nowait(self, key: str, event_id: str, frame: bytes) -> bool:
+        """Add frame ``event_id`` (1, 2, 3 ...) of stream ``key``; Redis gets it in a batch.
+        True when the bus's queue is past its mark (``drain`` before adding more)."""
         self.local.append_nowait(key, event_id, frame)
         stream = self._producing.get(key)
         if stream is None:
             log, meta = self.bus.stream_keys(key)
             stream = self._producing[key] = ProducedStream(key, log, meta, "")
-        self.bus.queue_frame(stream, int(event_id), frame)
+        return self.bus.queue_frame(stream, int(event_id), frame)
+
+    async def drain(self) -> None:
+        """Wait until the bus's queue is back under its mark, at most its command timeout."""
+        await self.bus.drained()
 
     async def append(self, key: str, event_id: str, frame: bytes) -> None:
         """``append_nowait`` (for callers that await)."""
@@ -150,11 +155,12 @@ class RedisReplayStore:
     async def _start(self, key: str, last_id: str | None, count: int) -> tuple[int, Snapshot, bool]:
         """The position a replay after ``last_id`` starts from, the first page, and the gap."""
         after = _parse_id(last_id)
-        snapshot = await self.bus.read(key, after or 0, count)
+        keep = self.max_events_per_stream
+        snapshot = await self.bus.read(key, after or 0, count, keep=keep)
         if after is None or (snapshot.ended and after > snapshot.last):
             # Not one of this stream's ids: everything kept, and say that it may not follow.
             if after is not None:
-                snapshot = await self.bus.read(key, 0, count)
+                snapshot = await self.bus.read(key, 0, count, keep=keep)
             return 0, snapshot, True
         gap = bool(snapshot.entries) and snapshot.entries[0][0] > after + 1
         if snapshot.entries and snapshot.entries[0][1] is None:
@@ -191,7 +197,7 @@ class RedisReplayStore:
                     pos = number
                     yield frame
                 started = True
-                if len(snapshot.entries) >= _PAGE:
+                if snapshot.batches >= _PAGE:
                     snapshot = await self._read(key, pos, node)
                     continue
                 if snapshot.ended and pos >= snapshot.last:
@@ -227,7 +233,7 @@ class RedisReplayStore:
     async def _read(self, key: str, after: int, node: bytes) -> Snapshot:
         for attempt in range(_READ_ATTEMPTS):
             try:
-                return await self.bus.read(key, after, _PAGE, node)
+                return await self.bus.read(key, after, _PAGE, node, self.max_events_per_stream)
             except StoreUnavailable:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise

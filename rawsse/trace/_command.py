@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 
+from rawsse.cli._chat_request import ANTHROPIC_VERSION, chat_request, request_format
 from rawsse.client import SSEError, connect
 from rawsse.client._exchange import ResponseHead, Target, head_end
 from rawsse.client._wire import (
@@ -44,10 +46,6 @@ from rawsse.trace._format import JsonSink, TextSink, TraceSink
 __all__ = ["add_arguments", "run"]
 
 _CHAT_PATH = "/v1/chat/completions"
-# Anthropic requires max_tokens; 1024 is what its own examples use.
-_ANTHROPIC_MAX_TOKENS = 1024
-# Anthropic's Messages API requires this header; its value is the API version it speaks.
-_ANTHROPIC_VERSION = "2023-06-01"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chat",
         metavar="TEXT",
-        help="send a streaming chat request with TEXT as the user message "
-        f"(path {_CHAT_PATH} when the URL has none; default: no chat request)",
+        help="send a streaming chat request with TEXT as the user message, in the format of "
+        f"the URL's path (path {_CHAT_PATH} when the URL has none; default: no chat request)",
     )
     parser.add_argument("--model", default="echo", help="model for --chat (default echo)")
     parser.add_argument(
@@ -280,17 +278,10 @@ def _build_request(args: argparse.Namespace) -> _Request:
         if target.path in ("", "/"):
             url = target.url(_CHAT_PATH)
             target = Target.from_url(url)
-        request: dict[str, Any] = {
-            "model": args.model,
-            "messages": [{"role": "user", "content": args.chat}],
-            "stream": True,
-        }
-        max_tokens = args.max_tokens
-        if max_tokens is None and target.path.split("?", 1)[0].endswith("/messages"):
-            max_tokens = _ANTHROPIC_MAX_TOKENS
-        if max_tokens is not None:
-            request["max_tokens"] = max_tokens
-        body = dumps(request)
+        # Any other path takes OpenAI's request (as a proxy in front of one would).
+        body = chat_request(target.path, args.model, args.chat, args.max_tokens) or chat_request(
+            _CHAT_PATH, args.model, args.chat, args.max_tokens
+        )
     elif args.data is not None:
         try:
             body = dumps(loads(args.data))
@@ -299,9 +290,9 @@ def _build_request(args: argparse.Namespace) -> _Request:
     names = {name.lower() for name, _ in headers}
     if body is not None and "content-type" not in names:
         headers.append(("Content-Type", "application/json"))
-    anthropic = target.path.split("?", 1)[0].endswith("/messages")
+    anthropic = request_format(target.path) == "anthropic"
     if args.chat is not None and anthropic and "anthropic-version" not in names:
-        headers.append(("anthropic-version", _ANTHROPIC_VERSION))
+        headers.append(("anthropic-version", ANTHROPIC_VERSION))
     return _Request(url, args.method, headers, body)
 
 
@@ -315,15 +306,17 @@ async def _trace(args: argparse.Namespace, request: _Request, sink: TraceSink) -
     interrupted = False
     async with anyio.create_task_group() as tg:
 
-        async def stop_on_sigint() -> None:
+        async def stop_on_sigint(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             # Ctrl-C (how an endless stream is usually left) still gets its summary.
             nonlocal interrupted
             with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                task_status.started()
                 async for _ in signals:
                     interrupted = True
                     tg.cancel_scope.cancel()
 
-        tg.start_soon(stop_on_sigint)
+        # Started before the request: a Ctrl-C once anything is shown is always caught.
+        await tg.start(stop_on_sigint)
         with anyio.move_on_after(args.timeout) as timeout:
             try:
                 async with connect(

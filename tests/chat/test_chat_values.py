@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import rawsse.chat
+from rawsse.app import App
 from rawsse.chat import (
     ChatError,
     Citations,
@@ -20,9 +21,11 @@ from rawsse.chat import (
     as_chat_error,
     authenticate,
     check_api_key,
+    mount_chat,
     openai_models_body,
     presented_key,
 )
+from rawsse.chat.auth import checked_keys, key_problem
 
 
 @pytest.mark.parametrize(
@@ -87,6 +90,31 @@ def test_api_keys_compare_every_key() -> None:
     with pytest.raises(ChatError) as info:
         authenticate(["k"], "x")
     assert (info.value.status, info.value.code) == (401, "invalid_api_key")
+
+
+def test_configured_keys_are_keys_a_client_can_present() -> None:
+    assert checked_keys(["sk-1", "with inner space"]) == ("sk-1", "with inner space")
+    assert checked_keys(()) == ()
+    # A lone string is a collection of one-character keys: "Bearer s" would get in.
+    with pytest.raises(TypeError, match=r"api_keys=\[key\]"):
+        checked_keys("sk-local")
+    for bad, reason in [
+        ("", "cannot be empty"),
+        (" sk", "start or end with a space"),
+        ("sk\n", "printable ASCII"),
+        ("cl\u00e9", "printable ASCII"),
+        (5, "is a string"),
+    ]:
+        assert reason in (key_problem(bad) or ""), bad
+        with pytest.raises(ValueError, match=reason):
+            checked_keys(["ok", bad])  # type: ignore[list-item]
+
+
+def test_mount_chat_refuses_a_string_of_keys() -> None:
+    with pytest.raises(TypeError):
+        mount_chat(App(), {}, api_keys="sk-local")
+    with pytest.raises(ValueError, match="cannot be empty"):
+        mount_chat(App(), {}, api_keys=[""])
 
 
 def test_presented_key_sources() -> None:

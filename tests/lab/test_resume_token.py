@@ -9,6 +9,7 @@ both is in ``test_lab_browser.py``; here, raw HTTP on asyncio and trio.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 
@@ -98,6 +99,11 @@ async def test_a_token_opens_its_own_stream_only_and_nothing_else(anyio_backend:
         anthropic = await get(srv, events_path(second_id, second.headers[TOKEN]))
     assert other_stream.status == 401
     assert wrong.status == 401
+    # Said as what it is: a token that does not fit, not a missing API key.
+    for refused in (other_stream, wrong):
+        error = json.loads(refused.body)["error"]
+        assert (error["code"], error["param"]) == ("invalid_resume_token", "resume_token")
+    assert json.loads(as_key.body)["error"]["code"] == "missing_api_key"
     assert as_key.status == 401
     assert models.status == 401
     assert anthropic.status == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -214,7 +215,7 @@ class _BusyTimer:
 
 async def test_sleeps_hold_their_rate_when_the_timer_is_busy() -> None:
     state: dict[str, Any] = {}
-    count, seconds = 60, 0.01
+    count, seconds = 40, 0.03
     async with running_server(ticker_app(state)) as server:
         busy = _BusyTimer()
         server.reactor.call_at(time.monotonic(), busy)
@@ -224,10 +225,13 @@ async def test_sleeps_hold_their_rate_when_the_timer_is_busy() -> None:
             busy.stopped = True
     assert seen.count(b"data: ") == count
     # Each sleep's lateness is taken off the next: the k-th ends near start + k waits, never
-    # before it, instead of a slack later per wait (60 waits: ~0.15 s behind by the end).
+    # before it, and how far behind it is does not grow (without that: a few ms more per wait,
+    # ~0.1 s between the first and the last third of the waits).
     behind = [end - (state["start"] + (k + 1) * seconds) for k, end in enumerate(state["ends"])]
     assert min(behind) >= -CLOCK_TOLERANCE_S
-    assert sum(behind) / count < 0.02, f"sleeps drifted: {behind[-1]:.3f} s behind at the end"
+    third = count // 3
+    drift = statistics.median(behind[-third:]) - statistics.median(behind[:third])
+    assert drift < 0.03, f"sleeps drifted {drift:.3f} s: {[round(b, 4) for b in behind]}"
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])

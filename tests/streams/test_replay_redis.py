@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from rawsse._counters import StreamMetrics
@@ -335,3 +336,39 @@ def test_redact_url() -> None:
     assert redact_url("rediss://u:pw@h/1") == "rediss://***@h/1"
     assert redact_url("redis://h:6379") == "redis://h:6379"
     assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+async def test_an_end_lost_with_the_pubsub_connection_still_ends_followers(
+    redis: RedisServer, anyio_backend: str
+) -> None:
+    """The end is published while the follower's Pub/Sub connection is down: the follower
+    finds it in the log at its next poll, instead of staying open forever."""
+    async with two_stores(redis, poll_s=0.2) as (a, b):
+        await a.create("s")
+        await produce(a, "s", range(1, 3))
+        got: list[bytes] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_into, b, "s", None, got)
+            await until(lambda: len(got) == 2)
+            redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+            await produce(a, "s", range(3, 4), end=True)
+    assert got == [frame(1), frame(2), frame(3)]
+
+
+async def test_resumes_racing_the_end(redis: RedisServer, anyio_backend: str) -> None:
+    """Resumes that start as the producer finishes each get the rest, and end."""
+    async with two_stores(redis, poll_s=0.2) as (a, b):
+        results: dict[int, list[bytes]] = {}
+
+        async def resume(key: int) -> None:
+            results[key] = await collect(b, f"s{key}", "3")
+
+        async with anyio.create_task_group() as tg:
+            for key in range(20):
+                await a.create(f"s{key}")
+                await produce(a, f"s{key}", range(1, 6))
+                tg.start_soon(resume, key)
+                for _ in range(key % 4):
+                    await anyio.lowlevel.checkpoint()  # finish at different points of the resume
+                await a.finish(f"s{key}")
+    assert results == {key: [frame(4), frame(5)] for key in range(20)}

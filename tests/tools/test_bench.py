@@ -684,6 +684,27 @@ async def test_rawsse_url_pace_and_anthropic(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_every_chat_route_of_the_demo_app_gets_a_request_in_its_format(
+    anyio_backend: str,
+) -> None:
+    """Gemini's, ChatGPT-web's and the envelope's routes are benchmarked with a request body
+    they take (not a bodiless GET, which every route refuses with 405)."""
+    paths = {
+        "/v1beta/models/lorem:streamGenerateContent?alt=sse": 3 + 1,  # a chunk a token, the end
+        "/v1/envelope/completions": 1 + 3 + 1,  # meta, a frame a token, done
+        "/backend-api/conversation": 2 + 3 + 3,  # encoding, add, tokens, patch, complete, DONE
+    }
+    options = ("--requests", "2", "--streams", "2", "--max-tokens", "3")
+    results = {}
+    with rawsse_server("--token-delay", "0") as url:
+        for path in paths:
+            _, results[path], _ = await _bench(url + path, *options, backend=anyio_backend)
+    for path, events in paths.items():
+        assert results[path]["completed"] == 2, (path, results[path]["error_samples"])
+        assert results[path]["events"] == 2 * events, path
+
+
+@pytest.mark.anyio
 async def test_default_backend_is_uvloop_when_installed() -> None:
     url = f"http://127.0.0.1:{closed_port()}/"
     done = await run_rawsse("bench", url, "--requests", "1", "--json")
@@ -771,3 +792,21 @@ async def test_ctrl_c_reports_so_far_and_stops_the_started_server(anyio_backend:
     port = int(result["url"].split(":")[2].split("/")[0])
     with pytest.raises(ConnectionRefusedError):
         await connect_ip("127.0.0.1", port)
+
+
+@pytest.mark.anyio
+async def test_a_stream_whose_turn_comes_after_the_hold_says_so(anyio_backend: str) -> None:
+    # A ramp that falls behind (an overloaded load generator) starts streams after the hold
+    # has ended: they count as connect errors that say why (not "timed out after -0.02 s").
+    async def idle(request: RawRequest, s: anyio.abc.SocketStream) -> None:
+        await anyio.sleep(5)
+
+    async with raw_server(idle) as server:
+        config = BenchConfig(
+            Target.from_url(server.url("/idle")), method="GET", streams=3, hold_s=1e-9
+        )
+        state = BenchState()
+        with anyio.fail_after(5):
+            await run_bench(config, state)
+    assert state.errors["connect"] == 3
+    assert state.error_samples["connect"] == "the hold ended before this stream could connect"

@@ -210,10 +210,20 @@ def assert_one_line(result: subprocess.CompletedProcess[str], status: int, *need
         (["os:no_such_thing"], 2, ["'os' has no attribute 'no_such_thing'"]),
         (["no_such_module:app"], 2, ["cannot import 'no_such_module'"]),
         (["just_a_module"], 2, ["module:attribute"]),
+        # A key no client can present would answer everyone 401: `--api-key "$UNSET"`.
+        (["--api-key", ""], 2, ["--api-key", "cannot be empty"]),
+        (["--api-key", "k", "--api-key", " k"], 2, ["--api-key", "start or end with a space"]),
+        (["--api-key", "cl\u00e9"], 2, ["--api-key", "printable ASCII"]),
     ],
 )
 def test_bad_option_is_one_line(args: list[str], status: int, needles: list[str]) -> None:
     assert_one_line(run_serve(*args), status, *needles)
+
+
+def test_a_bad_key_in_the_environment_is_one_line_and_not_echoed() -> None:
+    result = run_serve("--port", "0", env={"RAWSSE_API_KEYS": "good,sec\tret"})
+    assert_one_line(result, 2, "RAWSSE_API_KEYS", "printable ASCII")
+    assert "sec" not in result.stderr
 
 
 def test_app_whose_import_fails_names_the_error_and_where(tmp_path: Path) -> None:

@@ -280,6 +280,25 @@ async def test_trace_rawsse_chat_openai_and_anthropic(rawsse_url: str, anyio_bac
     assert types[-1] == "message_stop"
 
 
+async def test_trace_chat_speaks_geminis_request_format(
+    rawsse_url: str, anyio_backend: str
+) -> None:
+    gemini = await run_rawsse(
+        "trace", rawsse_url + "/v1beta/models/echo:streamGenerateContent?alt=sse",
+        "--chat", "hello big world", "--json", "--backend", anyio_backend,
+    )  # fmt: skip
+    assert gemini.returncode == 0, gemini.stdout
+    records = _records(gemini.stdout)
+    assert next(r for r in records if r["type"] == "head")["status"] == 200
+    texts = [
+        part.get("text", "")
+        for r in records
+        if r["type"] == "event"
+        for part in json.loads(r["data"])["candidates"][0]["content"]["parts"]
+    ]
+    assert "".join(texts) == "hello big world"
+
+
 async def test_ctrl_c_still_prints_the_summary(anyio_backend: str) -> None:
     async def endless(request: RawRequest, s: anyio.abc.SocketStream) -> None:
         await s.send(sse_head())
@@ -290,12 +309,16 @@ async def test_ctrl_c_still_prints_the_summary(anyio_backend: str) -> None:
     async with raw_server(endless) as server:
         command = rawsse_command("trace", server.url(), "--json", "--backend", anyio_backend)
         async with await anyio.open_process(command, cwd=REPO_ROOT) as process:
-            await anyio.sleep(1.5)
+            assert process.stdout is not None
+            stdout = b""
+            # Interrupt once three events are shown (however long the start took).
+            with anyio.fail_after(30):
+                while stdout.count(b'"type": "event"') + stdout.count(b'"type":"event"') < 3:
+                    stdout += await process.stdout.receive()
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(10):
                 await process.wait()
-            assert process.stdout is not None
-            stdout = b"".join([piece async for piece in process.stdout])
+            stdout += b"".join([piece async for piece in process.stdout])
     assert process.returncode == 130
     records = _records(stdout)
     assert records[-1]["type"] == "summary"

@@ -1,0 +1,319 @@
+"""One load process of the held-stream scenario: opens idle SSE streams and watches them end.
+
+Run by ``benchmarks/held.py`` (several at once, one per loopback source address), or alone:
+
+    python -m benchmarks.held_client http://127.0.0.1:8000/v1/chat/completions --streams 5000 \\
+        --source 127.0.0.2 --heartbeat 15
+
+Why it exists: one process may hold at most ~20,000 descriptors here, and past ~14,000
+connections from one source address Linux scans half the ephemeral port range on every
+``connect()``; so each process binds its own source address from 127.0.0.0/8 and picks its
+source ports itself (``--first-port`` upwards). Per stream it records, without parsing SSE beyond
+what it counts:
+
+- the response head (status 200 or not), when it came;
+- heartbeats: a read holding a comment line (``\\n:`` or a body starting with ``:``); the time
+  between a heartbeat and the stream's previous write (heartbeat or data) is compared with
+  ``--heartbeat``: lateness = interval - heartbeat;
+- notices: data holding ``notice@T`` (T a wall-clock time the server stamped when it was due):
+  delivery time = arrival wall time - T, per stream and notice;
+- how it ended: the chunked terminator ``0\\r\\n\\r\\n`` then EOF (clean), EOF or a reset without
+  it (cut), or still open when told to stop; and when (wall clock).
+
+Control on stdin, one word a line: ``report`` prints the JSON summary so far; ``mark`` resets
+the heartbeat and notice statistics (start of a phase); ``quit`` aborts every stream and exits.
+The process prints ``HELD <n> <failed> <seconds>`` once every stream has its head (or failed),
+and ``ENDED <n>`` once every stream has ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import socket
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def chat_body(model: str) -> bytes:
+    """A streaming chat request for ``model``."""
+    return json.dumps(
+        {
+            "model": model,
+            "stream": True,
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "Say something."}],
+        }
+    ).encode()
+
+
+_NOTICE = re.compile(rb"notice@(\d+\.\d+)")
+TERMINATOR = b"0\r\n\r\n"
+
+
+class Totals:
+    """What every stream of this process adds to."""
+
+    def __init__(self) -> None:
+        self.hb_late: list[float] = []
+        self.notice_delay: list[float] = []
+        # Per notice (its due time as sent): [deliveries, latest delivery delay].
+        self.by_notice: dict[str, list[float]] = {}
+        self.heartbeats = 0
+        self.events = 0
+        self.clean = 0
+        self.cut = 0
+        self.ended = 0
+        self.end_times: list[float] = []
+        self.open = 0
+
+
+class Stream(asyncio.Protocol):
+    """One held stream: a request written once, then reads counted."""
+
+    __slots__ = ("done", "head", "in_body", "last_write", "tail", "totals", "transport")
+
+    def __init__(self, totals: Totals) -> None:
+        self.totals = totals
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.in_body = False
+        self.tail = b""
+        self.last_write = 0.0
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        totals = self.totals
+        if not self.in_body:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            ok = self.head.startswith(b"HTTP/1.1 200")
+            data = self.head[end + 4 :]
+            self.head = b""
+            self.in_body = True
+            self.last_write = now
+            totals.open += 1
+            if not self.done.done():
+                self.done.set_result(ok)
+            if not data:
+                return
+        view = self.tail[-8:] + data
+        events = view.count(b"\ndata:") + data.startswith(b"data:")
+        if events:
+            totals.events += events
+            for match in _NOTICE.finditer(data):
+                due = match.group(1).decode()
+                delay = time.time() - float(due)
+                totals.notice_delay.append(delay)
+                entry = totals.by_notice.setdefault(due, [0, 0.0])
+                entry[0] += 1
+                entry[1] = max(entry[1], delay)
+        elif b"\n:" in view or data[:1] == b":" or b"\r\n:" in view:
+            totals.heartbeats += 1
+            if self.last_write:
+                totals.hb_late.append(now - self.last_write)
+        self.last_write = now
+        self.tail = view[-8:]
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        totals = self.totals
+        if not self.done.done():
+            self.done.set_result(False)
+            return
+        if self.in_body:
+            totals.open -= 1
+            totals.ended += 1
+            totals.end_times.append(time.time())
+            if self.tail.endswith(TERMINATOR):
+                totals.clean += 1
+            else:
+                totals.cut += 1
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 2)
+
+
+def summary(
+    totals: Totals, args: argparse.Namespace, held: int, failed: dict[str, int], open_s: float
+) -> dict[str, Any]:
+    late = [x - args.heartbeat for x in totals.hb_late] if args.heartbeat else []
+    ends = totals.end_times
+    return {
+        "source": args.source,
+        "streams": args.streams,
+        "held": held,
+        "failed": failed,
+        "open_s": round(open_s, 3),
+        "still_open": totals.open,
+        "heartbeats": totals.heartbeats,
+        "events": totals.events,
+        "hb_late_ms": {
+            "p50": ms(pct(late, 50)),
+            "p99": ms(pct(late, 99)),
+            "max": ms(max(late)) if late else None,
+            "n": len(late),
+        },
+        "notice_ms": {
+            "p50": ms(pct(totals.notice_delay, 50)),
+            "p99": ms(pct(totals.notice_delay, 99)),
+            "max": ms(max(totals.notice_delay)) if totals.notice_delay else None,
+            "n": len(totals.notice_delay),
+        },
+        "by_notice": totals.by_notice,
+        "ended": totals.ended,
+        "clean": totals.clean,
+        "cut": totals.cut,
+        "first_end": min(ends) if ends else None,
+        "last_end": max(ends) if ends else None,
+    }
+
+
+async def run(args: argparse.Namespace) -> None:
+    parts = urlsplit(args.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    body = chat_body(args.model) if args.body is None else args.body.encode()
+    target = parts.path + ("?" + parts.query if parts.query else "")
+    request = (
+        f"POST {target} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"accept: text/event-stream\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    loop = asyncio.get_running_loop()
+    totals = Totals()
+    streams: list[Stream] = []
+    failed: dict[str, int] = {}
+    sem = asyncio.Semaphore(args.concurrency)
+    next_port = args.first_port
+
+    async def open_one() -> None:
+        nonlocal next_port
+        async with sem:
+            for _ in range(5):
+                src_port = next_port
+                next_port += 1
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((args.source, src_port))
+                    sock.setblocking(False)
+                    await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 30)
+                    _, proto = await loop.create_connection(lambda: Stream(totals), sock=sock)
+                except OSError as exc:
+                    sock.close()
+                    kind = type(exc).__name__ + (f" errno {exc.errno}" if exc.errno else "")
+                    failed[kind] = failed.get(kind, 0) + 1
+                    if exc.errno == 98:  # EADDRINUSE: that port is taken, try the next one
+                        continue
+                    return
+                except asyncio.TimeoutError:
+                    sock.close()
+                    failed["connect timeout"] = failed.get("connect timeout", 0) + 1
+                    return
+                streams.append(proto)
+                assert proto.transport is not None
+                proto.transport.write(request)
+                try:
+                    ok = await asyncio.wait_for(asyncio.shield(proto.done), 60)
+                except asyncio.TimeoutError:
+                    ok = False
+                if not ok:
+                    failed["no 200 head"] = failed.get("no 200 head", 0) + 1
+                return
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(open_one() for _ in range(args.streams)))
+    open_s = time.monotonic() - t0
+    held = totals.open
+    print(f"HELD {held} {sum(failed.values())} {open_s:.3f}", flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    ended_said = False
+
+    async def watch_end() -> None:
+        nonlocal ended_said
+        while True:
+            await asyncio.sleep(0.1)
+            if held and totals.ended >= held and not ended_said:
+                ended_said = True
+                print(f"ENDED {totals.ended}", flush=True)
+
+    watcher = asyncio.create_task(watch_end())
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if line == "report":
+            print(json.dumps(summary(totals, args, held, failed, open_s)), flush=True)
+        elif line == "mark":
+            totals.hb_late.clear()
+            totals.notice_delay.clear()
+            totals.by_notice.clear()
+            totals.heartbeats = 0
+            totals.events = 0
+            print("MARKED", flush=True)
+        elif line in ("quit", ""):
+            break
+    watcher.cancel()
+    for stream in streams:
+        if stream.transport is not None:
+            stream.transport.abort()
+    print(json.dumps(summary(totals, args, held, failed, open_s)), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.held_client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("url")
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--source", default="127.0.0.1", help="source address to bind")
+    parser.add_argument(
+        "--first-port",
+        type=int,
+        default=10000,
+        help="source ports from here up (explicit: no ephemeral-range scans)",
+    )
+    parser.add_argument("--heartbeat", type=float, default=15.0)
+    parser.add_argument("--model", default="lorem", help="model of the chat request")
+    parser.add_argument("--body", default=None, help="request body (default: a chat request)")
+    parser.add_argument("--concurrency", type=int, default=256, help="connects in flight")
+    parser.add_argument("--cpu", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(args))
+    else:
+        uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
