@@ -190,7 +190,9 @@ def _live_objects() -> Counter[str]:
     counts: Counter[str] = Counter()
     for obj in gc.get_objects():
         kind = type(obj)
-        module = kind.__module__
+        module = kind.__dict__.get("__module__")  # (some C types define it as a descriptor)
+        if not isinstance(module, str):
+            continue
         if module.startswith(("rawsse", "h11")) or kind.__name__ == "CancelScope":
             counts[f"{module}.{kind.__qualname__}"] += 1
     return counts
