@@ -143,13 +143,15 @@ def rss_kib(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its descendants so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for p in tree_pids(pid):
-        with contextlib.suppress(OSError, IndexError), open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(process_cpu_seconds(p) for p in tree_pids(pid))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the one process ``pid`` so far (0 once it is gone)."""
+    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 class ServerProcess:

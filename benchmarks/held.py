@@ -273,17 +273,17 @@ def run_peer(peer: str, args: argparse.Namespace) -> dict[str, Any]:
                 f"{result['broadcast']['notice_ms']}"
             )
         pids = h.tree_pids(proc.pid)
-        cpu_before = sum(h.cpu_seconds(pid) for pid in pids)
+        cpu_before = sum(h.process_cpu_seconds(pid) for pid in pids)
         t_term = time.time()
         w_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         # The server's CPU while it shuts down: the last reading of each process before it
         # exits (polled every 10 ms).
-        last_cpu = {pid: h.cpu_seconds(pid) for pid in pids}
+        last_cpu = {pid: h.process_cpu_seconds(pid) for pid in pids}
         deadline = w_term + args.shutdown_timeout
         while proc.poll() is None and time.monotonic() < deadline:
             for pid in pids:
-                cpu = h.cpu_seconds(pid)
+                cpu = h.process_cpu_seconds(pid)
                 if cpu:
                     last_cpu[pid] = cpu
             time.sleep(0.01)

@@ -58,11 +58,13 @@ _STREAM_OVERHEAD = 1200
 @dataclass(frozen=True, slots=True)
 class Replay:
     """Where a replay starts: ``first_id`` (None if nothing to replay yet), whether frames the
-    client asked for are no longer kept (``gap``), and the ``tag`` the stream was created with."""
+    client asked for are no longer kept (``gap``), the ``tag`` the stream was created with, and
+    whether the stream is finished (``ended``: nothing will follow what is kept)."""
 
     first_id: str | None
     gap: bool
     tag: str = ""
+    ended: bool = False
 
 
 class ReplayGap(RawsseError):
@@ -286,7 +288,7 @@ class MemoryReplayStore:
         seq, gap = log.start_seq(last_id)
         index = seq - log.dropped
         first = log.entries[index][1] if 0 <= index < len(log.entries) else None
-        return Replay(first, gap, log.tag)
+        return Replay(first, gap, log.tag, log.ended)
 
     async def abandon(
         self, key: str, last_id: str | None, frames: Sequence[tuple[str, bytes]]

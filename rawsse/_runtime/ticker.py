@@ -30,7 +30,7 @@ import anyio
 import anyio.lowlevel
 
 from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
-from rawsse._runtime.wakeup import Wakeup, new_wakeup, wakeup_factory
+from rawsse._runtime.wakeup import Wakeup, wakeup_factory
 
 __all__ = ["Ticker", "sleep"]
 
@@ -60,7 +60,26 @@ def sleep(seconds: float) -> Awaitable[None]:
     # until its time and must not wake a later one.
     # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
     # frame (the park), not one more for this function.
+    owner, new_wakeup = _last_maker
+    if owner is not reactor:
+        new_wakeup = _wakeup_maker(reactor)
     return new_wakeup().park_until(reactor, time.monotonic() + seconds - late, _LATENESS)
+
+
+def _no_maker() -> Wakeup:  # pragma: no cover - replaced before any use
+    raise RuntimeError("no reactor yet")
+
+
+# The wake-up maker of the last reactor that ``sleep`` served: asking the backend on every
+# wait costs a raised and caught RuntimeError on trio (``running_loop``).
+_last_maker: tuple[Reactor | None, Callable[[], Wakeup]] = (None, _no_maker)
+
+
+def _wakeup_maker(reactor: Reactor) -> Callable[[], Wakeup]:
+    global _last_maker
+    maker = wakeup_factory()
+    _last_maker = (reactor, maker)
+    return maker
 
 
 class Ticker:

@@ -26,7 +26,7 @@ a proxy timeout would: their clients reconnect with ``Last-Event-ID``.
 Routes::
 
     POST /v1/chat/completions                    OpenAI (streaming and not)
-    GET  /v1/chat/completions/{id}/events        resume a stream after Last-Event-ID
+    GET  /v1/chat/completions/{id}/events        resume a stream after Last-Event-ID (204: all seen)
     GET  /v1/models, /v1/models/{model}          OpenAI model list / model
     POST /v1/messages                            Anthropic
     POST /v1beta/models/{model}:streamGenerateContent   Gemini (also under /v1/)
@@ -86,11 +86,15 @@ _ID_PREFIXES = ("chatcmpl-", "msg_", "resp_")
 _ACLOSE_TIMEOUT_S = 5.0
 
 
-def _cancelled_error() -> ChatError:
+def _cancelled_error(grace_s: float) -> ChatError:
+    """The error ending a stream whose clients all left (and did not come back in time)."""
+    if grace_s > 0:
+        why = f"its last client left and none came back within the resume grace ({grace_s:g} s)"
+    else:
+        why = "its client disconnected and no resume grace was configured"
     return ChatError(
         500,
-        "The stream was cancelled before it finished: its client disconnected and no "
-        "resume grace was configured, so generation stopped.",
+        f"The stream was cancelled before it finished: {why}, so generation stopped.",
         code="stream_cancelled",
     )
 
@@ -117,8 +121,9 @@ _REPLAY_UNAVAILABLE = ChatError(
 _WORKER_ENV = "RAWSSE_WORKER"
 
 
-def _stopped_error(reason: StreamEnd | None) -> ChatError:
-    """Why a stream the model did not finish ended, for its in-band error frame."""
+def _stopped_error(reason: StreamEnd | None, grace_s: float = 0.0) -> ChatError:
+    """Why a stream the model did not finish ended, for its in-band error frame (``grace_s``:
+    the resume grace its producer had once its clients left)."""
     if reason == "lifetime":
         return ChatError(
             504,
@@ -127,7 +132,7 @@ def _stopped_error(reason: StreamEnd | None) -> ChatError:
             code="stream_lifetime_exceeded",
         )
     if reason in (None, "disconnected", "evicted"):
-        return _cancelled_error()  # the client left: nobody reads this but a resume
+        return _cancelled_error(grace_s)  # the client left: nobody reads this but a resume
     return ChatError(
         503,
         "The server is shutting down: the stream ended before the model finished, so the "
@@ -402,7 +407,7 @@ class ChatService:
             with anyio.CancelScope(shield=True):
                 await _close(deltas)
                 if not frames.ended:
-                    error = _stopped_error(generation.stopped)
+                    error = _stopped_error(generation.stopped, generation.grace_s)
                     await _record(store, stream_id, frames, frames.fail(error), wait=False)
                 await store.finish(stream_id)
             self._generations.pop(stream_id, None)
@@ -481,6 +486,11 @@ class ChatService:
             ("x-rawsse-replay-from", plan.first_id or ""),
             ("x-rawsse-replay-gap", "1" if plan.gap else "0"),
         ]
+        if plan.ended and plan.first_id is None and not plan.gap:
+            # The client has the whole stream: 204 is what makes an EventSource stop; an empty
+            # 200 would have it reconnect after every retry delay, for as long as the page is
+            # open ("HTTP 204 No Content ... prevent the user agent from reconnecting").
+            return Response(b"", 204, headers)
 
         async def follow(stream: EventStream) -> None:
             # Registered while it runs, so that end_resumes can end it.
@@ -627,14 +637,25 @@ class _InlineProducer:
                 logger.exception("model %r failed mid-stream", self.model)
             await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
         finally:
-            with anyio.CancelScope(shield=True):
-                await _close(deltas)
-                if not frames.ended:
-                    # Cancelled: the client left, or the server ends the stream. Record why
-                    # it stops (for resume); the farewell sends it to a client still reading.
-                    self.ending = frames.fail(_stopped_error(stream.stop_reason))
-                    await _record(store, stream_id, frames, self.ending, wait=False)
-                await store.finish(stream_id)
+            finish_nowait = getattr(store, "finish_nowait", None)
+            if finish_nowait is not None and not _has_cleanup(deltas):
+                # Nothing to wait for (the model has ended, the store finishes at once): no
+                # shielded scope, a good part of a stream's cost when 100,000 end together.
+                self._record_end(stream)
+                finish_nowait(stream_id)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await _close(deltas)
+                    self._record_end(stream)
+                    await store.finish(stream_id)
+
+    def _record_end(self, stream: EventStream) -> None:
+        frames = self.frames
+        if not frames.ended:
+            # Cancelled: the client left, or the server ends the stream. Record why it stops
+            # (for resume); the farewell sends it to a client still reading.
+            self.ending = frames.fail(_stopped_error(stream.stop_reason))
+            _record_nowait(self.store, self.stream_id, frames, self.ending)
 
     def farewell(self, reason: StreamEnd) -> bytes:
         """The stream's last frames when the server ends it."""
@@ -661,15 +682,22 @@ async def _record(
     *,
     wait: bool = True,
 ) -> None:
+    if _record_nowait(store, stream_id, frames, batch) and wait:
+        # A network store's queue is past its mark: let it catch up (within its bound).
+        await store.drain()
+
+
+def _record_nowait(
+    store: ReplayStore, stream_id: str, frames: DialectStream, batch: list[bytes]
+) -> bool:
+    """Append ``batch`` to the store without waiting; True when its queue is past its mark."""
     # The batch's frames carry the ids last_event_id - len(batch) + 1 ... last_event_id.
     first = frames.last_event_id - len(batch) + 1
     append_nowait = store.append_nowait
     full = False
     for offset, frame in enumerate(batch):
         full = append_nowait(stream_id, str(first + offset), frame) or full
-    if full and wait:
-        # A network store's queue is past its mark: let it catch up (within its bound).
-        await store.drain()
+    return full
 
 
 def _tail(
@@ -693,11 +721,16 @@ def _unnumbered(dialect: Dialect, stream_id: str, error: ChatError) -> list[byte
     ]
 
 
+def _has_cleanup(deltas: AsyncIterator[Any]) -> bool:
+    """Whether closing ``deltas`` may run code: not for a generator that ended (ran out,
+    raised, or was cancelled mid-step: no frame left), nor for an iterator without aclose."""
+    return hasattr(deltas, "aclose") and getattr(deltas, "ag_frame", True) is not None
+
+
 async def _close(deltas: AsyncIterator[Any]) -> None:
     aclose = getattr(deltas, "aclose", None)
-    # A generator that ended (ran out, raised, or was cancelled mid-step) has no frame left
-    # and nothing to clean up: no timeout scope for it (one per stream at shutdown).
-    if aclose is not None and getattr(deltas, "ag_frame", True) is not None:
+    # No timeout scope for what has nothing to clean up (one per stream at shutdown).
+    if aclose is not None and _has_cleanup(deltas):
         with anyio.move_on_after(_ACLOSE_TIMEOUT_S):
             await aclose()
 

@@ -109,6 +109,10 @@ def _silence_stdio() -> None:
     os.close(devnull)
 
 
+# The shell's status for a command ended by SIGINT (128 + 2).
+INTERRUPTED_STATUS = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -125,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except CommandError as exc:
                 print(f"rawsse {args.command}: {exc}", file=sys.stderr, flush=True)
                 return exc.status
+            except KeyboardInterrupt:
+                # Ctrl-C before a command's own handling took over (bench starting its
+                # server, say): quiet, with the shell's status for SIGINT, like other tools.
+                print(f"rawsse {args.command}: interrupted", file=sys.stderr, flush=True)
+                return INTERRUPTED_STATUS
         finally:
             sys.stdout.flush()  # here, not at exit, where a broken pipe could not be caught
     except BaseException as exc:

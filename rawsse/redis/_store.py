@@ -29,7 +29,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import anyio
 
-from rawsse.redis._bus import RESYNC, ProducedStream, RedisBus, Snapshot
+from rawsse.redis._bus import ProducedStream, RedisBus, Snapshot
+from rawsse.redis._hub import RESYNC
 from rawsse.replay import (
     MemoryReplayStore,
     ProducerLost,
@@ -150,7 +151,7 @@ class RedisReplayStore:
         _, snapshot, gap = await self._start(key, last_id, 1)
         entries = [e for e in snapshot.entries if e[1] is not None]
         first = str(entries[0][0]) if entries else None
-        return Replay(first, gap, snapshot.tag)
+        return Replay(first, gap, snapshot.tag, snapshot.ended)
 
     async def _start(self, key: str, last_id: str | None, count: int) -> tuple[int, Snapshot, bool]:
         """The position a replay after ``last_id`` starts from, the first page, and the gap."""

@@ -123,7 +123,8 @@ async def test_resume_after_the_stream_ended(anyio_backend: str) -> None:
     assert after_two.events == original.events[2:]
     assert_continues(original.events[:2], after_two.events)
     assert by_chunk_id.body == after_two.body
-    assert at_end.status == 200 and at_end.body == b""
+    # The client has it all: 204, which stops an EventSource (an empty 200 would not).
+    assert at_end.status == 204 and at_end.body == b""
     assert at_end.headers["x-rawsse-replay-from"] == ""
     assert openai_text(everything.events) == USER_TEXT
 
@@ -204,6 +205,23 @@ async def test_demo_app_resume_grace_with_rawsse_client(anyio_backend: str) -> N
     assert data_of(whole)[-2]["choices"][0]["finish_reason"] == "length"
 
 
+async def test_a_finished_stream_resumed_from_its_last_id_is_204(anyio_backend: str) -> None:
+    """204 No Content is what stops an EventSource: the client has the whole stream."""
+    async with demo_server() as srv:
+        original = await post(srv, COMPLETIONS, openai_body())
+        stream_id = stream_id_of(original)
+        last = last_id(original.events)
+        done = await get(srv, events_path(stream_id), {"last-event-id": last})
+        before_last = await get(srv, events_path(stream_id), {"last-event-id": str(int(last) - 1)})
+        unknown = await get(srv, events_path(stream_id), {"last-event-id": "999"})
+    assert (done.status, done.body) == (204, b"")
+    assert done.headers["x-rawsse-replay-gap"] == "0"
+    assert before_last.status == 200
+    assert [e.data for e in before_last.events] == ["[DONE]"]
+    assert unknown.status == 200  # not one of its ids: everything, with the gap said
+    assert unknown.headers["x-rawsse-replay-gap"] == "1"
+
+
 async def test_grace_that_expires_cancels_the_producer(anyio_backend: str) -> None:
     probe = ProbeModel(tokens=10, delay_s=0, gate_after=3)  # the gate is never opened
     async with chat_server({"probe": probe}, resume_grace_s=0.2) as srv:
@@ -215,7 +233,11 @@ async def test_grace_that_expires_cancels_the_producer(anyio_backend: str) -> No
         resumed = await get(srv, events_path(stream_id), {"last-event-id": last_id(seen)})
     assert not probe.completed
     assert_continues(seen, resumed.events)
-    assert data_of(resumed.events)[-2]["error"]["code"] == "stream_cancelled"
+    error = data_of(resumed.events)[-2]["error"]
+    assert error["code"] == "stream_cancelled"
+    # It says what happened: a grace was configured, and it ran out.
+    assert "within the resume grace (0.2 s)" in error["message"], error["message"]
+    assert "no resume grace" not in error["message"]
     check_openai(seen + resumed.events)
 
 

@@ -190,7 +190,9 @@ def _live_objects() -> Counter[str]:
     counts: Counter[str] = Counter()
     for obj in gc.get_objects():
         kind = type(obj)
-        module = kind.__dict__.get("__module__")  # (some C types define it as a descriptor)
+        module = kind.__module__
+        # Some extension types (imported by other tests in the same process) have a
+        # descriptor, not a string, as their __module__.
         if not isinstance(module, str):
             continue
         if module.startswith(("rawsse", "h11")) or kind.__name__ == "CancelScope":

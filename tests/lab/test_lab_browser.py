@@ -333,3 +333,38 @@ def test_an_allowed_origin_reads_rawsse_headers_cross_origin(chromium: Chromium,
         tab.close()
     assert seen["id"] and seen["token"], seen
     assert (seen["status"], seen["from"], seen["gap"]) == (200, "3", "0")
+
+
+def test_an_event_source_that_has_the_whole_stream_stops(chromium: Chromium, lab: Lab) -> None:
+    """The browser's own EventSource on a finished stream's resume route: it reads every frame,
+    then the server answers its reconnect with 204, and it stops (readyState CLOSED) instead of
+    reconnecting after every retry delay for as long as the page is open."""
+    tab = chromium.new_page()
+    try:
+        tab.navigate(lab.server.url + "/healthz")
+        tab.evaluate(
+            f"""(async () => {{
+                const first = await fetch("/v1/chat/completions", {{
+                    method: "POST",
+                    headers: {{"Authorization": "Bearer {KEY}", "Content-Type": "application/json"}},
+                    body: JSON.stringify({{model: "echo", stream: true,
+                                          messages: [{{role: "user", content: "one two three"}}]}}),
+                }});
+                await first.text();
+                const id = first.headers.get("x-rawsse-stream-id");
+                const token = first.headers.get("x-rawsse-resume-token");
+                window.seen = {{ids: [], opens: 0}};
+                window.source = new EventSource(
+                    `/v1/chat/completions/${{id}}/events?resume_token=${{token}}`);
+                window.source.onopen = () => {{ window.seen.opens += 1; }};
+                window.source.onmessage = (e) => {{ window.seen.ids.push(e.lastEventId); }};
+            }})()""",
+            await_promise=True,
+        )
+        # CLOSED (2) comes only from the 204: a stream that ends normally leaves it CONNECTING.
+        tab.wait_for("window.source.readyState === 2", "the EventSource to stop", timeout_s=15)
+        seen = tab.evaluate("window.seen")
+    finally:
+        tab.close()
+    assert seen["ids"] == ["1", "2", "3", "4", "5", "6"], seen
+    assert seen["opens"] == 1, seen

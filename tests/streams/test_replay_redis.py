@@ -120,14 +120,16 @@ async def test_plan_reports_gaps_like_the_memory_store(
         ahead = await b.plan("live", "7")  # the client saw frames not flushed yet
         trimmed = await collect(b, "s", "2")
         past_end = await collect(b, "s", "9")
-    assert plans[None] == Replay("5", True, "anthropic")
-    assert plans["2"] == Replay("5", True, "anthropic")
-    assert plans["5"] == Replay("6", False, "anthropic")
-    assert plans["6"] == Replay("7", False, "anthropic")
-    assert plans["9"] == Replay(None, False, "anthropic")
-    assert plans["42"] == Replay("5", True, "anthropic")  # beyond the end: an unknown id
-    assert plans["x"] == Replay("5", True, "anthropic")
-    assert ahead == Replay(None, False, "openai")
+    assert plans[None] == Replay("5", True, "anthropic", ended=True)
+    assert plans["2"] == Replay("5", True, "anthropic", ended=True)
+    assert plans["5"] == Replay("6", False, "anthropic", ended=True)
+    assert plans["6"] == Replay("7", False, "anthropic", ended=True)
+    assert plans["9"] == Replay(None, False, "anthropic", ended=True)
+    assert plans["42"] == Replay(
+        "5", True, "anthropic", ended=True
+    )  # beyond the end: an unknown id
+    assert plans["x"] == Replay("5", True, "anthropic", ended=True)
+    assert ahead == Replay(None, False, "openai", ended=False)
     assert trimmed == [frame(n) for n in range(5, 10)]
     assert past_end == []
 

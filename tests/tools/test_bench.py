@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pathlib
 import pty
 import random
 import select
@@ -26,6 +27,7 @@ from rawsse.client._body import ChunkedBody
 from rawsse.client._connection import connect_ip
 from rawsse.client._exchange import Target
 from rawsse.parser import EventParser
+from tests.support import wait_for
 from tests.tools_support import (
     DONE_FRAME,
     ERROR_FRAME,
@@ -771,13 +773,88 @@ async def test_ten_thousand_streams_from_one_process(
     assert result["heartbeats"] >= 10_000  # at least one each, a second apart
 
 
+def _streams_total(url: str) -> int:
+    """``rawsse_streams_total`` from a rawsse server's /metrics (0 while it cannot answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=2) as page:
+            text = page.read().decode()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("rawsse_streams_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
 @pytest.mark.anyio
-async def test_ctrl_c_reports_so_far_and_stops_the_started_server(anyio_backend: str) -> None:
+async def test_ctrl_c_reports_what_completed_so_far(anyio_backend: str) -> None:
+    # Interrupted once the server has seen a third stream start: with two concurrent streams,
+    # at least one has completed by then, so the report must count it.
+    with rawsse_server("--backend", anyio_backend, "--token-delay", "0.01") as url:
+        command = rawsse_command(
+            "bench", url + "/v1/chat/completions", "--duration", "30", "--streams", "2",
+            "--json", "--backend", anyio_backend,
+        )  # fmt: skip
+        async with await anyio.open_process(command, cwd=REPO_ROOT) as process:
+            await wait_for(lambda: _streams_total(url) >= 3, 20, what="bench to complete a stream")
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(15):
+                await process.wait()
+            assert process.stdout is not None
+            stdout = b"".join([chunk async for chunk in process.stdout])
+    assert process.returncode == 130
+    result = _result(stdout)
+    assert result["interrupted"] is True
+    assert result["completed"] > 0
+    assert result["duration_s"] < 25
+
+
+def _child_pids(pid: int) -> list[int]:
+    try:
+        return [
+            int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def _listening_port(pid: int) -> int | None:
+    """The TCP port process ``pid`` listens on (from /proc), or None while it listens on none."""
+    try:
+        inodes = {
+            link.readlink().name[len("socket:[") : -1]
+            for link in pathlib.Path(f"/proc/{pid}/fd").iterdir()
+            if link.readlink().name.startswith("socket:[")
+        }
+        table = pathlib.Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for row in table:
+        fields = row.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+            return int(fields[1].split(":")[1], 16)
+    return None
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_stops_the_started_server(anyio_backend: str) -> None:
+    # With no URL, bench starts its own server; Ctrl-C once streams run stops bench, reports,
+    # and stops that server.
     command = rawsse_command(
-        "bench", "--duration", "20", "--streams", "2", "--json", "--backend", anyio_backend
+        "bench", "--duration", "30", "--streams", "2", "--json", "--backend", anyio_backend
     )
     async with await anyio.open_process(command, cwd=REPO_ROOT) as process:
-        await anyio.sleep(2.5)  # the server is up and streams are running
+        ports: list[int] = []
+
+        def streams_running() -> bool:
+            if not ports:
+                port = next(filter(None, map(_listening_port, _child_pids(process.pid))), None)
+                ports.extend([port] if port else [])
+            return bool(ports) and _streams_total(f"http://127.0.0.1:{ports[0]}") >= 1
+
+        await wait_for(streams_running, 20, what="bench to start its server and streams")
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(15):
             await process.wait()
@@ -786,12 +863,24 @@ async def test_ctrl_c_reports_so_far_and_stops_the_started_server(anyio_backend:
     assert process.returncode == 130
     result = _result(stdout)
     assert result["interrupted"] is True
-    assert result["completed"] > 0
-    assert result["duration_s"] < 15
+    assert result["url"].startswith(f"http://127.0.0.1:{ports[0]}/")
     # the server bench started is gone: its port refuses connections
-    port = int(result["url"].split(":")[2].split("/")[0])
     with pytest.raises(ConnectionRefusedError):
-        await connect_ip("127.0.0.1", port)
+        await connect_ip("127.0.0.1", ports[0])
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_while_bench_starts_its_server_is_quiet(anyio_backend: str) -> None:
+    command = rawsse_command("bench", "--duration", "30", "--backend", anyio_backend)
+    async with await anyio.open_process(command, cwd=REPO_ROOT) as process:
+        await wait_for(lambda: _child_pids(process.pid), 20, what="bench to start its server")
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(20):
+            await process.wait()
+        assert process.stderr is not None
+        stderr = b"".join([chunk async for chunk in process.stderr])
+    assert process.returncode == 130
+    assert b"Traceback" not in stderr
 
 
 @pytest.mark.anyio
