@@ -23,14 +23,14 @@ server (no reactor in the context) both fall back to ``anyio.sleep``.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from contextvars import ContextVar
 
 import anyio
 import anyio.lowlevel
 
 from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
-from rawsse._runtime.wakeup import Wakeup, wakeup_factory
+from rawsse._runtime.wakeup import wakeup_factory
 
 __all__ = ["Ticker", "sleep"]
 
@@ -60,26 +60,12 @@ def sleep(seconds: float) -> Awaitable[None]:
     # until its time and must not wake a later one.
     # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
     # frame (the park), not one more for this function.
-    owner, new_wakeup = _last_maker
-    if owner is not reactor:
-        new_wakeup = _wakeup_maker(reactor)
+    # (The reactor keeps the maker: asking the backend on every wait costs a raised and
+    # caught RuntimeError on trio.)
+    new_wakeup = reactor.wakeup_maker
+    if new_wakeup is None:
+        new_wakeup = reactor.wakeup_maker = wakeup_factory()
     return new_wakeup().park_until(reactor, time.monotonic() + seconds - late, _LATENESS)
-
-
-def _no_maker() -> Wakeup:  # pragma: no cover - replaced before any use
-    raise RuntimeError("no reactor yet")
-
-
-# The wake-up maker of the last reactor that ``sleep`` served: asking the backend on every
-# wait costs a raised and caught RuntimeError on trio (``running_loop``).
-_last_maker: tuple[Reactor | None, Callable[[], Wakeup]] = (None, _no_maker)
-
-
-def _wakeup_maker(reactor: Reactor) -> Callable[[], Wakeup]:
-    global _last_maker
-    maker = wakeup_factory()
-    _last_maker = (reactor, maker)
-    return maker
 
 
 class Ticker:
@@ -89,7 +75,7 @@ class Ticker:
     where it was advanced to: the next ``tick()`` waits for the point after it.
     """
 
-    __slots__ = ("_new_wakeup", "_reactor", "interval_s", "next_at")
+    __slots__ = ("_reactor", "interval_s", "next_at")
 
     def __init__(self, interval_s: float) -> None:
         if not interval_s >= 0:  # also refuses NaN
@@ -98,7 +84,6 @@ class Ticker:
         # When the next tick is due, in ``time.monotonic()`` terms (the reactor's clock).
         self.next_at = time.monotonic()
         self._reactor: Reactor | None = CURRENT_REACTOR.get()
-        self._new_wakeup: Callable[[], Wakeup] | None = None
 
     def tick(self, step_s: float | None = None) -> Awaitable[None]:
         """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on.
@@ -115,7 +100,7 @@ class Ticker:
             return anyio.sleep(max(0.0, due - time.monotonic()))
         if due <= time.monotonic():
             return anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
-        new_wakeup = self._new_wakeup
+        new_wakeup = reactor.wakeup_maker
         if new_wakeup is None:
-            new_wakeup = self._new_wakeup = wakeup_factory()
+            new_wakeup = reactor.wakeup_maker = wakeup_factory()
         return new_wakeup().park_until(reactor, due)
