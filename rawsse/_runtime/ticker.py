@@ -7,11 +7,12 @@ does not push the later ones back, and a tick already due returns after one chec
 late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the same timer, and a
 task's sleeps keep to a schedule too: how late one ended (the timer's slack, a busy loop) is
 taken off the task's next ``sleep``, so ``while ...: await sleep(d); send()`` holds its rate
-of one per ``d`` seconds instead of losing a few percent to every late wake-up (a backlog of a
-whole wait or more is dropped, not caught up in a burst). A tick never comes before its point
-of the schedule; a sleep never ends before ``seconds`` after the previous one was due (after
-the call, for a task's first); the timer itself fires at most its slack (``TIMER_SLACK_S``,
-5 ms) late, which lets one wake-up of the timer serve every stream due then.
+of one per ``d`` seconds instead of losing a few percent to every late wake-up (a task behind
+by a whole wait or more gets its sleeps back at once until it has caught up, as a ``Ticker``
+does, up to a second of backlog). A tick never comes before its point of the schedule; a sleep
+never ends before ``seconds`` after the previous one was due (after the call, for a task's
+first); the timer itself fires at most its slack (``TIMER_SLACK_S``, 5 ms) late, which lets
+one wake-up of the timer serve every stream due then.
 
 Why they exist: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
 waits once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
@@ -35,6 +36,9 @@ from rawsse._runtime.wakeup import wakeup_factory
 __all__ = ["Ticker", "sleep"]
 
 
+# The most lateness a task's sleeps make up for, by returning at once (a burst after a stall).
+_MAX_CATCH_UP_S = 1.0
+
 # How long after its due time the task's last ``sleep`` resumed (set when a wait ends, in the
 # task's own context; a task that is still waiting has set nothing, so costs nothing here).
 _LATENESS: ContextVar[float] = ContextVar("rawsse_sleep_lateness", default=0.0)
@@ -53,8 +57,10 @@ def sleep(seconds: float) -> Awaitable[None]:
         return anyio.sleep(seconds)
     late = _LATENESS.get()
     if late >= seconds:
-        # Behind by a whole wait or more: no wait, and the backlog is dropped (no burst).
-        _LATENESS.set(0.0)
+        # Behind by a whole wait or more: no wait (one checkpoint), and the rest is carried to
+        # the next sleep, so a loaded server catches up as with a Ticker; a stall beyond
+        # _MAX_CATCH_UP_S is not made up for in a burst.
+        _LATENESS.set(min(late - seconds, _MAX_CATCH_UP_S))
         return anyio.lowlevel.checkpoint()
     # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
     # until its time and must not wake a later one.
