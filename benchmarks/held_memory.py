@@ -125,7 +125,8 @@ def measure(case: str, streams: int, top: int) -> dict[str, Any]:
     m["held"] = (r.get("client") or {}).get("held")
     log(
         f"{case}: {m.get('held')} held, {m.get('traced_bytes_per_stream')} B traced/stream, "
-        f"{m.get('traced_blocks_per_stream')} blocks, RSS {m.get('rss_kib_per_stream')} KiB/stream"
+        f"{m.get('traced_blocks_per_stream')} blocks, RSS {m.get('rss_kib_per_stream')} "
+        f"KiB/stream, {m.get('gc_tracked_per_stream')} objects tracked by the collector"
     )
     return m
 

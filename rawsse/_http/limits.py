@@ -49,10 +49,6 @@ class ServerLimits:
             "max_headers",
             "max_body_bytes",
             "write_buffer_bytes",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        for name in (
             "header_timeout_s",
             "body_timeout_s",
             "keepalive_timeout_s",

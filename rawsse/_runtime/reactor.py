@@ -8,17 +8,20 @@ a reader task and a timer per stream, a ``Reactor`` runs three tasks for the who
    Frames produced in the same turn therefore go out coalesced, in one chunk and one syscall.
 2. The *watcher*. Every connection's socket is registered, from accept to close, with one
    ``epoll`` object (``select.poll`` elsewhere). The reactor waits on the poller itself, and
-   reports (a) a peer that closed or reset (EOF, RST, RDHUP) so the handler can be cancelled
-   even while it writes nothing, (b) writability of sockets whose send buffer was full, and
-   (c) on Linux, the arrival of input (edge-triggered), so that a connection waiting for its
-   next request parks on a ``Wakeup`` instead of registering with the event loop per request.
+   reports (a) a peer that reset (or an error: the connection is unusable) and, apart, a peer
+   that ended its input (FIN, EPOLLRDHUP), so a stream can be cancelled even while it writes
+   nothing, (b) writability of sockets whose send buffer was full, and (c) on Linux, the
+   arrival of input (edge-triggered), so that a connection waiting for its next request parks
+   on a ``Wakeup`` instead of registering with the event loop per request.
 3. The *timer*. One heap of deadlines for every stream: heartbeats (a keep-alive frame after a
    silent interval), slow-client eviction checks, read deadlines and ``Ticker`` ticks. No timer
    task per stream. An entry fires never before its time and at most ``TIMER_SLACK_S`` after
    (ticks are at least that far apart, so entries due close together share one).
 
-Watchers implement ``SocketWatch``: ``on_peer_gone()``, ``on_writable()``, ``on_readable()``.
-Callbacks run synchronously in the reactor task and must not block.
+Watchers implement ``SocketWatch``: ``on_peer_gone()`` (then they are no longer watched),
+``on_peer_eof()`` (still watched), ``on_writable()``, ``on_readable()``. Callbacks run
+synchronously in the reactor task and must not block. What a connection needs of all this is
+``ReactorLike``.
 """
 
 from __future__ import annotations

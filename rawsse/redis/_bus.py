@@ -10,11 +10,8 @@ tasks until the block ends:
    queue is bounded (``max_pending_bytes``): past it, and for a batch Redis did not take,
    appends are dropped and counted in ``rawsse_replay_errors_total``; the readers see the hole
    and say so. After a failure it waits (backing off, up to 5 s) before the next batch.
-2. The *hub*: one Pub/Sub connection per process. Channels are subscribed while something in
-   the process listens (``listen`` for a replay stream, ``attach`` for a broadcast channel), so
-   a publish reaches each process once, whatever its number of clients. Pub/Sub is at most
-   once: a listener's queue is bounded and a re-subscription after a lost connection marks it
-   to catch up from the log; a broadcast feed fills holes from its channel's history.
+2. The *hub* (``rawsse.redis._hub``): one Pub/Sub connection per process, for the followers
+   of replay streams (``listen``) and the broadcast channels (``attach``) of this process.
 3. The *keeper*: renews this process's lease (``P node:N``, so followers elsewhere can tell a
    stream whose producer died from a slow one) and drops subscriptions nobody uses.
 
@@ -31,17 +28,23 @@ import math
 import os
 import secrets
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
-from anyio.abc import TaskStatus
 
 from rawsse._counters import METRICS, StreamMetrics
 from rawsse.redis import _scripts
+from rawsse.redis._hub import (
+    BACKOFF_FIRST_S,
+    BACKOFF_MAX_S,
+    Hub,
+    Listener,
+    describe,
+    split_frames,
+)
 from rawsse.replay import StoreUnavailable
 
 __all__ = ["REDIS_URL_ENV", "RedisBus", "RedisUnavailable", "probe", "redact_url"]
@@ -53,12 +56,8 @@ REDIS_URL_ENV = "RAWSSE_REDIS_URL"
 # A script call carries at most about this many bytes of frames (Lua runs atomically: one
 # huge call would hold up every other client of the Redis server).
 _CALL_BYTES = 4 * 1024 * 1024
-_BACKOFF_FIRST_S = 0.1
-_BACKOFF_MAX_S = 5.0
 # A queue that overflows is reported at most this often.
 _OVERFLOW_LOG_EVERY_S = 60.0
-# Pub/Sub messages a listener holds before it is told to catch up from the log instead.
-_LISTENER_QUEUE = 256
 
 
 class RedisUnavailable(StoreUnavailable):
@@ -79,95 +78,6 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line reason for ``exc`` (the innermost of an exception group)."""
-    inner = getattr(exc, "exceptions", None)  # an exception group (Python 3.11+)
-    while inner:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class Batch:
-    """One appended batch of a replay stream as Pub/Sub carries it: frames ``first`` ...
-    ``first + len(frames) - 1`` of the stream, in ``epoch``, and whether it ended there."""
-
-    __slots__ = ("end", "epoch", "first", "frames")
-
-    def __init__(self, epoch: bytes, first: int, end: bool, frames: list[bytes]) -> None:
-        self.epoch = epoch
-        self.first = first
-        self.end = end
-        self.frames = frames
-
-    @classmethod
-    def parse(cls, payload: bytes) -> Batch:
-        """Decode a message the append script published."""
-        epoch, first, end, lengths, rest = payload.split(b"\n", 4)
-        frames = _split(lengths, rest) if lengths else []
-        return cls(epoch, int(first), end == b"1", frames)
-
-
-# What a listener yields instead of a batch when it missed messages: catch up from the log.
-RESYNC = Batch(b"", 0, False, [])
-
-
-class Listener:
-    """The Pub/Sub batches of one replay stream for one follower, bounded."""
-
-    __slots__ = ("_event", "_queue")
-
-    def __init__(self) -> None:
-        self._queue: deque[Batch] = deque()
-        self._event: anyio.Event | None = None
-
-    def put(self, batch: Batch) -> None:
-        """Queue ``batch`` (the hub calls this); past the bound, ask for a catch-up."""
-        queue = self._queue
-        if len(queue) >= _LISTENER_QUEUE:
-            queue.clear()
-            batch = RESYNC
-        queue.append(batch)
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def get(self, timeout_s: float) -> Batch | None:
-        """The next batch (``RESYNC`` to catch up), or None after ``timeout_s`` of silence."""
-        if not self._queue:
-            self._event = event = anyio.Event()
-            with anyio.move_on_after(timeout_s):
-                await event.wait()
-            if not self._queue:
-                return None
-        return self._queue.popleft()
-
-
-class _Feed:
-    """A broadcast channel's live frames for this process, in order, holes filled."""
-
-    __slots__ = ("history", "last", "pending", "recovering", "sink")
-
-    def __init__(self, history: str, sink: Callable[[int, bytes], None]) -> None:
-        self.history = history
-        self.sink = sink
-        self.last: int | None = None  # the last id delivered (None: nothing yet)
-        self.recovering = False
-        self.pending: list[tuple[int, bytes]] = []
-
-
-def _split(lengths: bytes, frames: bytes) -> list[bytes]:
-    """Frames stored end to end, cut at ``lengths`` (``b"12,40"``)."""
-    out = []
-    offset = 0
-    for length in lengths.split(b","):
-        size = int(length)
-        out.append(frames[offset : offset + size])
-        offset += size
-    return out
 
 
 class Snapshot:
@@ -209,7 +119,7 @@ class Snapshot:
             if seq != b"0":
                 self.entries.append((last, None))
                 continue
-            frames = _split(_field(fields, b"l"), _field(fields, b"f"))
+            frames = split_frames(_field(fields, b"l"), _field(fields, b"f"))
             first = last - len(frames) + 1
             self.entries += [
                 (first + k, frame) for k, frame in enumerate(frames) if first + k > after
@@ -312,11 +222,7 @@ class RedisBus:
         self._idle: anyio.Event | None = None
         self._sending = False
         self._room: anyio.Event | None = None
-        # Hub state: channel -> listeners of replay streams, broadcast feeds.
-        self._pubsub: Any = None
-        self._listeners: dict[bytes, set[Listener]] = {}
-        self._feeds: dict[bytes, _Feed] = {}
-        self._confirmed: set[bytes] = set()
+        self.hub = Hub(self)
         # Health: one log line when Redis goes away, one when it is back.
         self._down_since: float | None = None
         self._dropped_while_down = 0
@@ -378,7 +284,7 @@ class RedisBus:
             with contextlib.suppress(Exception):
                 await stack.aclose()
             raise RedisUnavailable(
-                f"cannot reach Redis at {self.display_url}: {self._scrub(_reason(exc))}"
+                f"cannot reach Redis at {self.display_url}: {self._scrub(describe(exc))}"
             ) from None
         self._client = client
         from coredis.exceptions import ConnectionError as RedisConnectionError
@@ -393,11 +299,11 @@ class RedisBus:
             ExponentialBackoffRetryPolicy(
                 (RedisConnectionError,),
                 retries=None,
-                base_delay=_BACKOFF_FIRST_S,
-                max_delay=_BACKOFF_MAX_S,
+                base_delay=BACKOFF_FIRST_S,
+                max_delay=BACKOFF_MAX_S,
                 jitter=True,
             ),
-            ConstantRetryPolicy((TimeoutError,), retries=2, delay=_BACKOFF_FIRST_S),
+            ConstantRetryPolicy((TimeoutError,), retries=2, delay=BACKOFF_FIRST_S),
         )
         for name in ("APPEND", "READ", "ABANDON", "PUBLISH", "HISTORY"):
             self._scripts[name] = client.register_script(getattr(_scripts, name))
@@ -408,7 +314,7 @@ class RedisBus:
         # The Pub/Sub connection takes the pool's connection: open it now, then one for
         # commands, while the process is idle (connecting under load can take long).
         with anyio.move_on_after(self.connect_timeout_s):
-            await tg.start(self._run_hub)
+            await tg.start(self.hub.run)
             await client.ping()
         tg.start_soon(self._run_keeper)
         return self
@@ -431,7 +337,6 @@ class RedisBus:
         finally:
             self._exit = None
             self._client = None
-            self._pubsub = None
 
     async def flushed(self) -> None:
         """Wait until everything queued so far has been sent (or dropped)."""
@@ -467,7 +372,7 @@ class RedisBus:
         self._dropped_while_down += dropped
         if self._down_since is None:
             self._down_since = time.monotonic()
-            reason = self._scrub(_reason(exc)) if exc is not None else "too slow"
+            reason = self._scrub(describe(exc)) if exc is not None else "too slow"
             logger.warning(
                 "Redis at %s unavailable (%s: %s): appends and reads that need it fail and are "
                 "counted in rawsse_replay_errors_total; retrying with backoff",
@@ -602,7 +507,7 @@ class RedisBus:
             if ok:
                 backoff = 0.0
                 continue
-            backoff = min(max(backoff * 2, _BACKOFF_FIRST_S), _BACKOFF_MAX_S)
+            backoff = min(max(backoff * 2, BACKOFF_FIRST_S), BACKOFF_MAX_S)
             await anyio.sleep(backoff)
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -768,165 +673,19 @@ class RedisBus:
 
     # -- the hub --------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def listen(self, key: str) -> AsyncIterator[Listener]:
+    def listen(self, key: str) -> contextlib.AbstractAsyncContextManager[Listener]:
         """A ``Listener`` of replay stream ``key``'s batches for the block (subscribed when
         the block starts, or as soon as the hub can: readers also poll the log)."""
-        channel = self.stream_keys(key)[0].encode()
-        listener = Listener()
-        listeners = self._listeners.setdefault(channel, set())
-        listeners.add(listener)
-        try:
-            await self._subscribe(channel)
-            yield listener
-        finally:
-            listeners.discard(listener)
+        return self.hub.listen(self.stream_keys(key)[0].encode())
 
     async def attach(self, channel: str, sink: Callable[[int, bytes], None]) -> None:
         """Deliver broadcast channel ``channel``'s frames to ``sink(id, frame)`` from now on, in
         order and once each (holes filled from its history)."""
-        name = self.channel_keys(channel)[0]
-        self._feeds[name.encode()] = _Feed(channel, sink)
-        await self._subscribe(name.encode())
+        await self.hub.attach(self.channel_keys(channel)[0].encode(), channel, sink)
 
     def detach(self, channel: str) -> None:
         """Stop delivering ``channel`` (``attach``'s undo)."""
-        self._feeds.pop(self.channel_keys(channel)[0].encode(), None)
-
-    async def _subscribe(self, channel: bytes) -> None:
-        pubsub = self._pubsub
-        if pubsub is None or channel in self._confirmed:
-            return
-        try:
-            with anyio.fail_after(self.command_timeout_s):
-                await pubsub.subscribe(channel)
-        except Exception as exc:
-            # The hub subscribes every wanted channel when it reconnects; readers poll.
-            logger.debug("subscribe to %r failed: %s", channel, _reason(exc))
-
-    def _wanted(self) -> list[bytes]:
-        return [c for c, ls in self._listeners.items() if ls] + list(self._feeds)
-
-    async def _run_hub(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        backoff = 0.0
-        started = False
-        while True:
-            try:
-                async with self._client.pubsub(retry_policy=self._pubsub_retry) as pubsub:
-                    wanted = self._wanted()
-                    if wanted:
-                        with anyio.fail_after(self.command_timeout_s):
-                            await pubsub.subscribe(*wanted)
-                    self._pubsub = pubsub
-                    backoff = 0.0
-                    if not started:
-                        started = True
-                        task_status.started()
-                    while True:
-                        # No deadline: messages come when producers publish; the keeper
-                        # notices a Redis that went away.
-                        message = await pubsub.get_message(timeout=None)
-                        if message is not None:
-                            self._on_message(message)
-            except Exception as exc:
-                logger.debug("Pub/Sub connection lost: %s", _reason(exc))
-                if not started:
-                    started = True
-                    task_status.started()
-            finally:
-                self._pubsub = None
-                self._confirmed.clear()
-                self._resync_all()
-            backoff = min(max(backoff * 2, _BACKOFF_FIRST_S), _BACKOFF_MAX_S)
-            await anyio.sleep(backoff)
-
-    def _on_message(self, message: Any) -> None:
-        kind = message["type"]
-        channel = message["channel"]
-        if isinstance(channel, str):
-            channel = channel.encode()
-        if kind == "subscribe":
-            if channel in self._confirmed:
-                # Subscribed again after a lost connection: what was published meanwhile is
-                # not coming. Followers catch up from the log, feeds from the history.
-                self._resync(channel)
-            self._confirmed.add(channel)
-            return
-        if kind == "unsubscribe":
-            self._confirmed.discard(channel)
-            return
-        if kind != "message":
-            return
-        data = message["data"]
-        listeners = self._listeners.get(channel)
-        if listeners:
-            batch = Batch.parse(data)
-            for listener in list(listeners):
-                listener.put(batch)
-        feed = self._feeds.get(channel)
-        if feed is not None:
-            number, _, frame = data.partition(b"\n")
-            self._on_broadcast(feed, int(number), frame)
-
-    def _resync(self, channel: bytes) -> None:
-        for listener in list(self._listeners.get(channel, ())):
-            listener.put(RESYNC)
-        feed = self._feeds.get(channel)
-        if feed is not None and feed.last is not None and not feed.recovering:
-            self._recover(feed)
-
-    def _resync_all(self) -> None:
-        for channel in list(self._listeners) + list(self._feeds):
-            self._resync(channel)
-
-    def _on_broadcast(self, feed: _Feed, number: int, frame: bytes) -> None:
-        last = feed.last
-        if feed.recovering:
-            if len(feed.pending) < _LISTENER_QUEUE:
-                feed.pending.append((number, frame))
-            return
-        if last is None or number == last + 1 or (number == 1 and last > 1):
-            # In order (or the first we see, or the channel started over: its counter expired
-            # or Redis lost it).
-            feed.last = number
-            feed.sink(number, frame)
-        elif number > last + 1:
-            feed.pending.append((number, frame))
-            self._recover(feed)
-        # number <= last: seen already (a message that raced a recovery).
-
-    def _recover(self, feed: _Feed) -> None:
-        tg = self._tg
-        if tg is None:
-            return
-        feed.recovering = True
-        tg.start_soon(self._fill, feed)
-
-    async def _fill(self, feed: _Feed) -> None:
-        # Deliver what the history has between the last delivered id and the live messages
-        # that arrived since, then those.
-        try:
-            after = feed.last or 0
-            _, entries = await self.history(feed.history, after, self._history_len)
-            for number, frame in entries:
-                if number > (feed.last or 0):
-                    feed.sink(number, frame)
-                    feed.last = number
-        except StoreUnavailable:
-            pass
-        finally:
-            feed.recovering = False
-            pending, feed.pending = feed.pending, []
-            missed = 0
-            for number, frame in pending:
-                last = feed.last or 0
-                if number <= last:
-                    continue
-                missed += number - last - 1
-                feed.last = number
-                feed.sink(number, frame)
-            if missed:
-                self._failed("broadcast history (trimmed)", None, missed)
+        self.hub.detach(self.channel_keys(channel)[0].encode())
 
     # -- the keeper -----------------------------------------------------------------------------
 
@@ -941,24 +700,7 @@ class RedisBus:
                 self._failed("lease", exc, 0)
                 continue
             self._recovered()
-            pubsub = self._pubsub
-            if pubsub is None:
-                continue
-            unused = [
-                c for c in self._confirmed if not self._listeners.get(c) and c not in self._feeds
-            ]
-            for channel in unused:
-                self._listeners.pop(channel, None)
-                self._confirmed.discard(channel)
-            wanted = [c for c in self._wanted() if c not in self._confirmed]
-            try:
-                with anyio.fail_after(self.command_timeout_s):
-                    if unused:
-                        await pubsub.unsubscribe(*unused)
-                    if wanted:
-                        await pubsub.subscribe(*wanted)
-            except Exception as exc:
-                logger.debug("Pub/Sub upkeep failed: %s", _reason(exc))
+            await self.hub.upkeep()
 
 
 async def probe(url: str) -> None:

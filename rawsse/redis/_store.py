@@ -29,7 +29,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import anyio
 
-from rawsse.redis._bus import RESYNC, ProducedStream, RedisBus, Snapshot
+from rawsse.redis._bus import ProducedStream, RedisBus, Snapshot
+from rawsse.redis._hub import RESYNC
 from rawsse.replay import (
     MemoryReplayStore,
     ProducerLost,

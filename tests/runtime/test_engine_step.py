@@ -1,0 +1,123 @@
+"""The engine-step shape: one producer paced by a ``Ticker`` hands a token to every active
+stream at each step (as an LLM server's output loop feeds per-request queues), both backends.
+
+The producer is a server task (``Server.spawn``), so its ticks are on the shared timer too;
+every stream gets every step's token, in order, each step never before its point of the
+schedule, and a stream that leaves stops receiving without disturbing the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio.streams.memory import MemoryObjectSendStream
+
+from rawsse import App, EventStream, Request, Ticker
+from tests.support import blocking_socket, get, recv_some, running_server, wait_for
+
+pytestmark = pytest.mark.anyio
+
+STEP_S = 0.02
+# A tick is never early; this only absorbs float rounding between two clock readings.
+CLOCK_TOLERANCE_S = 1e-4
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.active: set[MemoryObjectSendStream[tuple[int, float]]] = set()
+        self.origin = 0.0
+        self.ticker: Ticker | None = None
+        self.steps = 0
+
+    async def run(self) -> None:
+        ticker = self.ticker = Ticker(STEP_S)
+        self.origin = ticker.next_at
+        while True:
+            await ticker.tick()
+            self.steps += 1
+            for queue in list(self.active):
+                queue.send_nowait((self.steps, time.monotonic()))
+
+
+def engine_app(engine: Engine, started: list[bool]) -> App:
+    app = App()
+
+    @app.get("/tokens")
+    async def tokens(req: Request) -> EventStream:
+        count = int(req.query.get("n", "5"))
+        if not started:
+            started.append(True)
+            app.server.spawn(engine.run)
+        send, receive = anyio.create_memory_object_stream[tuple[int, float]](math.inf)
+        engine.active.add(send)
+
+        async def source() -> AsyncIterator[dict[str, Any]]:
+            try:
+                with receive:
+                    for _ in range(count):
+                        step, at = await receive.receive()
+                        yield {"step": step, "at": at}
+            finally:
+                engine.active.discard(send)
+                send.close()
+
+        return EventStream(source(), heartbeat_s=0)
+
+    return app
+
+
+async def read_events(sock: Any) -> list[dict[str, Any]]:
+    import json
+
+    seen = b""
+    with anyio.fail_after(10):
+        while not seen.endswith(b"0\r\n\r\n"):
+            data = await recv_some(sock)
+            assert data, "closed before the end of the stream"
+            seen += data
+    return [json.loads(line[6:]) for line in seen.split(b"\n") if line.startswith(b"data: ")]
+
+
+async def test_every_stream_gets_every_step_in_order_never_early() -> None:
+    engine, started = Engine(), []
+    async with running_server(engine_app(engine, started)) as server:
+        socks = [blocking_socket(server.port) for _ in range(20)]
+        try:
+            for sock in socks:
+                sock.sendall(get("/tokens?n=5"))
+            results = [await read_events(sock) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        assert engine.ticker is not None and engine.ticker._reactor is server.reactor
+    for events in results:
+        steps = [e["step"] for e in events]
+        assert len(steps) == 5
+        assert steps == list(range(steps[0], steps[0] + 5))  # consecutive: none lost
+        for e in events:  # each step handed out at or after its point of the schedule
+            assert e["at"] >= engine.origin + e["step"] * STEP_S - CLOCK_TOLERANCE_S
+
+
+async def test_a_stream_that_leaves_stops_receiving_and_the_others_go_on() -> None:
+    engine, started = Engine(), []
+    async with running_server(engine_app(engine, started)) as server:
+        leaving = blocking_socket(server.port)
+        staying = blocking_socket(server.port)
+        try:
+            leaving.sendall(get("/tokens?n=1000"))
+            staying.sendall(get("/tokens?n=10"))
+            seen = b""
+            while b"data: " not in seen:
+                seen += await recv_some(leaving)
+            leaving.close()
+            await wait_for(lambda: len(engine.active) <= 1, what="the leaver's queue dropped")
+            events = await read_events(staying)
+        finally:
+            leaving.close()
+            staying.close()
+    assert [e["step"] for e in events] == list(range(events[0]["step"], events[0]["step"] + 10))
