@@ -14,6 +14,9 @@ A *config* is a server and a shape. Shapes:
   active stream's queue (vLLM's output loop); each stream encodes and sends it. The floor with
   an ``asyncio.Queue`` per stream, rawsse with an anyio memory object stream per stream (the
   engine waiting in ``anyio.sleep``, or in a ``Ticker`` for the ``-ticker`` servers).
+- ``push`` (``POST /engine-push``, the ``-push-engine`` configs): the same engine, but it builds
+  and queues each stream's event itself: the floor with ``transport.write``, rawsse with
+  ``EventStream.send_nowait`` (its engine on a ``Ticker``). No stream task wakes per token.
 
 A point (N streams, each started within the first second, held for ``--seconds`` after a 2 s
 warm-up, on a fresh server pinned to CPU 0; ``benchmarks/loadgen.py`` on CPU 1) *passes* with no
@@ -61,8 +64,11 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "rawsse-ticker-engine": ("rawsse-ticker", "/engine"),
     "rawsse-trio-engine": ("rawsse-trio", "/engine"),
     "rawsse-trio-ticker-engine": ("rawsse-trio-ticker", "/engine"),
+    "floor-push-engine": ("floor", "/engine-push"),
+    "rawsse-push-engine": ("rawsse-ticker", "/engine-push"),
+    "rawsse-trio-push-engine": ("rawsse-trio-ticker", "/engine-push"),
 }
-FLOOR_OF = {"stream": "floor", "engine": "floor-engine"}
+FLOOR_OF = {"stream": "floor", "engine": "floor-engine", "push": "floor-push-engine"}
 
 
 def log(msg: str) -> None:
@@ -70,6 +76,8 @@ def log(msg: str) -> None:
 
 
 def shape_of(config: str) -> str:
+    if config.endswith("-push-engine"):
+        return "push"
     return "engine" if config.endswith("-engine") else "stream"
 
 

@@ -17,6 +17,9 @@ stream, calling ``await stream.send(...)``). Either way:
    a server shutdown or the end of ``max_lifetime_s``; ``error_frame`` for an exception in the
    producer), then the chunked terminator, which the driver writes.
 
+A task other than the producer (an engine loop feeding many streams) may queue events with
+``send_nowait``: no waiting and no backpressure, the client evicted past the hard buffer cap.
+
 Source items may be ``bytes`` (complete pre-encoded frames, sent as they are), ``Event``, ``str``
 (one event's data), or any JSON-serialisable value (one ``data:`` line, the chat hot path).
 """
@@ -189,6 +192,31 @@ class EventStream(StreamingResponse):
         self.metrics.events_total += 1
         if body.write(frame):
             await body.drain()
+
+    def send_nowait(
+        self,
+        data: Any,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> bool:
+        """Queue one event without waiting, from any task of the server: an engine loop feeding
+        many streams hands each its token without waking each stream's producer.
+
+        No backpressure: a client that falls behind by more than the hard buffer cap is evicted,
+        as a broadcast subscriber is. Returns False (and queues nothing) once the client is gone
+        or the stream is ending.
+        """
+        body = self._body
+        if body is None:
+            raise RuntimeError("the stream has not started: its producer has not run yet")
+        if body.closed or body.finishing:
+            return False
+        self.events_sent += 1
+        self.metrics.events_total += 1
+        body.push(encode_message(data, event=event, id=id, retry=retry))
+        return not body.closed
 
     async def comment(self, text: str = "") -> None:
         """Send a comment frame (ignored by clients; keeps intermediaries from timing out)."""

@@ -9,6 +9,7 @@ not a server. ``GET /plain`` answers a fixed 13-byte body (the plain request/res
 ``POST /engine?n=&delay=`` is the engine-step shape: one producer task wakes every ``delay`` s
 (on a fixed schedule) and puts one token in every active stream's ``asyncio.Queue``; each
 stream's task takes it, builds the chunk and writes it (vLLM's output loop, written bare).
+``POST /engine-push``: the engine builds and writes every stream's chunk itself.
 
 Run: ``python -m benchmarks.peers.floor --port 0 [--uvloop]``; prints the rawsse-style ready line.
 """
@@ -51,6 +52,8 @@ class Engine:
 
     def __init__(self) -> None:
         self.active: set[asyncio.Queue[int]] = set()
+        # Streams the engine writes to itself: [tokens sent, tokens to send, done].
+        self.pushed: dict[FloorProtocol, list] = {}  # type: ignore[type-arg]
         self.task: asyncio.Task[None] | None = None
 
     def start(self, delay: float) -> None:
@@ -66,6 +69,18 @@ class Engine:
             await asyncio.sleep(max(0.0, start + step * delay - loop.time()))
             for queue in self.active:
                 queue.put_nowait(step)
+            dumps = orjson.dumps
+            for proto, entry in list(self.pushed.items()):
+                sent, total, done = entry
+                if sent < total and proto.transport is not None:
+                    payload = b"data: " + dumps(chunk_dict(sent)) + b"\n\n"
+                    proto.transport.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+                    entry[0] = sent = sent + 1
+                    if sent < total:
+                        continue
+                if not done.done():
+                    done.set_result(None)
+                del self.pushed[proto]
 
 
 ENGINE = Engine()
@@ -141,6 +156,11 @@ class FloorProtocol(asyncio.Protocol):
             params = params_from_query(query)
             ENGINE.start(params.delay or 0.04)
             self.task = asyncio.get_running_loop().create_task(self.engine_stream(params))
+        elif path == b"/engine-push":
+            self.busy = True
+            params = params_from_query(query)
+            ENGINE.start(params.delay or 0.04)
+            self.task = asyncio.get_running_loop().create_task(self.engine_pushed(params))
         elif path == b"/plain":
             transport.write(PLAIN)
             if self.buf:
@@ -210,6 +230,20 @@ class FloorProtocol(asyncio.Protocol):
             ENGINE.active.discard(queue)
         if self.transport is not None:
             write(chunk(DONE_FRAME) + TERMINATOR)
+            self.done()
+
+    async def engine_pushed(self, p) -> None:  # type: ignore[no-untyped-def]
+        transport = self.transport
+        assert transport is not None
+        transport.write(SSE_HEAD)
+        done = asyncio.get_running_loop().create_future()
+        ENGINE.pushed[self] = [0, p.n, done]
+        try:
+            await done
+        finally:
+            ENGINE.pushed.pop(self, None)
+        if self.transport is not None:
+            self.transport.write(chunk(DONE_FRAME) + TERMINATOR)
             self.done()
 
     def heartbeat(self) -> None:

@@ -11,12 +11,15 @@ and most hand-written producers pace). Bursts are the same.
 ``POST /engine?n=&delay=``: the engine-step shape (see ``Engine``): one producer task wakes every
 ``delay`` seconds and hands one token to each active stream through the stream's own memory
 object stream, as vLLM's output loop feeds per-request queues; the stream encodes and sends it.
+``POST /engine-push``: the same engine queues each stream's event itself (``send_nowait``): no
+stream task wakes per token.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -70,6 +73,8 @@ class Engine:
     def __init__(self, wait: str) -> None:
         self.wait = wait
         self.active: set[MemoryObjectSendStream[int]] = set()
+        # Streams fed by push: [tokens sent, tokens to send, done].
+        self.pushed: dict[EventStream, list[Any]] = {}
         self.running = False
 
     async def run(self, delay: float) -> None:
@@ -89,6 +94,24 @@ class Engine:
     def _hand_out(self, step: int) -> None:
         for queue in self.active:
             queue.send_nowait(step)
+        for stream, entry in list(self.pushed.items()):
+            sent, total, done = entry
+            if sent < total and stream.send_nowait(chunk_dict(sent)):
+                entry[0] = sent = sent + 1
+                if sent < total:
+                    continue
+            done.set()
+            del self.pushed[stream]
+
+    async def held(self, stream: EventStream, total: int) -> None:
+        """A stream the engine pushes its tokens to (``send_nowait``): no task wakes per token."""
+        done = anyio.Event()
+        self.pushed[stream] = [0, total, done]
+        try:
+            await done.wait()  # no deadline: the engine ends it, or the client leaves
+        finally:
+            self.pushed.pop(stream, None)
+        await stream.send_raw(DONE_FRAME)
 
     async def tokens(self, p: Params) -> AsyncIterator[bytes]:
         send, receive = anyio.create_memory_object_stream[int](math.inf)
@@ -116,6 +139,14 @@ def make_app(source: Callable[[Params], AsyncIterator[bytes]], engine_wait: str 
             engine.running = True
             app.server.spawn(engine.run, params.delay or 0.04)
         return EventStream(engine.tokens(params), heartbeat_s=params.hb)
+
+    @app.post("/engine-push")
+    async def engine_push(request: Request) -> EventStream:
+        params = params_from_mapping(request.query)
+        if not engine.running:
+            engine.running = True
+            app.server.spawn(engine.run, params.delay or 0.04)
+        return EventStream(lambda stream: engine.held(stream, params.n), heartbeat_s=params.hb)
 
     @app.post("/stream")
     async def stream(request: Request) -> EventStream:

@@ -41,6 +41,7 @@ import anyio
 from rawsse._errors import ClientDisconnected
 from rawsse._runtime.backend import running_loop
 from rawsse._runtime.transport import Transport, peer_closed
+from rawsse._runtime.wakeup import Wakeup
 
 __all__ = ["Reactor", "ReactorLike", "SocketWatch", "Timed"]
 
@@ -155,6 +156,9 @@ class Reactor:
         self._timer_seq = itertools.count()
         self._timer_wake = anyio.Event()
         self._timer_next = math.inf
+        # The maker of wake-ups for waits on this reactor's timer (``rawsse.sleep``, ``Ticker``):
+        # made by the first such wait (the backend is known only inside a task), shared by all.
+        self.wakeup_maker: Callable[[], Wakeup] | None = None
 
     # -- timer -----------------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ does not push the later ones back, and a tick already due returns after one chec
 late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the same timer, and a
 task's sleeps keep to a schedule too: how late one ended (the timer's slack, a busy loop) is
 taken off the task's next ``sleep``, so ``while ...: await sleep(d); send()`` holds its rate
-of one per ``d`` seconds instead of losing a few percent to every late wake-up (a backlog of a
-whole wait or more is dropped, not caught up in a burst). A tick never comes before its point
-of the schedule; a sleep never ends before ``seconds`` after the previous one was due (after
-the call, for a task's first); the timer itself fires at most its slack (``TIMER_SLACK_S``,
-5 ms) late, which lets one wake-up of the timer serve every stream due then.
+of one per ``d`` seconds instead of losing a few percent to every late wake-up (a task behind
+by a whole wait or more gets its sleeps back at once until it has caught up, as a ``Ticker``
+does, up to a second of backlog). A tick never comes before its point of the schedule; a sleep
+never ends before ``seconds`` after the previous one was due (after the call, for a task's
+first); the timer itself fires at most its slack (``TIMER_SLACK_S``, 5 ms) late, which lets
+one wake-up of the timer serve every stream due then.
 
 Why they exist: a paced producer (tokens at a steady rate, a smoothed stream, the demo models)
 waits once per event. ``anyio.sleep`` costs a timer handle in the event loop's heap, whose
@@ -23,17 +24,20 @@ server (no reactor in the context) both fall back to ``anyio.sleep``.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from contextvars import ContextVar
 
 import anyio
 import anyio.lowlevel
 
 from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
-from rawsse._runtime.wakeup import Wakeup, wakeup_factory
+from rawsse._runtime.wakeup import wakeup_factory
 
 __all__ = ["Ticker", "sleep"]
 
+
+# The most lateness a task's sleeps make up for, by returning at once (a burst after a stall).
+_MAX_CATCH_UP_S = 1.0
 
 # How long after its due time the task's last ``sleep`` resumed (set when a wait ends, in the
 # task's own context; a task that is still waiting has set nothing, so costs nothing here).
@@ -53,33 +57,21 @@ def sleep(seconds: float) -> Awaitable[None]:
         return anyio.sleep(seconds)
     late = _LATENESS.get()
     if late >= seconds:
-        # Behind by a whole wait or more: no wait, and the backlog is dropped (no burst).
-        _LATENESS.set(0.0)
+        # Behind by a whole wait or more: no wait (one checkpoint), and the rest is carried to
+        # the next sleep, so a loaded server catches up as with a Ticker; a stall beyond
+        # _MAX_CATCH_UP_S is not made up for in a burst.
+        _LATENESS.set(min(late - seconds, _MAX_CATCH_UP_S))
         return anyio.lowlevel.checkpoint()
     # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
     # until its time and must not wake a later one.
     # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
     # frame (the park), not one more for this function.
-    owner, new_wakeup = _last_maker
-    if owner is not reactor:
-        new_wakeup = _wakeup_maker(reactor)
+    # (The reactor keeps the maker: asking the backend on every wait costs a raised and
+    # caught RuntimeError on trio.)
+    new_wakeup = reactor.wakeup_maker
+    if new_wakeup is None:
+        new_wakeup = reactor.wakeup_maker = wakeup_factory()
     return new_wakeup().park_until(reactor, time.monotonic() + seconds - late, _LATENESS)
-
-
-def _no_maker() -> Wakeup:  # pragma: no cover - replaced before any use
-    raise RuntimeError("no reactor yet")
-
-
-# The wake-up maker of the last reactor that ``sleep`` served: asking the backend on every
-# wait costs a raised and caught RuntimeError on trio (``running_loop``).
-_last_maker: tuple[Reactor | None, Callable[[], Wakeup]] = (None, _no_maker)
-
-
-def _wakeup_maker(reactor: Reactor) -> Callable[[], Wakeup]:
-    global _last_maker
-    maker = wakeup_factory()
-    _last_maker = (reactor, maker)
-    return maker
 
 
 class Ticker:
@@ -89,7 +81,7 @@ class Ticker:
     where it was advanced to: the next ``tick()`` waits for the point after it.
     """
 
-    __slots__ = ("_new_wakeup", "_reactor", "interval_s", "next_at")
+    __slots__ = ("_reactor", "interval_s", "next_at")
 
     def __init__(self, interval_s: float) -> None:
         if not interval_s >= 0:  # also refuses NaN
@@ -98,7 +90,6 @@ class Ticker:
         # When the next tick is due, in ``time.monotonic()`` terms (the reactor's clock).
         self.next_at = time.monotonic()
         self._reactor: Reactor | None = CURRENT_REACTOR.get()
-        self._new_wakeup: Callable[[], Wakeup] | None = None
 
     def tick(self, step_s: float | None = None) -> Awaitable[None]:
         """Wait for the next point of the schedule: ``step_s`` (default ``interval_s``) on.
@@ -115,7 +106,7 @@ class Ticker:
             return anyio.sleep(max(0.0, due - time.monotonic()))
         if due <= time.monotonic():
             return anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
-        new_wakeup = self._new_wakeup
+        new_wakeup = reactor.wakeup_maker
         if new_wakeup is None:
-            new_wakeup = self._new_wakeup = wakeup_factory()
+            new_wakeup = reactor.wakeup_maker = wakeup_factory()
         return new_wakeup().park_until(reactor, due)

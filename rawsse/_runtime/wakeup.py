@@ -140,24 +140,12 @@ class _TrioWakeup:
         self.wake()
 
 
-# The last asyncio loop's maker: one per loop, not one per caller (a Ticker per held stream).
-_asyncio_factory: tuple[asyncio.AbstractEventLoop | None, Callable[[], Wakeup]] = (
-    None,
-    _TrioWakeup,
-)
-
-
 def wakeup_factory() -> Callable[[], Wakeup]:
     """A maker of parking spots for the running backend, for callers that need many."""
-    global _asyncio_factory
     loop = running_loop()
     if loop is None:
         return _TrioWakeup
-    cached_loop, factory = _asyncio_factory
-    if cached_loop is not loop:
-        factory = partial(_AsyncioWakeup, loop)
-        _asyncio_factory = (loop, factory)
-    return factory
+    return partial(_AsyncioWakeup, loop)
 
 
 def new_wakeup() -> Wakeup:

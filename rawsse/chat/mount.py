@@ -144,12 +144,13 @@ def _stopped_error(reason: StreamEnd | None, grace_s: float = 0.0) -> ChatError:
 class _Generation:
     """A background producer and the clients following it (background mode)."""
 
-    __slots__ = ("dialect", "first", "followers", "grace_s", "scope", "stopped")
+    __slots__ = ("dialect", "first", "followers", "grace_s", "scope", "stopped", "watching")
 
     def __init__(self, dialect: Dialect, grace_s: float) -> None:
         self.dialect = dialect
         self.grace_s = grace_s
         self.followers = 0
+        self.watching = False  # a task asks the store about followers in other processes
         self.scope = anyio.CancelScope(deadline=anyio.current_time() + max(grace_s, 1.0))
         # Set once the backend produced its first delta, ended or failed (status commit).
         self.first = anyio.Event()
@@ -455,6 +456,32 @@ class ChatService:
         finally:
             if generation is not None:
                 generation.detach()
+                if generation.followers <= 0:
+                    self._watch_followers_elsewhere(generation, stream_id)
+
+    def _watch_followers_elsewhere(self, generation: _Generation, stream_id: str) -> None:
+        # A shared store knows of clients that resumed in other processes: while any follows,
+        # the grace does not run out (it counts this process's followers only).
+        followed_elsewhere = getattr(self.store, "followed_elsewhere", None)
+        server = self.app.server
+        if followed_elsewhere is None or server is None or generation.watching:
+            return
+        generation.watching = True
+
+        async def watch() -> None:
+            try:
+                while stream_id in self._generations and generation.followers <= 0:
+                    left = generation.scope.deadline - anyio.current_time()
+                    # No deadline: wakes before the grace runs out, or once the stream ended.
+                    await anyio.sleep(max(0.1, min(left - 0.5, generation.grace_s / 2, 1.0)))
+                    if generation.followers > 0 or stream_id not in self._generations:
+                        break
+                    if await followed_elsewhere(stream_id):
+                        generation.scope.deadline = anyio.current_time() + generation.grace_s
+            finally:
+                generation.watching = False
+
+        server.spawn(watch)
 
     # -- resume and models -----------------------------------------------------------------
 

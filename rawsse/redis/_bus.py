@@ -635,6 +635,30 @@ class RedisBus:
         self._recovered()
         return bool(count)
 
+    def follower_key(self, key: str) -> str:
+        """The key a process following replay stream ``key`` keeps alive (``touch``)."""
+        return f"{self.prefix}f:{key}"
+
+    async def touch(self, key: str, ttl_s: float) -> None:
+        """Say, for ``ttl_s``, that this process has a client following replay stream
+        ``key`` (its producer, elsewhere, keeps it going past its resume grace)."""
+        client = self._require_client()
+        try:
+            with anyio.fail_after(self.command_timeout_s):
+                await client.set(self.follower_key(key), b"1", px=max(1, int(ttl_s * 1000)))
+        except Exception as exc:
+            self._failed("follower mark", exc, 0)
+
+    async def followed(self, key: str) -> bool:
+        """True if a process (maybe this one) says it has a client following ``key``."""
+        client = self._require_client()
+        try:
+            with anyio.fail_after(self.command_timeout_s):
+                return bool(await client.exists([self.follower_key(key)]))
+        except Exception as exc:
+            self._failed("read", exc, 1)
+            return False
+
     async def abandon(self, key: str, expected: int, frames: Sequence[bytes]) -> bool:
         """End replay stream ``key`` with ``frames`` unless it ended or went past
         ``expected`` (see ``ReplayStore.abandon``)."""

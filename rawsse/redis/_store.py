@@ -25,6 +25,7 @@ Event ids must be the integers 1, 2, 3 ... of the stream (the chat dialects' ``i
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
@@ -182,7 +183,12 @@ class RedisReplayStore:
             node = snapshot.node or b""
             started = False  # the first entry may skip ahead (the gap ``plan`` reported)
             strikes = 0  # consecutive polls that found the producer gone
+            touched = -math.inf  # when it last said it follows (``followed_elsewhere``)
             while True:
+                now = anyio.current_time()
+                if now - touched >= self.poll_s:
+                    touched = now
+                    await self.bus.touch(key, 3 * self.poll_s)
                 if snapshot.node is not None:
                     node = snapshot.node
                 for number, frame in snapshot.entries:
@@ -221,6 +227,9 @@ class RedisReplayStore:
                     if batch.end:
                         return
                     strikes = 0
+                    if anyio.current_time() - touched >= self.poll_s:
+                        touched = anyio.current_time()
+                        await self.bus.touch(key, 3 * self.poll_s)
                 before = pos
                 snapshot = await self._read(key, pos, node)
                 if timed_out and not snapshot.entries and not snapshot.ended:
@@ -240,6 +249,11 @@ class RedisReplayStore:
                     raise
                 await anyio.sleep(self.poll_s)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def followed_elsewhere(self, key: str) -> bool:
+        """True if a client in another process follows stream ``key`` (produced here): its
+        producer should keep going past its resume grace."""
+        return await self.bus.followed(key)
 
     async def abandon(
         self, key: str, last_id: str | None, frames: Sequence[tuple[str, bytes]]

@@ -121,3 +121,76 @@ async def test_a_stream_that_leaves_stops_receiving_and_the_others_go_on() -> No
             leaving.close()
             staying.close()
     assert [e["step"] for e in events] == list(range(events[0]["step"], events[0]["step"] + 10))
+
+
+class PushingEngine:
+    """The engine queues each stream's event itself (``EventStream.send_nowait``)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[EventStream, list[Any]] = {}
+        self.every: list[EventStream] = []
+        self.steps = 0
+
+    async def run(self) -> None:
+        ticker = Ticker(STEP_S)
+        while True:
+            await ticker.tick()
+            self.steps += 1
+            for stream, entry in list(self.streams.items()):
+                sent, total, done = entry
+                if sent < total and stream.send_nowait({"step": self.steps}, id=str(sent)):
+                    entry[0] = sent = sent + 1
+                    if sent < total:
+                        continue
+                done.set()
+                del self.streams[stream]
+
+
+def pushing_app(engine: PushingEngine, started: list[bool]) -> App:
+    app = App()
+
+    @app.get("/pushed")
+    async def pushed(req: Request) -> EventStream:
+        total = int(req.query.get("n", "5"))
+        if not started:
+            started.append(True)
+            app.server.spawn(engine.run)
+
+        async def hold(stream: EventStream) -> None:
+            done = anyio.Event()
+            engine.streams[stream] = [0, total, done]
+            engine.every.append(stream)
+            try:
+                await done.wait()  # the engine ends it (or the client leaves)
+            finally:
+                engine.streams.pop(stream, None)
+
+        return EventStream(hold, heartbeat_s=0)
+
+    return app
+
+
+async def test_an_engine_pushing_to_streams_reaches_each_in_order() -> None:
+    engine, started = PushingEngine(), []
+    async with running_server(pushing_app(engine, started)) as server:
+        socks = [blocking_socket(server.port) for _ in range(20)]
+        leaver = blocking_socket(server.port)
+        try:
+            leaver.sendall(get("/pushed?n=1000"))
+            for sock in socks:
+                sock.sendall(get("/pushed?n=5"))
+            seen = b""
+            while b"data: " not in seen:
+                seen += await recv_some(leaver)
+            leaver.close()
+            results = [await read_events(sock) for sock in socks]
+            await wait_for(lambda: not engine.streams, what="every stream done or gone")
+        finally:
+            for sock in socks:
+                sock.close()
+    # The leaver's stream refuses events now: nothing is queued for a client that is gone.
+    [gone] = [stream for stream in engine.every if stream.end_reason == "disconnected"]
+    assert gone.send_nowait({"step": -1}) is False
+    for events in results:
+        steps = [e["step"] for e in events]
+        assert steps == list(range(steps[0], steps[0] + 5))  # one per step, none lost

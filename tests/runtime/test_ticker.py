@@ -11,8 +11,16 @@ import anyio
 import pytest
 
 import rawsse
-from rawsse import App, EventStream, Request, Ticker
-from tests.support import blocking_socket, get, recv_some, reset_close, running_server, wait_for
+from rawsse import App, EventStream, Request, Response, Ticker
+from tests.support import (
+    blocking_socket,
+    get,
+    recv_some,
+    request,
+    reset_close,
+    running_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +55,11 @@ def ticker_app(state: dict[str, Any]) -> App:
                 state["closed"] = True
 
         return EventStream(source(), heartbeat_s=0)
+
+    @app.get("/block")
+    async def block(req: Request) -> Response:
+        time.sleep(float(req.query.get("s", "0.2")))  # noqa: ASYNC251 - stalls the loop on purpose
+        return Response("blocked\n")
 
     @app.get("/sleeps")
     async def sleeps(req: Request) -> EventStream:
@@ -232,6 +245,31 @@ async def test_sleeps_hold_their_rate_when_the_timer_is_busy() -> None:
     third = count // 3
     drift = statistics.median(behind[-third:]) - statistics.median(behind[:third])
     assert drift < 0.03, f"sleeps drifted {drift:.3f} s: {[round(b, 4) for b in behind]}"
+
+
+async def test_sleeps_behind_by_whole_waits_catch_up() -> None:
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        sock = blocking_socket(server.port)
+        try:
+            sock.sendall(get("/sleeps?n=14&s=0.03"))
+            seen = b""
+            while seen.count(b"data: ") < 2:
+                seen += await recv_some(sock)
+            # Another request stalls the loop 0.2 s while the stream waits in its third sleep:
+            # it resumes ~6 waits late.
+            await request(server.port, get("/block?s=0.2"))
+            while not seen.endswith(b"0\r\n\r\n"):
+                data = await recv_some(sock)
+                assert data, "the server closed before the end of the stream"
+                seen += data
+        finally:
+            sock.close()
+    start, ends = state["start"], state["ends"]
+    assert ends[7] - ends[3] < 0.05  # the overdue sleeps returned at once
+    for k in (12, 13):  # and the later ones are back on the schedule
+        due = start + (k + 1) * 0.03
+        assert due - CLOCK_TOLERANCE_S <= ends[k] <= due + LATE_LIMIT_S
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
