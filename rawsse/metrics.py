@@ -57,6 +57,15 @@ def _samples(
         yield name, kind, help_text, values[name]
 
 
+def _by_status(stats: ServerStats | None) -> list[tuple[int, int]]:
+    """Responses counted by status; ``200`` is there from the start, at 0, so that the series
+    (and the name) exists before the first response is counted, as Prometheus advises for a
+    label value known in advance (a first scrape of a fresh server is itself not counted yet)."""
+    counts = dict(stats.requests_by_status) if stats else {}
+    counts.setdefault(200, 0)
+    return sorted(counts.items())
+
+
 def render_prometheus(metrics: StreamMetrics = METRICS, stats: ServerStats | None = None) -> str:
     """The counters in the Prometheus text exposition format."""
     lines: list[str] = []
@@ -66,9 +75,8 @@ def render_prometheus(metrics: StreamMetrics = METRICS, stats: ServerStats | Non
         "# HELP rawsse_http_requests_total HTTP responses sent, by status.",
         "# TYPE rawsse_http_requests_total counter",
     ]
-    by_status = stats.requests_by_status if stats else {}
-    for status in sorted(by_status):
-        lines.append(f'rawsse_http_requests_total{{status="{status}"}} {by_status[status]}')
+    for status, count in _by_status(stats):
+        lines.append(f'rawsse_http_requests_total{{status="{status}"}} {count}')
     if stats is not None:
         lines += [
             "# HELP rawsse_connections_active Client connections currently open.",
@@ -158,7 +166,7 @@ def _make_collector(stats: Callable[[], ServerStats | None], metrics: StreamMetr
             family = CounterMetricFamily(
                 "rawsse_http_requests", "HTTP responses sent, by status.", labels=["status"]
             )
-            for status, count in sorted((current.requests_by_status if current else {}).items()):
+            for status, count in _by_status(current):
                 family.add_metric([str(status)], count)
             yield family
             if current is not None:

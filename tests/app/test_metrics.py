@@ -20,6 +20,7 @@ CONTRACT = [
     "rawsse_heartbeats_total",
     "rawsse_client_disconnects_total",
     "rawsse_slow_client_evictions_total",
+    "rawsse_replay_errors_total",
 ]
 
 
@@ -71,6 +72,20 @@ async def test_metrics_page_has_the_contract_names(use_client: bool) -> None:
         assert values['rawsse_http_requests_total{status="200"}'] >= 1
         assert values["rawsse_streams_active"] == 0
         assert values["rawsse_bytes_sent_total"] > 0
+
+
+@pytest.mark.parametrize("use_client", [False, True], ids=["builtin", "prometheus_client"])
+async def test_a_fresh_servers_first_scrape_names_every_contract_metric(use_client: bool) -> None:
+    """The first request a server answers may be the scrape itself, not counted yet: the
+    responses-by-status series exists anyway (200 at 0), as the contract's other names do."""
+    if use_client:
+        pytest.importorskip("prometheus_client")
+    async with running_server(make_app(use_client)) as server:
+        [page] = await request(server.port, get("/metrics"))
+    values = samples(page.body.decode())
+    for name in CONTRACT:
+        assert name in values, name
+    assert values['rawsse_http_requests_total{status="200"}'] == 0
 
 
 def test_render_prometheus_format() -> None:
