@@ -179,6 +179,38 @@ async def run_rawsse(*args: str, timeout_s: float = 30.0) -> subprocess.Complete
         return await anyio.run_process(rawsse_command(*args), check=False, cwd=REPO_ROOT)
 
 
+def read_ready_line(
+    proc: subprocess.Popen[bytes], timeout_s: float, explain: Callable[[], str] = str
+) -> str:
+    """The base URL from ``rawsse serve``'s ready line (``rawsse listening on URL``).
+
+    Fails, with ``explain()`` appended (say, the server's stderr), when the line does not come
+    within ``timeout_s`` or is something else.
+    """
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=timeout_s):
+            raise AssertionError(f"rawsse serve printed nothing within {timeout_s:g} s {explain()}")
+    line = proc.stdout.readline().decode()
+    prefix = "rawsse listening on "
+    assert line.startswith(prefix), f"no ready line from rawsse serve: {line!r} {explain()}"
+    return line[len(prefix) :].strip()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGINT ``proc`` (a graceful stop), SIGKILL it after ``timeout_s``, close its stdout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 @contextmanager
 def rawsse_server(*args: str) -> Iterator[str]:
     """Run ``rawsse serve --port 0 ARGS`` in a subprocess; yield its base URL; stop it."""
@@ -189,23 +221,9 @@ def rawsse_server(*args: str) -> Iterator[str]:
         cwd=REPO_ROOT,
     )
     try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=15), "rawsse serve printed nothing within 15 s"
-        line = proc.stdout.readline().decode()
-        prefix = "rawsse listening on "
-        assert line.startswith(prefix), f"no ready line from rawsse serve: {line!r}"
-        yield line[len(prefix) :].strip()
+        yield read_ready_line(proc, 15)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc)
 
 
 # What the misbehaving chat server does with request k, by k % 5, and how bench must count it.

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from tests.tools_support import REPO_ROOT, rawsse_command
+from tests.tools_support import REPO_ROOT, rawsse_command, read_ready_line, stop_process
 
 # The flags that make Debian's chromium run headless as root in a container, and open no
 # connection of its own (without the background-networking ones its connections are refused).
@@ -313,23 +313,12 @@ def lab_server(*args: str) -> Iterator[LabServer]:
         cwd=REPO_ROOT,
     )
     try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=START_TIMEOUT_S), "rawsse serve printed nothing"
-        line = proc.stdout.readline().decode()
-        match = re.fullmatch(r"rawsse listening on http://127\.0\.0\.1:(\d+)\s*", line)
-        assert match, f"no ready line from rawsse serve: {line!r}"
+        url = read_ready_line(proc, START_TIMEOUT_S)
+        match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", url)
+        assert match, f"rawsse serve listens on {url!r}, not on 127.0.0.1"
         yield LabServer(proc, int(match.group(1)), log.name)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc)
         log.close()
         os.unlink(log.name)
 

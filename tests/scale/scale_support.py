@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.tools_support import read_ready_line, stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_READY = "rawsse listening on "
 _START_TIMEOUT_S = 30.0
 
 
@@ -63,24 +63,12 @@ def node(*args: str, env: Mapping[str, str] | None = None) -> Iterator[Node]:
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
             )
         try:
-            assert proc.stdout is not None
-            with selectors.DefaultSelector() as selector:
-                selector.register(proc.stdout, selectors.EVENT_READ)
-                if not selector.select(timeout=_START_TIMEOUT_S):
-                    raise AssertionError(f"no ready line; stderr: {stderr_path.read_text()}")
-            line = proc.stdout.readline().decode()
-            assert line.startswith(_READY), f"{line!r}; stderr: {stderr_path.read_text()}"
-            yield Node(proc, line[len(_READY) :].strip(), stderr_path)
+            url = read_ready_line(
+                proc, _START_TIMEOUT_S, lambda: "stderr: " + stderr_path.read_text()
+            )
+            yield Node(proc, url, stderr_path)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_process(proc, 15)
 
 
 def run_serve(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
