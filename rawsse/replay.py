@@ -49,8 +49,9 @@ __all__ = [
 ]
 
 # What the store holds besides the frames' own bytes, as counted against ``max_total_bytes``
-# (measured with tracemalloc on CPython 3.11): per frame, its bytes object header, its entry
-# tuple, its event id and its index entry; per stream, its log, deque, index, key and ended mark.
+# (upper bounds, measured with tracemalloc on CPython 3.11): per frame, its bytes object header
+# and list slot, and for ids that are not consecutive numbers its event id and index entry; per
+# stream, its log, deque, index, key and ended mark.
 _FRAME_OVERHEAD = 200
 _STREAM_OVERHEAD = 1200
 
@@ -130,59 +131,129 @@ class ReplayStore(Protocol):
 
 
 class _Log:
+    """One stream's frames, oldest first, and their event ids.
+
+    Compact, as a held stream keeps it for its whole life: the frames in a list (a deque once
+    one is dropped from the front), and the event ids, while they are consecutive numbers (a
+    chat stream's 1, 2, 3 ...), only as the first one: the others are computed. Ids of any
+    other form switch the log to a list of ids and an index (``_index_ids``).
+    """
+
     __slots__ = (
         "appended",
         "dropped",
         "ended",
-        "ended_at",
         "entries",
+        "first_number",
         "ids",
-        "nbytes",
-        "next_seq",
+        "index",
         "tag",
     )
 
     def __init__(self, tag: str = "") -> None:
         self.tag = tag
-        # (seq, event id, frame); seq numbers are the store's own, increasing by one.
+        # The frames; frame i has the store's seq number ``dropped + i`` (increasing by one).
         # A list until a frame is dropped from the front (a deque from then on): a stream's
         # first frames then cost a small list, not a deque's 760 bytes, per held stream.
-        self.entries: list[tuple[int, str, bytes]] | deque[tuple[int, str, bytes]] = []
-        self.ids: dict[str, int] = {}
-        self.next_seq = 0
+        self.entries: list[bytes] | deque[bytes] = []
+        # Numbered ids: seq s has id ``first_number + s`` (None until the first frame).
+        self.first_number: int | None = None
+        # Other ids: each frame's, beside ``entries``, and the seq of each id kept.
+        self.ids: list[str] | deque[str] | None = None
+        self.index: dict[str, int] | None = None
         self.dropped = 0  # frames dropped from the front
-        self.nbytes = 0
         self.ended = False
-        self.ended_at = 0.0
         self.appended: anyio.Event | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self.dropped + len(self.entries)
+
+    def append(self, event_id: str, frame: bytes) -> None:
+        seq = self.next_seq
+        if self.ids is None:
+            first = self.first_number
+            if first is None and seq == 0 and _is_number(event_id):
+                self.first_number = int(event_id)
+            elif first is None or event_id != str(first + seq):
+                self._index_ids()
+        self.entries.append(frame)
+        if self.ids is not None and self.index is not None:
+            self.ids.append(event_id)
+            self.index[event_id] = seq
+
+    def _index_ids(self) -> None:
+        """Keep every id as it is from now on (an id that is not the next number came)."""
+        first = self.first_number or 0
+        ids = [str(first + self.dropped + i) for i in range(len(self.entries))]
+        self.index = {event_id: self.dropped + i for i, event_id in enumerate(ids)}
+        self.ids = ids if isinstance(self.entries, list) else deque(ids)
+
+    def event_id(self, index: int) -> str:
+        """The event id of ``entries[index]``."""
+        if self.ids is not None:
+            return self.ids[index]
+        return str((self.first_number or 0) + self.dropped + index)
 
     def drop_oldest(self) -> int:
         """Drop the oldest frame; returns the bytes it was counted for."""
         entries = self.entries
         if isinstance(entries, list):
             entries = self.entries = deque(entries)
-        _, event_id, frame = entries.popleft()
-        self.ids.pop(event_id, None)
+            if self.ids is not None:
+                self.ids = deque(self.ids)
+        frame = entries.popleft()
+        if self.ids is not None and self.index is not None:
+            ids = self.ids
+            assert isinstance(ids, deque)
+            self.index.pop(ids.popleft(), None)
         self.dropped += 1
-        size = len(frame) + _FRAME_OVERHEAD
-        self.nbytes -= size
-        return size
+        return len(frame) + _FRAME_OVERHEAD
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the log is counted for (computed when it is forgotten, not kept: an int
+        per held stream)."""
+        return (
+            _STREAM_OVERHEAD
+            + _FRAME_OVERHEAD * len(self.entries)
+            + sum(len(frame) for frame in self.entries)
+        )
 
     def wake(self) -> None:
         if self.appended is not None:
             self.appended.set()
             self.appended = None
 
+    def seq_of(self, event_id: str) -> int | None:
+        """The seq of the kept frame with id ``event_id``, None if none is."""
+        if self.index is not None:
+            return self.index.get(event_id)
+        if self.first_number is None or not _is_number(event_id):
+            return None
+        seq = int(event_id) - self.first_number
+        return seq if self.dropped <= seq < self.next_seq else None
+
     def start_seq(self, last_id: str | None) -> tuple[int, bool]:
         """The first seq to replay and whether frames before it are lost."""
         first_kept = self.dropped
         if last_id is None:
             return first_kept, self.dropped > 0
-        seq = self.ids.get(last_id)
+        seq = self.seq_of(last_id)
         if seq is not None:
             return seq + 1, False
         # Unknown id: either dropped from the ring or never ours. Replay what we have.
         return first_kept, True
+
+
+def _is_number(event_id: str) -> bool:
+    """Whether ``event_id`` is a number written the one way ``str(int)`` writes it."""
+    return (
+        event_id.isascii()
+        and event_id.isdigit()
+        and (event_id[0] != "0" or len(event_id) == 1)
+        and len(event_id) < 19
+    )
 
 
 class MemoryReplayStore:
@@ -200,8 +271,9 @@ class MemoryReplayStore:
         self.max_events_per_stream = max_events_per_stream
         self.max_total_bytes = max_total_bytes
         self.keep_after_end_s = keep_after_end_s
-        # Oldest stream first: the order in which bytes are reclaimed.
-        self._logs: OrderedDict[str, _Log] = OrderedDict()
+        # Every stream kept (a plain dict: an OrderedDict's links cost ~50 bytes per stream,
+        # and the order bytes are reclaimed in is ``_reclaim_order``'s).
+        self._logs: dict[str, _Log] = {}
         # Finished streams in the order they finished: the order in which they expire.
         self._ended: OrderedDict[str, float] = OrderedDict()
         # Streams holding frames, oldest first: where bytes are reclaimed from, in O(1) each.
@@ -249,12 +321,8 @@ class MemoryReplayStore:
                 logs = self._logs
                 self._reclaim_order = deque(k for k in order if k in logs and logs[k].entries)
                 self._reclaim_order.append(key)
-        log.entries.append((log.next_seq, event_id, frame))
-        log.ids[event_id] = log.next_seq
-        log.next_seq += 1
-        size = len(frame) + _FRAME_OVERHEAD
-        log.nbytes += size
-        self.total_bytes += size
+        log.append(event_id, frame)
+        self.total_bytes += len(frame) + _FRAME_OVERHEAD
         if len(log.entries) > self.max_events_per_stream:
             self.total_bytes -= log.drop_oldest()
         if self.total_bytes > self.max_total_bytes:
@@ -271,8 +339,7 @@ class MemoryReplayStore:
         if log is None:
             log = self._new_log(key)
         log.ended = True
-        log.ended_at = time.monotonic()
-        self._ended[key] = log.ended_at
+        self._ended[key] = time.monotonic()
         self._ended.move_to_end(key)
         log.wake()
 
@@ -287,7 +354,7 @@ class MemoryReplayStore:
             return Replay(None, last_id is not None)
         seq, gap = log.start_seq(last_id)
         index = seq - log.dropped
-        first = log.entries[index][1] if 0 <= index < len(log.entries) else None
+        first = log.event_id(index) if 0 <= index < len(log.entries) else None
         return Replay(first, gap, log.tag, log.ended)
 
     async def abandon(
@@ -299,7 +366,7 @@ class MemoryReplayStore:
         log = self._logs.get(key)
         if log is None or log.ended:
             return False
-        last = log.entries[-1][1] if log.entries else None
+        last = log.event_id(len(log.entries) - 1) if log.entries else None
         if last != last_id:
             return False
         for event_id, frame in frames:
@@ -320,10 +387,10 @@ class MemoryReplayStore:
                 # Trimmed (the ring's bounds) while we waited: frames we owe are gone.
                 raise ReplayGap(key, yielded)
             while index < len(log.entries):
-                entry = log.entries[index]
-                seq = entry[0] + 1
-                yielded = entry[1]
-                yield entry[2]
+                frame = log.entries[index]
+                yielded = log.event_id(index)
+                seq += 1
+                yield frame
                 # The log may have been trimmed while we yielded; recompute our position.
                 index = seq - log.dropped
                 if index < 0:
@@ -338,7 +405,6 @@ class MemoryReplayStore:
     def _new_log(self, key: str) -> _Log:
         self._expire()
         log = self._logs[key] = _Log()
-        log.nbytes = _STREAM_OVERHEAD
         self.total_bytes += _STREAM_OVERHEAD
         if self.total_bytes > self.max_total_bytes:
             self._reclaim()

@@ -294,10 +294,9 @@ class EventStream(StreamingResponse):
                 iterator: AsyncIterator[Any] = aiter(source)
                 try:
                     async for item in iterator:
-                        frame = item if type(item) is bytes else encode_item(item)
                         self.events_sent += 1
                         metrics.events_total += 1
-                        if body.write(frame):
+                        if body.write(item if type(item) is bytes else encode_item(item)):
                             await body.drain()
                 finally:
                     await _close_source(iterator)

@@ -208,17 +208,28 @@ class BodyWriter:
             raise ClientDisconnected("the client has gone; the stream cannot be written")
         if not self._scheduled:
             now = time.monotonic()
-            if (
-                now - self.last_write_s > _WRITE_THROUGH_AFTER_S
-                and not self._unsent
-                and not self._prefix
-                and not self._watching_writable
-            ):
+            # Nothing is queued (no flush is scheduled, so no head or frames are pending) and
+            # the socket refused nothing (refused bytes always mean writability is watched).
+            if now - self.last_write_s > _WRITE_THROUGH_AFTER_S and not self._watching_writable:
                 # A frame after a pause (a paced token, a heartbeat) has nothing to coalesce
                 # with: send it now rather than pay for a flush turn. Frames that follow within
-                # the same moment are queued behind it and coalesced as usual.
+                # the same moment are queued behind it and coalesced as usual. (``_send``,
+                # inlined: this is the per-event path of a paced stream.)
                 self.last_write_s = now
-                self._send(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+                payload = b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
+                try:
+                    sent = send_now(self.sock, payload)
+                except ClientDisconnected:
+                    self._lost()
+                    return False
+                if sent:
+                    self.bytes_sent += sent
+                    totals = self.totals
+                    if totals is not None:
+                        totals.bytes_sent += sent
+                if sent < len(payload):
+                    self._keep_unsent(memoryview(payload)[sent:])
+                    self._block()
                 return False
             self._scheduled = True
             self._reactor.schedule_flush(self)

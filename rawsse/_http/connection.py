@@ -172,7 +172,7 @@ class _StreamState:
         self, request: Request, response: StreamingResponse, started: float, with_id: bool
     ) -> None:
         self.method = request.method
-        self.target = request.target
+        self.target = _shared_target(request.target)
         self.http_version = request.http_version
         self.request_id = request.request_id if with_id else ""
         self.response = response
@@ -182,6 +182,21 @@ class _StreamState:
         # False when nothing was sent (the client had left before the stream began).
         self.answered = True
         self.writer: BodyWriter | None = None
+
+
+# Request targets held streams keep, shared: many streams of one route keep one copy.
+_TARGETS: dict[bytes, bytes] = {}
+_TARGETS_MAX = 256
+
+
+def _shared_target(target: bytes) -> bytes:
+    """``target``, or an equal copy kept by an earlier stream (for the first few targets)."""
+    shared = _TARGETS.get(target)
+    if shared is not None:
+        return shared
+    if len(_TARGETS) < _TARGETS_MAX:
+        _TARGETS[target] = target
+    return target
 
 
 class _CloseConnection(Exception):

@@ -41,7 +41,7 @@ import anyio
 from rawsse._errors import ClientDisconnected
 from rawsse._runtime.backend import running_loop
 from rawsse._runtime.transport import Transport, peer_closed
-from rawsse._runtime.wakeup import Wakeup
+from rawsse._runtime.wakeup import Wakeup, new_wakeup
 
 __all__ = ["Reactor", "ReactorLike", "SocketWatch", "Timed"]
 
@@ -143,7 +143,9 @@ class Reactor:
 
     def __init__(self) -> None:
         self._dirty: list[Flushable] = []
-        self._wake = anyio.Event()
+        # Where the flusher task parks (trio; asyncio flushes from a loop callback) and where
+        # the timer task parks between ticks: made by each task when it starts.
+        self._flusher_wakeup: Wakeup | None = None
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._watched: dict[int, SocketWatch] = {}
         # Masks that differ from _WATCH_MASK (blocked writers, ignored input): few at a time,
@@ -154,7 +156,7 @@ class Reactor:
         self.watched_count = 0
         self._timers: list[tuple[float, int, Timed]] = []
         self._timer_seq = itertools.count()
-        self._timer_wake = anyio.Event()
+        self._timer_wakeup: Wakeup | None = None
         self._timer_next = math.inf
         # The maker of wake-ups for waits on this reactor's timer (``rawsse.sleep``, ``Ticker``):
         # made by the first such wait (the backend is known only inside a task), shared by all.
@@ -167,7 +169,8 @@ class Reactor:
         heapq.heappush(self._timers, (when, next(self._timer_seq), target))
         if when < self._timer_next:
             self._timer_next = when
-            self._timer_wake.set()
+            if self._timer_wakeup is not None:
+                self._timer_wakeup.wake()  # nothing while the timer task runs: it looks again
 
     @property
     def timer_count(self) -> int:
@@ -195,18 +198,20 @@ class Reactor:
 
     async def _run_timer(self) -> None:
         heap = self._timers
+        wakeup = self._timer_wakeup = new_wakeup()
         while True:
             now = time.monotonic()
             self._fire_due(now)
             self._timer_next = heap[0][0] if heap else math.inf
-            self._timer_wake = anyio.Event()
             # Sleeps until the earliest deadline (or until call_at() brings one forward), but
             # ticks at least the slack apart: entries never fire early, a lone one fires on
             # time, and under load all that fall due within a slack share one tick.
             delay = max(self._timer_next, now + TIMER_SLACK_S) - time.monotonic()
             if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._timer_wake.wait()
+                # (A parked task and a loop timer, not an Event in a cancel scope: no
+                # cancellation, so no exception, per tick. Waits past a day are cut short:
+                # the loop then just looks again.)
+                await wakeup.park_for(min(delay, 86400.0))
 
     # -- flusher ---------------------------------------------------------------------------
 
@@ -216,8 +221,8 @@ class Reactor:
         if len(self._dirty) == 1:
             if self._call_soon is not None:
                 self._call_soon(self._flush_dirty)
-            else:
-                self._wake.set()
+            elif self._flusher_wakeup is not None:
+                self._flusher_wakeup.wake()  # nothing while it runs: it looks again
 
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -234,10 +239,11 @@ class Reactor:
                 self._call_soon(self._flush_dirty)
             return
         self._call_soon = None  # trio: the flusher task below
+        wakeup = self._flusher_wakeup = new_wakeup()
         while True:
-            # No deadline: this task lives as long as the server and is cancelled with it.
-            await self._wake.wait()
-            self._wake = anyio.Event()
+            if not self._dirty:
+                # No deadline: this task lives as long as the server and is cancelled with it.
+                await wakeup.park()
             self._flush_dirty()
 
     # -- watcher ---------------------------------------------------------------------------

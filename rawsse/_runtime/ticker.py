@@ -28,7 +28,6 @@ from collections.abc import Awaitable
 from contextvars import ContextVar
 
 import anyio
-import anyio.lowlevel
 
 from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
 from rawsse._runtime.wakeup import wakeup_factory
@@ -55,23 +54,26 @@ def sleep(seconds: float) -> Awaitable[None]:
     reactor = CURRENT_REACTOR.get()
     if reactor is None or seconds == 0:
         return anyio.sleep(seconds)
-    late = _LATENESS.get()
-    if late >= seconds:
-        # Behind by a whole wait or more: no wait (one checkpoint), and the rest is carried to
-        # the next sleep, so a loaded server catches up as with a Ticker; a stall beyond
-        # _MAX_CATCH_UP_S is not made up for in a burst.
-        _LATENESS.set(min(late - seconds, _MAX_CATCH_UP_S))
-        return anyio.lowlevel.checkpoint()
     # A fresh parking spot per wait: the timer entry of a cancelled wait stays in the heap
     # until its time and must not wake a later one.
-    # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
-    # frame (the park), not one more for this function.
     # (The reactor keeps the maker: asking the backend on every wait costs a raised and
     # caught RuntimeError on trio.)
     new_wakeup = reactor.wakeup_maker
     if new_wakeup is None:
         new_wakeup = reactor.wakeup_maker = wakeup_factory()
-    return new_wakeup().park_until(reactor, time.monotonic() + seconds - late, _LATENESS)
+    now = time.monotonic()
+    # Due ``seconds`` after the last sleep was (when it resumed late, that much earlier than
+    # ``seconds`` from now); a stall beyond _MAX_CATCH_UP_S is not made up for in a burst.
+    due = now + seconds - min(_LATENESS.get(), _MAX_CATCH_UP_S)
+    # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
+    # frame (the park), not one more for this function. Either way the wait, once over,
+    # records how late it resumed against ``due``.
+    if due <= now:
+        # Behind by a whole wait or more: no wait, one checkpoint, and the time that takes
+        # (a busy loop runs every other ready task first) counts against the next sleep, so
+        # a loaded server catches up as with a Ticker.
+        return new_wakeup().catch_up(due, _LATENESS)
+    return new_wakeup().park_until(reactor, due, _LATENESS)
 
 
 class Ticker:
@@ -104,9 +106,9 @@ class Ticker:
         reactor = self._reactor
         if reactor is None:
             return anyio.sleep(max(0.0, due - time.monotonic()))
-        if due <= time.monotonic():
-            return anyio.lowlevel.checkpoint()  # late: no wait, but still a cancellation point
         new_wakeup = reactor.wakeup_maker
         if new_wakeup is None:
             new_wakeup = reactor.wakeup_maker = wakeup_factory()
+        if due <= time.monotonic():
+            return new_wakeup().catch_up(due)  # late: no wait, but still a checkpoint
         return new_wakeup().park_until(reactor, due)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, Protocol
@@ -36,12 +37,21 @@ class Wakeup(Protocol):
     async def park(self) -> None:
         """Wait until ``wake()`` (or cancellation)."""
 
+    async def park_for(self, seconds: float) -> None:
+        """Park until ``wake()`` or until ``seconds`` have passed, whichever comes first (on
+        the event loop's own timer: for the one task that runs the shared timer)."""
+
     async def park_until(
         self, timer: TimerLike, when: float, lateness: ContextVar[float] | None = None
     ) -> None:
         """Park, and have ``timer`` wake this at ``when`` (registered as the wait starts, so a
         wait made now and awaited later cannot miss its wake-up). Woken (not cancelled), it
         sets ``lateness``, if given, to how long after ``when`` the task resumed."""
+
+    async def catch_up(self, when: float, lateness: ContextVar[float] | None = None) -> None:
+        """A wait already due at ``when``: no parking, one checkpoint (the task yields to the
+        scheduler and cancellation is delivered, as in any wait), then ``lateness``, if given,
+        is set to how long after ``when`` the task resumed."""
 
     def wake(self) -> None:
         """Make the parked task runnable; nothing when no task is parked."""
@@ -68,6 +78,14 @@ class _AsyncioWakeup:
         finally:
             self._future = None
 
+    async def park_for(self, seconds: float) -> None:
+        # A loop timer that wakes, not a cancel scope that cancels: no exception per wait.
+        handle = self._loop.call_later(seconds, self.wake)
+        try:
+            await self.park()
+        finally:
+            handle.cancel()
+
     async def park_until(
         self, timer: TimerLike, when: float, lateness: ContextVar[float] | None = None
     ) -> None:
@@ -77,6 +95,11 @@ class _AsyncioWakeup:
             await future
         finally:
             self._future = None
+        if lateness is not None:
+            lateness.set(time.monotonic() - when)
+
+    async def catch_up(self, when: float, lateness: ContextVar[float] | None = None) -> None:
+        await _yield_to_loop()
         if lateness is not None:
             lateness.set(time.monotonic() - when)
 
@@ -94,23 +117,38 @@ class _AsyncioWakeup:
         self.wake()
 
 
-_trio_lowlevel: Any = None  # trio.lowlevel, imported on first use (trio is optional)
+@types.coroutine
+def _yield_to_loop() -> Generator[None, None, None]:
+    # A bare yield: the task is scheduled again at once (``asyncio.sleep(0)`` without its
+    # coroutine); a cancellation is thrown in here as into any other wait.
+    yield
+
+
+_trio: Any = None  # trio and trio.lowlevel, imported on first use (trio is optional)
+_trio_lowlevel: Any = None
 
 
 class _TrioWakeup:
     __slots__ = ("_task",)
 
     def __init__(self) -> None:
-        global _trio_lowlevel
+        global _trio, _trio_lowlevel
         if _trio_lowlevel is None:
+            import trio
             import trio.lowlevel
 
-            _trio_lowlevel = trio.lowlevel
+            _trio, _trio_lowlevel = trio, trio.lowlevel
         self._task: Any = None
 
     async def park(self) -> None:
         self._task = _trio_lowlevel.current_task()
         await _trio_lowlevel.wait_task_rescheduled(self._abort)
+
+    async def park_for(self, seconds: float) -> None:
+        # trio's own scope (anyio's wraps it in an object of its own): a deadline is how trio
+        # times a wait.
+        with _trio.move_on_after(seconds):
+            await self.park()
 
     async def park_until(
         self, timer: TimerLike, when: float, lateness: ContextVar[float] | None = None
@@ -118,6 +156,11 @@ class _TrioWakeup:
         timer.call_at(when, self)
         self._task = _trio_lowlevel.current_task()
         await _trio_lowlevel.wait_task_rescheduled(self._abort)
+        if lateness is not None:
+            lateness.set(time.monotonic() - when)
+
+    async def catch_up(self, when: float, lateness: ContextVar[float] | None = None) -> None:
+        await _trio_lowlevel.checkpoint()
         if lateness is not None:
             lateness.set(time.monotonic() - when)
 

@@ -66,10 +66,17 @@ def anthropic_error_body(error: ChatError) -> dict[str, Any]:
 class AnthropicStream(DialectStream):
     """The frames of one generation as Anthropic Messages stream events."""
 
+    keeps_request = False
+    __slots__ = ("_open",)
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
         super().__init__(request, stream_id, created)
-        self.message_id = f"msg_{stream_id}"
         self._open: Block | None = None  # the block started and not yet stopped
+
+    @property
+    def message_id(self) -> str:
+        """The message's ``id``: ``msg_{stream_id}``."""
+        return f"msg_{self.stream_id}"
 
     def _tool_id(self, choice: int, index: int) -> str:
         return f"toolu_{self.stream_id}_{index}"

@@ -41,6 +41,9 @@ _FINISH_TYPES = {"stop": "stop", "length": "max_tokens", "tool_calls": "stop"}
 class ChatGPTWebStream(DialectStream):
     """The frames of one generation as ChatGPT web ``delta`` events."""
 
+    keeps_request = False
+    __slots__ = ("_appended",)
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
         if request.n != 1:
             raise ChatError.invalid(
@@ -49,8 +52,12 @@ class ChatGPTWebStream(DialectStream):
                 code="invalid_value",
             )
         super().__init__(request, stream_id, created)
-        self.conversation_id = f"conv-{stream_id}"
         self._appended = False  # whether a text piece named its path and operation yet
+
+    @property
+    def conversation_id(self) -> str:
+        """The conversation's id: ``conv-{stream_id}``."""
+        return f"conv-{self.stream_id}"
 
     def _message(self, text: str, status: str, finish: str | None) -> dict[str, Any]:
         metadata: dict[str, Any] = {"model_slug": self.request.model}

@@ -2,20 +2,23 @@
 
 Contract: ``parse_model_options(request, token_delay_s)`` validates the request's ``rawsse``
 object into ``ModelOptions`` (the options and what they do are documented once, in
-docs/demo-models.md). ``DemoAnswer(request, options, words)`` is one answer to ``request``:
+docs/demo-models.md). ``DemoAnswer(request, options, words)`` is one answer to ``request``,
+whose words are ``echo``'s (``words`` the text: ``echo_words``) or ``lorem``'s (``words`` a
+count: ``lorem_words``):
 
-1. ``steps()`` yields each step's deltas, one per choice (choice 0's text as a plain ``str``,
-   the cheapest delta), lazily: an answer holds the same memory, and costs the same to start,
-   whatever its ``max_tokens`` and ``n``. The pieces are the reasoning tokens (``answer:
-   reasoning``), then ``words``; or the tool call's name, then its arguments in fragments
-   (``answer: tool_call``).
+1. ``next_step()`` returns the next step's deltas, one per choice (choice 0's text as a plain
+   ``str``, the cheapest delta), or None once they ran out; ``steps()`` iterates them. Each
+   step is made when asked for, from a position: an answer holds the same few fields, and
+   costs the same to start, whatever its ``max_tokens`` and ``n``. The pieces are the
+   reasoning tokens (``answer: reasoning``), then the words; or the tool call's name, then
+   its arguments in fragments (``answer: tool_call``).
 2. ``max_tokens`` cuts the pieces (every piece is a token); a cut answer's ``reason`` becomes
    ``length``, else it is ``stop`` (``tool_calls`` for a tool call).
-3. With ``fail_after``, ``steps()`` raises the injected ``ChatError`` instead of that step, or
-   after the last step when the answer is shorter.
+3. With ``fail_after``, ``next_step()`` raises the injected ``ChatError`` instead of that
+   step, or after the last step when the answer is shorter.
 4. ``finish()``: the ``Finish`` of every choice, once the steps ran out.
 
-``echo_words(text)`` and ``lorem_words(count)`` are the two models' words, lazy too.
+``echo_words(text)`` and ``lorem_words(count)`` are the two models' words as iterators.
 ``TokenGaps`` draws the pauses between steps; waiting them is ``rawsse.chat.demo``'s part.
 """
 
@@ -95,6 +98,7 @@ _LOREM = (
 )
 # Every word after the first comes with the space before it.
 _LOREM_SPACED = tuple(" " + word for word in _LOREM)
+_LOREM_FIRST = _LOREM[0].capitalize()
 _REASONING = "Thinking about the answer before giving it."
 _TOOL_ARGUMENT_PIECE_CHARS = 8
 _OPTION_NAMES = (
@@ -164,7 +168,7 @@ def lorem_words(count: int) -> Iterator[str]:
     if count <= 0:
         return iter(())
     rest = itertools.islice(itertools.cycle(_LOREM_SPACED), 1, count)
-    return itertools.chain((_LOREM[0].capitalize(),), rest)
+    return itertools.chain((_LOREM_FIRST,), rest)
 
 
 class TokenGaps:
@@ -189,70 +193,122 @@ class TokenGaps:
 
 
 class DemoAnswer:
-    """One demo answer to a request, step by step (see the module docstring)."""
+    """One demo answer to a request, a step at a time (see the module docstring).
 
-    __slots__ = ("options", "reason", "request", "words")
+    A few fields and a position, not a pipeline of iterators: a held stream keeps its answer
+    for its whole life (an iterator chain, its generators and the parsed request cost several
+    times this). It keeps nothing of the request but what it answers with: its ``n``,
+    ``max_tokens``, and for ``echo`` the last user text.
+    """
 
-    def __init__(self, request: ChatRequest, options: ModelOptions, words: Iterator[str]) -> None:
-        self.request = request
-        self.options = options
+    __slots__ = (
+        "fail_after",
+        "fail_status",
+        "limit",
+        "mode",
+        "n",
+        "pos",
+        "reason",
+        "step",
+        "tool",
+        "words",
+    )
+
+    def __init__(self, request: ChatRequest, options: ModelOptions, words: str | int) -> None:
+        """``words``: the text whose word tokens ``echo`` answers with (``echo_words``), or
+        how many filler words ``lorem`` has (``lorem_words``)."""
+        self.n = request.n
+        self.limit = request.max_tokens
+        self.fail_after = options.fail_after
+        self.fail_status = options.fail_status
+        self.mode = options.answer
         self.words = words
-        self.reason: FinishReason = "tool_calls" if options.answer == "tool_call" else "stop"
+        self.pos = 0  # where echo's next word starts in its text
+        self.step = 0  # the steps produced so far
+        # A tool-call answer's (name, arguments): made once, the fragments are cut from them.
+        self.tool: tuple[str, str] | None = None
+        if self.mode == "tool_call":
+            arguments = dumps({"query": request.last_user_text()}).decode()
+            self.tool = (_tool_name(request), arguments)
+        self.reason: FinishReason = "tool_calls" if self.mode == "tool_call" else "stop"
 
     @property
     def failure(self) -> ChatError:
         """The injected failure (``fail_after``), made when raised: a held stream keeps none."""
-        options = self.options
         return ChatError(
-            options.fail_status,
-            f"Injected failure after {options.fail_after} tokens (rawsse.fail_after).",
+            self.fail_status,
+            f"Injected failure after {self.fail_after} tokens (rawsse.fail_after).",
             code="injected_failure",
         )
 
-    def steps(self) -> Iterator[tuple[str | Delta, ...]]:
-        """Each step's deltas, one per choice; raises the injected failure at its step."""
-        rows = self._rows()
-        limit = self.request.max_tokens
-        fail_after = self.options.fail_after
-        ends = [end for end in (limit, fail_after) if end is not None]
-        # The hot path: C iterators all the way down (islice, zip, cycle), no Python loop.
-        yield from itertools.islice(rows, min(ends, default=None))
-        if fail_after is not None:
-            raise self.failure  # at its step, or after the last one when the answer is shorter
-        if limit is not None and next(rows, None) is not None:
+    def next_step(self) -> tuple[str | Delta, ...] | None:
+        """The next step's deltas, one per choice; None once the steps ran out (``finish``
+        follows). Raises the injected failure at its step, or after the last one when the
+        answer is shorter."""
+        step = self.step
+        limit, fail_after = self.limit, self.fail_after
+        if (limit is None or step < limit) and (fail_after is None or step < fail_after):
+            row = self._row(step)
+            if row is not None:
+                self.step = step + 1
+                if type(row[0]) is str and isinstance(self.words, str):
+                    self.pos += len(row[0])  # echo reads on past this word
+                return row
+        elif fail_after is None and self._row(step) is not None:
             self.reason = "length"  # a piece beyond max_tokens: the answer was cut
+        if fail_after is not None:
+            raise self.failure
+        return None
+
+    def steps(self) -> Iterator[tuple[str | Delta, ...]]:
+        """Each step's deltas, one per choice (``next_step`` until None)."""
+        while (row := self.next_step()) is not None:
+            yield row
 
     def finish(self) -> list[Finish]:
         """Every choice's ``Finish``, after the last step."""
-        return [Finish(self.reason, choice) for choice in range(self.request.n)]
+        return [Finish(self.reason, choice) for choice in range(self.n)]
 
-    def _rows(self) -> Iterator[tuple[str | Delta, ...]]:
-        """Every step's deltas, uncut."""
-        request = self.request
-        choices = range(request.n)
-        if self.options.answer == "tool_call":
-            arguments = dumps({"query": request.last_user_text()}).decode()
-            step = _TOOL_ARGUMENT_PIECE_CHARS
-            fragments = (arguments[i : i + step] for i in range(0, len(arguments), step))
-            name = _tool_name(request)
-            return itertools.chain(
-                [tuple(ToolCallDelta(0, name=name, choice=c) for c in choices)],
-                (
-                    tuple(ToolCallDelta(0, arguments=a, choice=c) for c in choices)
-                    for a in fragments
-                ),
-            )
-        reasoning: Iterator[tuple[str | Delta, ...]] = iter(())
-        if self.options.answer == "reasoning":
-            reasoning = (
-                tuple(ReasoningDelta(token, c) for c in choices) for token in echo_words(_REASONING)
-            )
-        text: Iterator[tuple[str | Delta, ...]]
-        if request.n == 1:
-            text = zip(self.words)  # one-tuples of plain str, the cheapest delta
-        else:
-            text = ((word, *(TextDelta(word, c) for c in choices[1:])) for word in self.words)
-        return itertools.chain(reasoning, text)
+    def _row(self, step: int) -> tuple[str | Delta, ...] | None:
+        """Step ``step``'s deltas (the next step: echo's words are read in order), uncut."""
+        choices = range(self.n)
+        if self.tool is not None:
+            name, arguments = self.tool
+            if step == 0:
+                return tuple(ToolCallDelta(0, name=name, choice=c) for c in choices)
+            start = (step - 1) * _TOOL_ARGUMENT_PIECE_CHARS
+            if start >= len(arguments):
+                return None
+            piece = arguments[start : start + _TOOL_ARGUMENT_PIECE_CHARS]
+            return tuple(ToolCallDelta(0, arguments=piece, choice=c) for c in choices)
+        if self.mode == "reasoning":
+            if step < len(_REASONING_TOKENS):
+                token = _REASONING_TOKENS[step]
+                return tuple(ReasoningDelta(token, c) for c in choices)
+            step -= len(_REASONING_TOKENS)
+        word = self._word(step)
+        if word is None:
+            return None
+        if self.n == 1:
+            return (word,)  # a plain str, the cheapest delta
+        return (word, *(TextDelta(word, c) for c in choices[1:]))
+
+    def _word(self, index: int) -> str | None:
+        """Word ``index`` of the answer (echo's must be asked in order), or None past the end."""
+        words = self.words
+        if isinstance(words, int):
+            if index >= words:
+                return None
+            return _LOREM_FIRST if index == 0 else _LOREM_SPACED[index % len(_LOREM_SPACED)]
+        if self.pos >= len(words):
+            return None
+        match = _TOKEN.match(words, self.pos)
+        assert match is not None  # the pattern matches at every position of a non-empty rest
+        return match.group()
+
+
+# The reasoning answer's tokens, as ``echo_words`` cuts them.
+_REASONING_TOKENS = tuple(echo_words(_REASONING))
 
 
 def _tool_name(request: ChatRequest) -> str:

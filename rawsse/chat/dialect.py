@@ -73,12 +73,30 @@ class DialectStream:
     """Whether the first frame may carry a ``retry:`` hint (rule 5 of the module docstring);
     a dialect that says yes must open with at least one frame (``_start``)."""
 
+    keeps_request: ClassVar[bool] = True
+    """Whether ``request`` stays the whole request for the stream's life. rawsse's own
+    dialects say no: their frames use only the model, ``n``, ``stream``, ``include_usage``
+    and ``max_tokens``, so ``request`` becomes a copy with only those (shared by the streams
+    that have the same), and a held stream does not keep the parsed messages (the model got
+    them)."""
+
+    __slots__ = (
+        "_ended",
+        "_started",
+        "created",
+        "last_event_id",
+        "request",
+        "retry_ms",
+        "stream_id",
+        "transcript",
+    )
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
-        self.request = request
-        self.stream_id = stream_id
-        self.created = created
         keep_text = self.keeps_text or not request.stream
         self.transcript = Transcript(request, keep_text=keep_text)
+        self.request = request if self.keeps_request else _essentials(request)
+        self.stream_id = stream_id
+        self.created = created
         self.last_event_id = 0
         # The reconnection hint for the first frame's block (set by ``Dialect.new_stream``).
         self.retry_ms: int | None = None
@@ -217,6 +235,38 @@ class DialectStream:
 
     def _response_body(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+# Requests reduced to what rawsse's dialects' frames use, shared by the streams alike.
+_ESSENTIALS: dict[tuple[Any, ...], ChatRequest] = {}
+_MAX_ESSENTIALS = 1024
+
+
+def _essentials(request: ChatRequest) -> ChatRequest:
+    """``request`` with only the fields rawsse's dialects use once streaming (see
+    ``DialectStream.keeps_request``): one shared copy per distinct set of values."""
+    key = (
+        request.model,
+        request.dialect,
+        request.stream,
+        request.include_usage,
+        request.max_tokens,
+        request.n,
+    )
+    kept = _ESSENTIALS.get(key)
+    if kept is None:
+        if len(_ESSENTIALS) >= _MAX_ESSENTIALS:
+            _ESSENTIALS.clear()
+        kept = _ESSENTIALS[key] = ChatRequest(
+            model=request.model,
+            messages=(),
+            dialect=request.dialect,
+            stream=request.stream,
+            include_usage=request.include_usage,
+            max_tokens=request.max_tokens,
+            n=request.n,
+        )
+    return kept
 
 
 RequestParser = Callable[[Any, str | None, bool | None], ChatRequest]

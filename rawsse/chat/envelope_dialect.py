@@ -37,6 +37,9 @@ __all__ = ["ENVELOPE", "EnvelopeStream"]
 class EnvelopeStream(DialectStream):
     """The frames of one generation as generic envelope objects."""
 
+    keeps_request = False
+    __slots__ = ()
+
     keeps_text = True  # the done frame carries the whole answer
 
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:

@@ -64,6 +64,9 @@ def _function_call(call: ToolCallState) -> dict[str, Any]:
 class GeminiStream(DialectStream):
     """The frames of one generation as ``GenerateContentResponse`` chunks."""
 
+    keeps_request = False
+    __slots__ = ()
+
     event_ids = False
     # google-genai reads every line that is not ``data: ...`` as JSON: a retry line breaks it.
     carries_retry = False

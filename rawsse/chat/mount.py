@@ -59,6 +59,7 @@ from rawsse.chat.auth import (
     resume_token,
 )
 from rawsse.chat.deltas import ModelBackend
+from rawsse.chat.demo import PacedAnswer, pause
 from rawsse.chat.dialect import Dialect, DialectStream
 from rawsse.chat.errors import ChatError, as_chat_error
 from rawsse.chat.request import ChatRequest
@@ -72,7 +73,7 @@ from rawsse.replay import (
 )
 from rawsse.request import Request
 from rawsse.response import JSONResponse, Response
-from rawsse.stream import EventStream, StreamEnd
+from rawsse.stream import _SSE_HEADER_BYTES, EventStream, StreamEnd, _sse_headers_with
 
 __all__ = ["ChatService", "mount_chat"]
 
@@ -224,12 +225,21 @@ class ChatService:
         self.resume_grace_s = resume_grace_s
         self.status_commit_s = status_commit_s
         self.created = int(time.time())
+        self._second = self.created  # the last _now_s(), one int object per second
         self._generations: dict[str, _Generation] = {}
         self._resume_secret = resume_secret(self.api_keys)
         # The resume responses running now, by stream id (for end_resumes).
         self._resumes: dict[str, set[EventStream]] = {}
         # The dialects mounted, by name: a stream resumed in another process names its own.
         self.dialects: dict[str, Dialect] = {}
+
+    def _now_s(self) -> int:
+        """The Unix time in seconds: within a second, the same int object (a held stream
+        keeps its ``created``)."""
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+        return self._second
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -285,7 +295,7 @@ class ChatService:
             frames = dialect.new_stream(
                 chat_request,
                 stream_id,
-                int(time.time()),
+                self._now_s(),
                 # The server's ``--retry-ms``, carried the dialect's way (never a lone block).
                 retry_ms=EventStream.default_retry_ms,
             )
@@ -298,7 +308,7 @@ class ChatService:
             return await self._complete(dialect, frames, deltas, chat_request)
         if self.resume_grace_s > 0 or self.status_commit_s:
             return await self._stream_background(dialect, frames, deltas, chat_request, stream_id)
-        return self._stream_inline(dialect, frames, deltas, chat_request, stream_id)
+        return _InlineStream(self, dialect, frames, deltas, stream_id)
 
     # -- non-streaming ---------------------------------------------------------------------
 
@@ -323,25 +333,6 @@ class ChatService:
         finally:
             await _close(deltas)
         return JSONResponse(body)
-
-    # -- streaming, inline -----------------------------------------------------------------
-
-    def _stream_inline(
-        self,
-        dialect: Dialect,
-        frames: DialectStream,
-        deltas: Deltas,
-        req: ChatRequest,
-        stream_id: str,
-    ) -> EventStream:
-        producer = _InlineProducer(self.store, dialect, frames, deltas, req.model, stream_id)
-        return EventStream(
-            producer.produce,
-            heartbeat=dialect.heartbeat_frame,
-            headers=self._stream_headers(stream_id),
-            retry_ms="off",  # the dialect carries it in its first frame
-            farewell=producer.farewell,
-        )
 
     # -- streaming, background -------------------------------------------------------------
 
@@ -621,82 +612,138 @@ def _check_content_type(request: Request) -> None:
         )
 
 
-class _InlineProducer:
-    """An inline stream's producer: the backend runs inside the response.
+class _InlineStream(EventStream):
+    """An inline chat stream: the backend runs inside the response, in ``_produce_inline``.
 
-    A slotted object rather than a closure: a held stream keeps it for its whole life, and a
-    closure's cells and functions cost several times this.
+    The producer's state lives in the stream's own slots, and the function it runs is a
+    module-level one: a held stream keeps no producer object, bound methods or closure (they
+    cost several times this), and no reference cycle. Its headers are made when the head is
+    written, not kept for the stream's whole life.
     """
 
-    __slots__ = ("deltas", "dialect", "ending", "frames", "model", "store", "stream_id")
+    __slots__ = ("_headers", "deltas", "dialect", "frames", "service", "stream_id")
 
     def __init__(
         self,
-        store: ReplayStore,
+        service: ChatService,
         dialect: Dialect,
         frames: DialectStream,
         deltas: Deltas,
-        model: str,
         stream_id: str,
     ) -> None:
-        self.store = store
+        self._headers: list[tuple[bytes, bytes]] | None = None
+        super().__init__(
+            _produce_inline,
+            heartbeat=dialect.heartbeat_frame,
+            retry_ms="off",  # the dialect carries it in its first frame
+        )
+        self.service = service
         self.dialect = dialect
         self.frames = frames
         self.deltas = deltas
-        self.model = model
         self.stream_id = stream_id
-        # The dialect's error frames for a stream the model did not finish: sent by the
-        # farewell when the server ends the stream (shutdown, lifetime) and the client reads on.
-        self.ending: list[bytes] | None = None
 
-    async def produce(self, stream: EventStream) -> None:
-        store, stream_id, frames, deltas = self.store, self.stream_id, self.frames, self.deltas
-        await store.create(stream_id, tag=self.dialect.name)
-        try:
-            await _emit(stream, store, stream_id, frames, frames.start())
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The SSE headers and the stream's own (its id, its resume token)."""
+        if self._headers is not None:
+            return self._headers
+        return _sse_headers_with(self.service._stream_headers(self.stream_id))
+
+    @headers.setter
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        # EventStream's own (the shared SSE headers) are not kept; anything set later is.
+        if headers is not _SSE_HEADER_BYTES:
+            self._headers = headers
+
+
+async def _produce_inline(stream: EventStream) -> None:
+    """An inline stream's producer: the dialect's frames of the backend's deltas, each
+    recorded for resume, then sent. (Few locals, short calls: a held stream keeps this
+    frame, waiting.)"""
+    assert isinstance(stream, _InlineStream)
+    frames, deltas = stream.frames, stream.deltas
+    await _create_inline(stream)
+    try:
+        await _emit(stream, frames.start())
+        if isinstance(deltas, PacedAnswer):
+            # rawsse's own demo models: the wait is this frame's, the model holds no coroutine.
+            while True:
+                wait_s = deltas.wait_s()
+                if wait_s is not None:
+                    await pause(wait_s)
+                try:
+                    delta = deltas.take()
+                except StopAsyncIteration:
+                    break
+                await _emit(stream, frames.feed(delta))
+        else:
             async for delta in deltas:
-                await _emit(stream, store, stream_id, frames, frames.feed(delta))
-            await _emit(stream, store, stream_id, frames, frames.finish())
-        except ClientDisconnected:
-            raise
-        except Exception as exc:
-            if not isinstance(exc, ChatError):
-                logger.exception("model %r failed mid-stream", self.model)
-            await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
-        finally:
-            finish_nowait = getattr(store, "finish_nowait", None)
-            if finish_nowait is not None and not _has_cleanup(deltas):
-                # Nothing to wait for (the model has ended, the store finishes at once): no
-                # shielded scope, a good part of a stream's cost when 100,000 end together.
-                self._record_end(stream)
-                finish_nowait(stream_id)
-            else:
-                with anyio.CancelScope(shield=True):
-                    await _close(deltas)
-                    self._record_end(stream)
-                    await store.finish(stream_id)
-
-    def _record_end(self, stream: EventStream) -> None:
-        frames = self.frames
-        if not frames.ended:
-            # Cancelled: the client left, or the server ends the stream. Record why it stops
-            # (for resume); the farewell sends it to a client still reading.
-            self.ending = frames.fail(_stopped_error(stream.stop_reason))
-            _record_nowait(self.store, self.stream_id, frames, self.ending)
-
-    def farewell(self, reason: StreamEnd) -> bytes:
-        """The stream's last frames when the server ends it."""
-        return b"".join(self.ending) if self.ending else b""
+                await _emit(stream, frames.feed(delta))
+        await _emit(stream, frames.finish())
+    except ClientDisconnected:
+        raise
+    except Exception as exc:
+        await _emit(stream, _failed(frames, exc))
+    finally:
+        await _end_inline(stream)
 
 
-async def _emit(
-    stream: EventStream,
-    store: ReplayStore,
-    stream_id: str,
-    frames: DialectStream,
-    batch: list[bytes],
-) -> None:
-    await _record(store, stream_id, frames, batch)
+async def _create_inline(stream: _InlineStream) -> None:
+    """Create an inline stream's log in the store."""
+    await stream.service.store.create(stream.stream_id, tag=stream.dialect.name)
+
+
+def _failed(frames: DialectStream, exc: Exception) -> list[bytes]:
+    """The dialect's error frames for a model that raised ``exc`` mid-stream."""
+    if not isinstance(exc, ChatError):
+        logger.exception("model %r failed mid-stream", frames.request.model, exc_info=exc)
+    return frames.fail(as_chat_error(exc))
+
+
+async def _end_inline(stream: _InlineStream) -> None:
+    """Record why an inline stream stopped (if the model did not finish it), and finish it
+    in the store."""
+    store, deltas = stream.service.store, stream.deltas
+    finish_nowait = getattr(store, "finish_nowait", None)
+    if finish_nowait is not None and not _has_cleanup(deltas):
+        # Nothing to wait for (the model has ended, the store finishes at once): no
+        # shielded scope, a good part of a stream's cost when 100,000 end together.
+        _record_end(stream, store)
+        finish_nowait(stream.stream_id)
+    else:
+        with anyio.CancelScope(shield=True):
+            await _close(deltas)
+            _record_end(stream, store)
+            await store.finish(stream.stream_id)
+
+
+def _record_end(stream: _InlineStream, store: ReplayStore) -> None:
+    frames = stream.frames
+    if not frames.ended:
+        # Cancelled: the client left, or the server ends the stream. Record why it stops
+        # (for resume); the farewell sends it to a client still reading.
+        ending = frames.fail(_stopped_error(stream.stop_reason))
+        _record_nowait(store, stream.stream_id, frames, ending)
+        if ending:
+            stream.farewell = _Farewell(b"".join(ending))
+
+
+class _Farewell:
+    """A stream's last frames when the server ends it (made once the producer stopped)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: bytes) -> None:
+        self.frames = frames
+
+    def __call__(self, reason: StreamEnd) -> bytes:
+        return self.frames
+
+
+async def _emit(stream: _InlineStream, batch: list[bytes]) -> None:
+    """Record ``batch`` for resume, then send it."""
+    await _record(stream.service.store, stream.stream_id, stream.frames, batch)
     for frame in batch:
         await stream.send_raw(frame)
 
@@ -750,7 +797,10 @@ def _unnumbered(dialect: Dialect, stream_id: str, error: ChatError) -> list[byte
 
 def _has_cleanup(deltas: AsyncIterator[Any]) -> bool:
     """Whether closing ``deltas`` may run code: not for a generator that ended (ran out,
-    raised, or was cancelled mid-step: no frame left), nor for an iterator without aclose."""
+    raised, or was cancelled mid-step: no frame left), nor for an iterator without aclose,
+    nor for a demo model's answer."""
+    if isinstance(deltas, PacedAnswer):
+        return False
     return hasattr(deltas, "aclose") and getattr(deltas, "ag_frame", True) is not None
 
 

@@ -74,27 +74,41 @@ def openai_models_body(models: list[str], created: int = 0) -> dict[str, Any]:
 class OpenAIStream(DialectStream):
     """The frames of one generation as ``chat.completion.chunk`` events."""
 
+    keeps_request = False
+    __slots__ = ("_cited",)
+
     def __init__(self, request: ChatRequest, stream_id: str, created: int) -> None:
         super().__init__(request, stream_id, created)
-        self.completion_id = f"chatcmpl-{stream_id}"
-        # The fields every chunk repeats, in OpenAI's order; "choices" is replaced per chunk.
-        self._head: dict[str, Any] = {
+        self._cited = False  # once the backend yields Citations, every chunk carries them
+
+    @property
+    def completion_id(self) -> str:
+        """The ``id`` of every chunk: ``chatcmpl-{stream_id}``."""
+        return f"chatcmpl-{self.stream_id}"
+
+    def _head(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        """A chunk: the fields every chunk repeats, in OpenAI's order, around ``choices``
+        (made per chunk: a held stream keeps no template)."""
+        chunk: dict[str, Any] = {
             "id": self.completion_id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": request.model,
+            "created": self.created,
+            "model": self.request.model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [],
+            "choices": choices,
         }
-        if request.include_usage:
-            self._head["usage"] = None
+        if self.request.include_usage:
+            chunk["usage"] = None
+        if self._cited:
+            chunk["citations"] = list(self.transcript.citations)
+        return chunk
 
     def _chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        chunk = self._head.copy()
-        chunk["choices"] = [
-            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        ]
-        return self._json(chunk)
+        return self._json(
+            self._head(
+                [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            )
+        )
 
     def _start(self) -> list[bytes]:
         return [
@@ -126,7 +140,7 @@ class OpenAIStream(DialectStream):
         return [self._chunk(state.index, {}, state.final_reason())]
 
     def _on_citations(self) -> list[bytes]:
-        self._head["citations"] = list(self.transcript.citations)
+        self._cited = True
         return []
 
     def _usage(self) -> dict[str, int]:
@@ -145,7 +159,7 @@ class OpenAIStream(DialectStream):
                 state.finish_reason = state.final_reason()
                 frames += self._on_finish(state)
         if self.request.include_usage:
-            chunk = self._head.copy()
+            chunk = self._head([])
             chunk["usage"] = self._usage()
             frames.append(self._json(chunk))
         frames.append(self._data("[DONE]"))

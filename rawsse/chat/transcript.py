@@ -21,8 +21,9 @@ a short one; tool-call arguments are always kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from rawsse.chat.deltas import FinishReason, Usage
@@ -70,13 +71,18 @@ class Block:
         return "".join(self.pieces)
 
 
+_NO_CALLS: Mapping[int, ToolCallState] = MappingProxyType({})
+
+
 @dataclass(slots=True)
 class ChoiceState:
     """Everything choice ``index`` has produced so far."""
 
     index: int
-    blocks: list[Block] = field(default_factory=list)
-    tool_calls: dict[int, ToolCallState] = field(default_factory=dict)
+    # Made with the first block (a list then): no empty list per choice before it.
+    blocks: Sequence[Block] = ()
+    # Shared and empty until the first call: a dict then (most choices call no tool).
+    tool_calls: Mapping[int, ToolCallState] = field(default_factory=lambda: _NO_CALLS)
     finish_reason: FinishReason | None = None
     pieces: int = 0
 
@@ -97,6 +103,18 @@ class ChoiceState:
         return "tool_calls" if self.tool_calls else "stop"
 
 
+# The text and reasoning runs of every transcript that keeps no text: never appended to.
+_RUNS: dict[str, Block] = {"text": Block("text"), "reasoning": Block("reasoning")}
+
+
+def _add_block(state: ChoiceState, block: Block) -> None:
+    blocks = state.blocks
+    if isinstance(blocks, list):
+        blocks.append(block)
+    else:
+        state.blocks = [block]
+
+
 def _protocol_error(message: str) -> ChatError:
     return ChatError.server_error(f"The model backend broke the delta protocol: {message}")
 
@@ -104,9 +122,11 @@ def _protocol_error(message: str) -> ChatError:
 class Transcript:
     """The accumulated generation; see the module docstring for the rules it enforces.
 
-    ``keep_text`` false drops text and reasoning pieces once counted. It holds no reference
-    to its dialect stream (the id maker comes with each tool fragment), so the two never form a
-    reference cycle: a stream's state is freed when it ends, not at the collector's next pass.
+    ``keep_text`` false drops text and reasoning pieces once counted: its runs of text and of
+    reasoning are then blocks shared by every transcript (they have no pieces to keep). It
+    holds no reference to its dialect stream (the id maker comes with each tool fragment), so
+    the two never form a reference cycle: a stream's state is freed when it ends, not at the
+    collector's next pass. Nor to the request: what it needs is read at the start.
     """
 
     __slots__ = (
@@ -115,13 +135,11 @@ class Transcript:
         "choices",
         "citations",
         "keep_text",
-        "request",
     )
 
     def __init__(self, request: ChatRequest, *, keep_text: bool = True) -> None:
-        self.request = request
         self.keep_text = keep_text
-        self.choices = [ChoiceState(i) for i in range(request.n)]
+        self.choices = tuple(ChoiceState(i) for i in range(request.n))
         self.citations: tuple[str, ...] = ()
         self._usage: Usage | None = None
         self._estimate = request.prompt_tokens()
@@ -145,7 +163,7 @@ class Transcript:
             if self.keep_text:
                 blocks[-1].pieces.append(text)
             return False
-        blocks.append(Block(kind, [text] if self.keep_text else []))
+        _add_block(state, Block(kind, [text]) if self.keep_text else _RUNS[kind])
         return True
 
     def add_tool_fragment(
@@ -170,8 +188,11 @@ class Transcript:
                     f"the first fragment of tool call {index} (choice {state.index}) has no name."
                 )
             call = ToolCallState(index, id or make_tool_id(state.index, index), name, arguments)
-            state.tool_calls[index] = call
-            state.blocks.append(Block("tool", tool=call))
+            calls = state.tool_calls
+            if not isinstance(calls, dict):
+                calls = state.tool_calls = {}
+            calls[index] = call
+            _add_block(state, Block("tool", tool=call))
             return call, True
         if name is not None and name != call.name:
             raise _protocol_error(f"tool call {index} was renamed from {call.name!r} to {name!r}.")

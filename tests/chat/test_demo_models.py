@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -27,6 +28,7 @@ from rawsse.chat import (
     parse_model_options,
     parse_openai,
 )
+from rawsse.chat.demo import PacedAnswer
 from rawsse.chat.demo_script import TokenGaps
 from tests.chat.dialect_support import CREATED, STREAM_ID, parse_frames
 
@@ -274,3 +276,23 @@ async def test_closing_mid_stream_stops_the_model() -> None:
 def test_negative_delay_is_refused() -> None:
     with pytest.raises(ValueError, match="token_delay_s"):
         demo_models(token_delay_s=-1)
+
+
+async def test_a_held_answer_keeps_neither_the_request_nor_a_coroutine() -> None:
+    """A held stream's model and dialect state is a few fields: the parsed messages go once
+    the model has them, and a paced wait is the caller's, not a generator's."""
+    models = demo_models(token_delay_s=10)
+    for name in ("echo", "lorem"):
+        req = request("a message to answer", stream=True, max_tokens=5)
+        deltas = models[name](req)
+        frames = OPENAI.new_stream(req, STREAM_ID, CREATED)
+        assert isinstance(deltas, PacedAnswer)
+        assert deltas.wait_s() is None  # the first token comes at once
+        assert deltas.take() == ("a " if name == "echo" else "Lorem")
+        assert deltas.wait_s() == 10  # the next one: the caller waits, then takes it
+        held = [deltas, frames, frames.transcript]
+        referents = [r for obj in held for r in gc.get_referents(obj)]
+        assert req not in referents
+        assert not any(r is m for r in referents for m in req.messages)
+        assert frames.request.messages == ()
+        assert frames.request is OPENAI.new_stream(req, "other", CREATED).request  # shared

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import rawsse
@@ -59,6 +60,11 @@ def ticker_app(state: dict[str, Any]) -> App:
     @app.get("/block")
     async def block(req: Request) -> Response:
         time.sleep(float(req.query.get("s", "0.2")))  # noqa: ASYNC251 - stalls the loop on purpose
+        # Then, optionally, hog the loop in chunks: every other ready task runs between two,
+        # so each of their checkpoints costs them a chunk (a loop busy with other streams).
+        for _ in range(int(req.query.get("chunks", "0"))):
+            await anyio.lowlevel.checkpoint()
+            time.sleep(float(req.query.get("each", "0.04")))  # noqa: ASYNC251 - on purpose
         return Response("blocked\n")
 
     @app.get("/sleeps")
@@ -270,6 +276,39 @@ async def test_sleeps_behind_by_whole_waits_catch_up() -> None:
     for k in (12, 13):  # and the later ones are back on the schedule
         due = start + (k + 1) * 0.03
         assert due - CLOCK_TOLERANCE_S <= ends[k] <= due + LATE_LIMIT_S
+
+
+async def test_sleeps_catching_up_on_a_busy_loop_count_the_time_their_checkpoints_take() -> None:
+    # Behind by whole waits, sleeps return after one checkpoint each; on a loop busy with other
+    # tasks each such checkpoint takes a while (here a 40 ms chunk of another task), and that
+    # time must count against the schedule too, or every overdue sleep loses it for good.
+    state: dict[str, Any] = {}
+    count, seconds = 24, 0.03
+    async with running_server(ticker_app(state)) as server:
+        sock = blocking_socket(server.port)
+        try:
+            sock.sendall(get(f"/sleeps?n={count}&s={seconds}"))
+            seen = b""
+            while seen.count(b"data: ") < 2:
+                seen += await recv_some(sock)
+            # A 0.2 s stall (the stream falls ~6 waits behind), then 8 chunks of 40 ms.
+            await request(server.port, get("/block?s=0.2&chunks=8&each=0.04"))
+            with anyio.fail_after(10):
+                while not seen.endswith(b"0\r\n\r\n"):
+                    data = await recv_some(sock)
+                    assert data, "the server closed before the end of the stream"
+                    seen += data
+        finally:
+            sock.close()
+    start, ends = state["start"], state["ends"]
+    assert len(ends) == count
+    # The busy spell ends ~0.6 s in; the last waits are due at 0.69 and 0.72 s: back on the
+    # schedule by then (without the checkpoints counted: ~0.25 s behind it for good).
+    for k in (count - 2, count - 1):
+        due = start + (k + 1) * seconds
+        assert due - CLOCK_TOLERANCE_S <= ends[k] <= due + 0.12, [
+            round(end - start - (i + 1) * seconds, 3) for i, end in enumerate(ends)
+        ]
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
