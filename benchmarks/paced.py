@@ -9,7 +9,9 @@ A *config* is a server and a shape. Shapes:
   with ``asyncio.sleep`` on a fixed schedule; rawsse with ``anyio.sleep`` on the same schedule
   (``rawsse``, ``rawsse-trio``), with ``rawsse.Ticker`` (``-ticker``), or with
   ``await rawsse.sleep(0.04)`` between events, relative to the last one (``-sleep``: the way
-  the demo models and most hand-written producers pace, so every late wake-up costs events).
+  the demo models and most hand-written producers pace, so every late wake-up costs events),
+  or with ``asyncio.sleep`` exactly as the floor (``rawsse-asyncio``: rawsse's cost per event
+  without anyio's).
 - ``engine`` (``POST /engine``): one producer wakes every 40 ms and hands one token to each
   active stream's queue (vLLM's output loop); each stream encodes and sends it. The floor with
   an ``asyncio.Queue`` per stream, rawsse with an anyio memory object stream per stream (the
@@ -56,6 +58,7 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "rawsse": ("rawsse", "/stream"),
     "rawsse-ticker": ("rawsse-ticker", "/stream"),
     "rawsse-sleep": ("rawsse-sleep", "/stream"),
+    "rawsse-asyncio": ("rawsse-asyncio", "/stream"),
     "rawsse-trio": ("rawsse-trio", "/stream"),
     "rawsse-trio-ticker": ("rawsse-trio-ticker", "/stream"),
     "rawsse-trio-sleep": ("rawsse-trio-sleep", "/stream"),
