@@ -27,6 +27,7 @@ use every core); the load processes share the same cores, which the report says.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import json
@@ -207,7 +208,8 @@ def run_peer(peer: str, args: argparse.Namespace) -> dict[str, Any]:
                 f"{peer} did not start: {ready} "
                 f"{proc.stderr.read().decode()[-1000:] if proc.stderr else ''}"
             )
-        threading.Thread(target=h._drain, args=(proc,), daemon=True).start()
+        errors: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=_keep_stderr, args=(proc, errors), daemon=True).start()
         time.sleep(1.0)
         base_kib = h.rss_kib(proc.pid)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -274,6 +276,9 @@ def run_peer(peer: str, args: argparse.Namespace) -> dict[str, Any]:
             )
         pids = h.tree_pids(proc.pid)
         cpu_before = sum(h.process_cpu_seconds(pid) for pid in pids)
+        clients_before = sum(h.process_cpu_seconds(c.proc.pid) for c in clients)
+        busy_before = h.cpu_busy()
+        procs_before = _all_cpu()
         t_term = time.time()
         w_term = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -292,9 +297,22 @@ def run_peer(peer: str, args: argparse.Namespace) -> dict[str, Any]:
             result["exit_code"] = proc.returncode
         else:
             result["exit_s"] = None
+        busy_after = h.cpu_busy()
+        ours = {*pids, *(c.proc.pid for c in clients)}
+        result["shutdown_others_top"] = _top_others(procs_before, _all_cpu(), ours)
         result["shutdown_cpu_s"] = round(sum(last_cpu.values()) - cpu_before, 3)
+        # The load processes' CPU from SIGTERM until the server exited (they read the
+        # farewells and close their ends meanwhile), and what everything else on the machine
+        # took of both cores in that time.
+        clients_cpu = sum(h.process_cpu_seconds(c.proc.pid) for c in clients) - clients_before
+        busy = sum(after[0] - busy_before[cpu][0] for cpu, after in busy_after.items())
+        result["shutdown_clients_cpu_s"] = round(clients_cpu, 3)
+        result["shutdown_others_cpu_s"] = round(
+            max(0.0, busy - result["shutdown_cpu_s"] - clients_cpu), 3
+        )
         for c in clients:
             c.wait_for("ENDED", 10)
+        result["server_log"] = [line for line in errors if "cut" in line or "killed" in line]
         end = merge([c.report() for c in clients])
         result["shutdown"] = {k: end[k] for k in ("ended", "clean", "cut", "still_open")}
         result["shutdown"]["last_end_s"] = (
@@ -302,7 +320,10 @@ def run_peer(peer: str, args: argparse.Namespace) -> dict[str, Any]:
         )
         log(
             f"{peer}: SIGTERM -> exit in {result['exit_s']} s (code "
-            f"{result.get('exit_code')}), {result['shutdown']}"
+            f"{result.get('exit_code')}), {result['shutdown']}; CPU-s server "
+            f"{result['shutdown_cpu_s']}, load processes {clients_cpu:.2f}, others "
+            f"{result['shutdown_others_cpu_s']} ({result['shutdown_others_top']}); "
+            f"{result['server_log']}"
         )
     finally:
         for c in clients:
@@ -314,6 +335,45 @@ def run_peer(peer: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 NOTICE_SETTLE_S = 6.0
+
+
+def _all_cpu() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds so far (user + system), by pid."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{name}/stat") as f:
+                    text = f.read()
+                comm = text[text.index("(") + 1 : text.rindex(")")]
+                fields = text.rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                out[int(name)] = (comm, cpu)
+    return out
+
+
+def _top_others(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], ours: set[int]
+) -> str:
+    """The processes other than ours that took the most CPU between two ``_all_cpu()``
+    (kernel threads such as ksoftirqd included: they carry loopback traffic under load)."""
+    used: dict[str, float] = {}
+    for pid, (comm, cpu) in after.items():
+        if pid in ours:
+            continue
+        spent = cpu - before.get(pid, (comm, 0.0))[1]
+        if spent > 0.05:
+            used[comm] = used.get(comm, 0.0) + spent
+    top = sorted(used.items(), key=lambda kv: -kv[1])[:4]
+    return ", ".join(f"{comm} {cpu:.2f}" for comm, cpu in top) or "none"
+
+
+def _keep_stderr(proc: subprocess.Popen[bytes], lines: collections.deque[str]) -> None:
+    """Read the server's stderr to its end, keeping its last lines (the shutdown's report)."""
+    with contextlib.suppress(Exception):
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            lines.append(raw.decode(errors="replace").strip())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -143,12 +143,10 @@ class _Log:
         "appended",
         "dropped",
         "ended",
-        "ended_at",
         "entries",
         "first_number",
         "ids",
         "index",
-        "nbytes",
         "tag",
     )
 
@@ -164,9 +162,7 @@ class _Log:
         self.ids: list[str] | deque[str] | None = None
         self.index: dict[str, int] | None = None
         self.dropped = 0  # frames dropped from the front
-        self.nbytes = 0
         self.ended = False
-        self.ended_at = 0.0
         self.appended: anyio.Event | None = None
 
     @property
@@ -212,9 +208,17 @@ class _Log:
             assert isinstance(ids, deque)
             self.index.pop(ids.popleft(), None)
         self.dropped += 1
-        size = len(frame) + _FRAME_OVERHEAD
-        self.nbytes -= size
-        return size
+        return len(frame) + _FRAME_OVERHEAD
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the log is counted for (computed when it is forgotten, not kept: an int
+        per held stream)."""
+        return (
+            _STREAM_OVERHEAD
+            + _FRAME_OVERHEAD * len(self.entries)
+            + sum(len(frame) for frame in self.entries)
+        )
 
     def wake(self) -> None:
         if self.appended is not None:
@@ -267,8 +271,9 @@ class MemoryReplayStore:
         self.max_events_per_stream = max_events_per_stream
         self.max_total_bytes = max_total_bytes
         self.keep_after_end_s = keep_after_end_s
-        # Oldest stream first: the order in which bytes are reclaimed.
-        self._logs: OrderedDict[str, _Log] = OrderedDict()
+        # Every stream kept (a plain dict: an OrderedDict's links cost ~50 bytes per stream,
+        # and the order bytes are reclaimed in is ``_reclaim_order``'s).
+        self._logs: dict[str, _Log] = {}
         # Finished streams in the order they finished: the order in which they expire.
         self._ended: OrderedDict[str, float] = OrderedDict()
         # Streams holding frames, oldest first: where bytes are reclaimed from, in O(1) each.
@@ -317,9 +322,7 @@ class MemoryReplayStore:
                 self._reclaim_order = deque(k for k in order if k in logs and logs[k].entries)
                 self._reclaim_order.append(key)
         log.append(event_id, frame)
-        size = len(frame) + _FRAME_OVERHEAD
-        log.nbytes += size
-        self.total_bytes += size
+        self.total_bytes += len(frame) + _FRAME_OVERHEAD
         if len(log.entries) > self.max_events_per_stream:
             self.total_bytes -= log.drop_oldest()
         if self.total_bytes > self.max_total_bytes:
@@ -336,8 +339,7 @@ class MemoryReplayStore:
         if log is None:
             log = self._new_log(key)
         log.ended = True
-        log.ended_at = time.monotonic()
-        self._ended[key] = log.ended_at
+        self._ended[key] = time.monotonic()
         self._ended.move_to_end(key)
         log.wake()
 
@@ -403,7 +405,6 @@ class MemoryReplayStore:
     def _new_log(self, key: str) -> _Log:
         self._expire()
         log = self._logs[key] = _Log()
-        log.nbytes = _STREAM_OVERHEAD
         self.total_bytes += _STREAM_OVERHEAD
         if self.total_bytes > self.max_total_bytes:
             self._reclaim()

@@ -394,6 +394,33 @@ def slow_drain_app() -> App:
     return app
 
 
+# Longer than the supervisor's stall bound (``rawsse.cli._workers.STALL_S``).
+BLOCKED_END_S = 6.0
+
+
+def blocking_end_app() -> App:
+    """``GET /block``: a stream whose end, the first in its process, blocks the event loop for
+    ``BLOCKED_END_S`` (a synchronous teardown; or a worker whose loop is busy ending thousands
+    of streams at once), then ends it with its farewell as usual."""
+    app = App()
+    blocked = [False]
+
+    async def block(request: Request) -> EventStream:
+        async def produce(stream: EventStream) -> None:
+            await stream.send("started")
+            try:
+                await anyio.sleep_forever()
+            finally:
+                if not blocked[0]:
+                    blocked[0] = True
+                    time.sleep(BLOCKED_END_S)  # noqa: ASYNC251 - blocks the loop on purpose
+
+        return EventStream(produce, farewell=lambda reason: b"data: bye\n\n")
+
+    app.add_route("/block", block)
+    return app
+
+
 def hang_app() -> App:
     """``GET /hang``: waits a while (the worker reports holding it), creates the file named by
     ``$RAWSSE_TEST_MARKER``, then blocks its event loop for a minute: a hung worker."""

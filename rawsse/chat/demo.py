@@ -57,7 +57,8 @@ class PacedAnswer(DemoAnswer):
         self.delay: float | TokenGaps = (
             options.token_delay_s if options.delay_dist == "fixed" else TokenGaps(options)
         )
-        self.pending: tuple[str | Delta, ...] | None = None  # the row being handed over
+        # The row being handed over: a tuple of deltas, or the delta of a row of one.
+        self.pending: tuple[str | Delta, ...] | str | Delta | None = None
         self.index = 0  # its next delta
         self.state = _NEW
 
@@ -107,15 +108,22 @@ class PacedAnswer(DemoAnswer):
             self._load()  # the first step, after its wait
             row = self.pending
             assert row is not None
+        if not isinstance(row, tuple):  # a row of one
+            self._taken()
+            return row
         index = self.index
         if index + 1 < len(row):
             self.index = index + 1
         else:
-            self.pending = None
-            self.index = 0
-            if self.state == _FINISHING:
-                self.state = _DONE
+            self._taken()
         return row[index]
+
+    def _taken(self) -> None:
+        """The pending row was handed over."""
+        self.pending = None
+        self.index = 0
+        if self.state == _FINISHING:
+            self.state = _DONE
 
     def _load(self) -> bool:
         """Make the next step the pending row (True), or the finish once the steps ran out."""
@@ -125,9 +133,11 @@ class PacedAnswer(DemoAnswer):
             self.state = _DONE  # raised once, as a generator's error ends it
             raise
         if row is not None:
-            self.pending = row
+            # A row of one delta is kept as the delta (a held stream waits with it pending).
+            self.pending = row[0] if len(row) == 1 else row
             return True
-        self.pending = tuple(self.finish())
+        finishes = self.finish()
+        self.pending = finishes[0] if len(finishes) == 1 else tuple(finishes)
         self.state = _FINISHING
         return False
 

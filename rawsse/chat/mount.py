@@ -659,13 +659,13 @@ class _InlineStream(EventStream):
 
 async def _produce_inline(stream: EventStream) -> None:
     """An inline stream's producer: the dialect's frames of the backend's deltas, each
-    recorded for resume, then sent."""
+    recorded for resume, then sent. (Few locals, short calls: a held stream keeps this
+    frame, waiting.)"""
     assert isinstance(stream, _InlineStream)
-    store, stream_id = stream.service.store, stream.stream_id
     frames, deltas = stream.frames, stream.deltas
-    await store.create(stream_id, tag=stream.dialect.name)
+    await _create_inline(stream)
     try:
-        await _emit(stream, store, stream_id, frames, frames.start())
+        await _emit(stream, frames.start())
         if isinstance(deltas, PacedAnswer):
             # rawsse's own demo models: the wait is this frame's, the model holds no coroutine.
             while True:
@@ -676,29 +676,46 @@ async def _produce_inline(stream: EventStream) -> None:
                     delta = deltas.take()
                 except StopAsyncIteration:
                     break
-                await _emit(stream, store, stream_id, frames, frames.feed(delta))
+                await _emit(stream, frames.feed(delta))
         else:
             async for delta in deltas:
-                await _emit(stream, store, stream_id, frames, frames.feed(delta))
-        await _emit(stream, store, stream_id, frames, frames.finish())
+                await _emit(stream, frames.feed(delta))
+        await _emit(stream, frames.finish())
     except ClientDisconnected:
         raise
     except Exception as exc:
-        if not isinstance(exc, ChatError):
-            logger.exception("model %r failed mid-stream", frames.request.model)
-        await _emit(stream, store, stream_id, frames, frames.fail(as_chat_error(exc)))
+        await _emit(stream, _failed(frames, exc))
     finally:
-        finish_nowait = getattr(store, "finish_nowait", None)
-        if finish_nowait is not None and not _has_cleanup(deltas):
-            # Nothing to wait for (the model has ended, the store finishes at once): no
-            # shielded scope, a good part of a stream's cost when 100,000 end together.
+        await _end_inline(stream)
+
+
+async def _create_inline(stream: _InlineStream) -> None:
+    """Create an inline stream's log in the store."""
+    await stream.service.store.create(stream.stream_id, tag=stream.dialect.name)
+
+
+def _failed(frames: DialectStream, exc: Exception) -> list[bytes]:
+    """The dialect's error frames for a model that raised ``exc`` mid-stream."""
+    if not isinstance(exc, ChatError):
+        logger.exception("model %r failed mid-stream", frames.request.model, exc_info=exc)
+    return frames.fail(as_chat_error(exc))
+
+
+async def _end_inline(stream: _InlineStream) -> None:
+    """Record why an inline stream stopped (if the model did not finish it), and finish it
+    in the store."""
+    store, deltas = stream.service.store, stream.deltas
+    finish_nowait = getattr(store, "finish_nowait", None)
+    if finish_nowait is not None and not _has_cleanup(deltas):
+        # Nothing to wait for (the model has ended, the store finishes at once): no
+        # shielded scope, a good part of a stream's cost when 100,000 end together.
+        _record_end(stream, store)
+        finish_nowait(stream.stream_id)
+    else:
+        with anyio.CancelScope(shield=True):
+            await _close(deltas)
             _record_end(stream, store)
-            finish_nowait(stream_id)
-        else:
-            with anyio.CancelScope(shield=True):
-                await _close(deltas)
-                _record_end(stream, store)
-                await store.finish(stream_id)
+            await store.finish(stream.stream_id)
 
 
 def _record_end(stream: _InlineStream, store: ReplayStore) -> None:
@@ -724,14 +741,9 @@ class _Farewell:
         return self.frames
 
 
-async def _emit(
-    stream: EventStream,
-    store: ReplayStore,
-    stream_id: str,
-    frames: DialectStream,
-    batch: list[bytes],
-) -> None:
-    await _record(store, stream_id, frames, batch)
+async def _emit(stream: _InlineStream, batch: list[bytes]) -> None:
+    """Record ``batch`` for resume, then send it."""
+    await _record(stream.service.store, stream.stream_id, stream.frames, batch)
     for frame in batch:
         await stream.send_raw(frame)
 

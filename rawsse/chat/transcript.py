@@ -21,7 +21,7 @@ a short one; tool-call arguments are always kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -79,7 +79,8 @@ class ChoiceState:
     """Everything choice ``index`` has produced so far."""
 
     index: int
-    blocks: list[Block] = field(default_factory=list)
+    # Made with the first block (a list then): no empty list per choice before it.
+    blocks: Sequence[Block] = ()
     # Shared and empty until the first call: a dict then (most choices call no tool).
     tool_calls: Mapping[int, ToolCallState] = field(default_factory=lambda: _NO_CALLS)
     finish_reason: FinishReason | None = None
@@ -106,6 +107,14 @@ class ChoiceState:
 _RUNS: dict[str, Block] = {"text": Block("text"), "reasoning": Block("reasoning")}
 
 
+def _add_block(state: ChoiceState, block: Block) -> None:
+    blocks = state.blocks
+    if isinstance(blocks, list):
+        blocks.append(block)
+    else:
+        state.blocks = [block]
+
+
 def _protocol_error(message: str) -> ChatError:
     return ChatError.server_error(f"The model backend broke the delta protocol: {message}")
 
@@ -130,7 +139,7 @@ class Transcript:
 
     def __init__(self, request: ChatRequest, *, keep_text: bool = True) -> None:
         self.keep_text = keep_text
-        self.choices = [ChoiceState(i) for i in range(request.n)]
+        self.choices = tuple(ChoiceState(i) for i in range(request.n))
         self.citations: tuple[str, ...] = ()
         self._usage: Usage | None = None
         self._estimate = request.prompt_tokens()
@@ -154,7 +163,7 @@ class Transcript:
             if self.keep_text:
                 blocks[-1].pieces.append(text)
             return False
-        blocks.append(Block(kind, [text]) if self.keep_text else _RUNS[kind])
+        _add_block(state, Block(kind, [text]) if self.keep_text else _RUNS[kind])
         return True
 
     def add_tool_fragment(
@@ -183,7 +192,7 @@ class Transcript:
             if not isinstance(calls, dict):
                 calls = state.tool_calls = {}
             calls[index] = call
-            state.blocks.append(Block("tool", tool=call))
+            _add_block(state, Block("tool", tool=call))
             return call, True
         if name is not None and name != call.name:
             raise _protocol_error(f"tool call {index} was renamed from {call.name!r} to {name!r}.")

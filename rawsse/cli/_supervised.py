@@ -4,12 +4,15 @@ Contract: ``SupervisorLink.from_environment()`` is None in a process the supervi
 start. In a worker it first asks Linux to send it SIGTERM when its parent dies (prctl
 ``PR_SET_PDEATHSIG``; the server treats it as any SIGTERM: a graceful shutdown), and
 ``orphaned`` says whether the supervisor died before that request was made. ``run(server)``,
-a task beside the server, writes one status line to the supervisor's pipe every
-``REPORT_PERIOD_S``: ``open N`` (the connections the server holds), so the supervisor sees a
-draining worker make progress and a hung one fall silent. It also watches for the supervisor's
-end where the parent-death signal is not available or was lost: when the parent pid changes or
-the pipe breaks, it shuts the server down gracefully itself. ``finished(cut)`` writes the last
-line, ``cut N``: the connections the shutdown grace ran out on.
+a task beside the server, starts a thread that writes one status line to the supervisor's pipe
+every ``REPORT_PERIOD_S``: ``open N`` (the connections the server holds), so the supervisor sees
+a draining worker make progress and a hung one fall silent or stop making progress. A thread,
+because a worker ending 16,000 streams keeps its event loop busy for seconds on end: a report
+from the loop would wait for all of them, and the worker would look hung exactly while it
+drains fastest. The task also watches for the supervisor's end where the parent-death signal
+is not available or was lost: when the parent pid changes or the pipe breaks, it shuts the
+server down gracefully itself. ``finished(cut)`` stops the reports and writes the last line,
+``cut N``: the connections the shutdown grace ran out on.
 
 The line protocol (``open N``, ``cut N``, ASCII, one per line) is read by
 ``rawsse.cli._workers``.
@@ -22,6 +25,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Collection
 from typing import Any
 
 import anyio
@@ -70,6 +75,8 @@ class SupervisorLink:
             os.set_blocking(status_fd, False)  # a report never holds up the event loop
         self.gone = False  # the pipe broke: nobody reads the reports
         self._stopping = False
+        self._reporter: threading.Thread | None = None
+        self._done = threading.Event()
 
     @classmethod
     def from_environment(cls) -> SupervisorLink | None:
@@ -99,8 +106,15 @@ class SupervisorLink:
 
     async def run(self, server: Any) -> None:
         """Report ``open N`` every period; shut ``server`` down when the supervisor is gone."""
+        if self._reporter is None:
+            self._reporter = threading.Thread(
+                target=self._report,
+                args=(server.context.connections,),
+                name="rawsse-status",
+                daemon=True,
+            )
+            self._reporter.start()
         while True:
-            self._write(f"open {len(server.context.connections)}")
             if (self.gone or self.orphaned) and not self._stopping:
                 self._stopping = True
                 logger.warning(
@@ -110,6 +124,16 @@ class SupervisorLink:
                 server.shutdown()
             await anyio.sleep(REPORT_PERIOD_S)
 
+    def _report(self, connections: Collection[object]) -> None:
+        """The reporting thread: ``open N`` now and every period until ``finished``."""
+        while self._fd is not None:
+            self._write(f"open {len(connections)}")  # (a set's size: safe from a thread)
+            if self._done.wait(REPORT_PERIOD_S):
+                return
+
     def finished(self, cut: int) -> None:
         """The server has stopped: report how many connections its shutdown grace cut."""
+        self._done.set()
+        if self._reporter is not None:
+            self._reporter.join()
         self._write(f"cut {cut}")

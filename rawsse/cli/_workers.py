@@ -9,11 +9,12 @@ and the other children are never started, so the reason is said once), then the 
 prints the single ready line, and restarts a child that crashes (with a back-off).
 
 Stopping: SIGINT or SIGTERM is forwarded to every child as one SIGTERM (a graceful shutdown);
-a second signal kills them. Each child reports ``open N`` twice a second on a pipe of its own
-(``rawsse.cli._supervised``), so the supervisor waits for a child as long as it makes progress:
-until ``grace_s + STALL_S`` after the signal, and then as long as its count of open connections
-keeps falling, at least every ``STALL_S``. A child silent for ``STALL_S`` (hung) or without
-progress past that is killed. What was cut is counted and logged -- connections a child's own
+a second signal kills them. Each child reports ``open N`` twice a second on a pipe of its own,
+from a thread (``rawsse.cli._supervised``), so the supervisor waits for a child as long as it
+makes progress: until ``grace_s + STALL_S`` after the signal, and then as long as its count of
+open connections keeps falling, at least every ``STALL_S``. A child silent for ``STALL_S`` (the
+whole process hung or stopped) or without progress past that (its event loop blocked, say) is
+killed, once. What was cut is counted and logged -- connections a child's own
 grace ran out on (its last line, ``cut N``), and those a killed child held by its last report
 -- and the exit status is 1 when anything was cut or killed, else 0.
 
@@ -217,6 +218,8 @@ def _stop(pool: list[_Worker], grace_s: float, signals_seen: list[int]) -> int:
             break
         now = time.monotonic()
         for worker in running:
+            if worker.killed:
+                continue  # SIGKILLed, not yet reaped
             if len(signals_seen) > 1:  # a second signal: no more waiting
                 worker.signal(signal.SIGKILL)
                 worker.killed = True

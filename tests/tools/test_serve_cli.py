@@ -468,12 +468,75 @@ def test_supervisor_kills_a_hung_worker_counts_and_reports_it(tmp_path: Path) ->
         assert proc.stderr is not None
         err = proc.stderr.read()
     assert status == 1, err
-    [killed] = [line for line in err.splitlines() if "killed" in line and "sent no report" in line]
+    # Its status thread still reports (the process lives), but the count never falls.
+    [killed] = [line for line in err.splitlines() if "killed" in line and "closed no" in line]
     assert "holding 1 connection" in killed, err
     assert "shutdown cut 1 connection (the grace was 0.5 s)" in err, err
     assert STALL_S < elapsed < STALL_S + 10, elapsed
     assert all(is_gone(pid) for pid in workers)
     assert "Traceback" not in err
+
+
+def test_supervisor_waits_for_a_worker_whose_loop_is_busy_ending_streams() -> None:
+    # A worker ending thousands of streams keeps its event loop busy for seconds on end; here
+    # one stream's end blocks the loop for longer than the stall bound. Its reports come from a
+    # thread, so it is not taken for hung: every stream ends with its farewell, nobody is killed.
+    from rawsse.cli._workers import STALL_S
+    from tests.tools_support import BLOCKED_END_S
+
+    assert BLOCKED_END_S > STALL_S
+    with serve(
+        "tests.tools_support:blocking_end_app",
+        "--workers",
+        "2",
+        "--shutdown-grace",
+        "30",
+        env={"PYTHONPATH": REPO_ROOT},
+    ) as (proc, port):
+        held = [open_stream(port, "/block") for _ in range(6)]
+        try:
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            status = proc.wait(timeout=40)
+            elapsed = time.monotonic() - started
+            tails = []
+            for sock in held:
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                tails.append(data)
+        finally:
+            for sock in held:
+                sock.close()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    assert "killed" not in err, err
+    assert elapsed > BLOCKED_END_S, elapsed  # it did block
+    assert all(tail.endswith(b"data: bye\n\n\r\n0\r\n\r\n") for tail in tails), tails
+    assert status == 0, err
+
+
+def test_supervisor_kills_a_stopped_worker_as_silent() -> None:
+    # A whole process that stops (SIGSTOP here; swapped out, deadlocked) sends no report.
+    from rawsse.cli._workers import STALL_S
+
+    with serve("--workers", "2", "--shutdown-grace", "1") as (proc, _port):
+        workers = children_of(proc.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    killed = [line for line in err.splitlines() if "sent no report" in line]
+    assert len(killed) == 2, err  # once each
+    assert STALL_S < elapsed < STALL_S + 10, elapsed
+    [summary] = [line for line in err.splitlines() if "shutdown cut" in line]
+    assert "worker 0 killed" in summary and "worker 1 killed" in summary, err
+    assert status == 1
+    assert all(is_gone(pid) for pid in workers)
 
 
 def test_workers_stop_by_themselves_when_the_supervisor_is_killed() -> None:
