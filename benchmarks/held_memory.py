@@ -2,13 +2,15 @@
 
     python -m benchmarks.held_memory                       # 2,000 streams per case
     python -m benchmarks.held_memory --streams 10000 --cases chat-asyncio,chat-trio --top 40
+    python -m benchmarks.held_memory --render benchmarks/results/held_memory.json  # no run
 
 Each case is a fresh server (``benchmarks/peers/traced_app.py``: tracemalloc on, 30 frames),
 warmed with 50 streams opened and dropped, then a baseline snapshot, then N idle streams held by
 ``benchmarks/loadgen.py hold`` (heartbeats every 15 s), then a second snapshot. Reported per
-held stream: the bytes Python allocated and still holds (traced), the RSS growth, and the
-allocations grouped by the innermost frame of rawsse's (or the benchmark's) own code: who asked
-for the memory. tracemalloc's own bookkeeping inflates RSS, so the RSS column here is only for
+held stream: the bytes Python allocated and still holds (traced), the RSS growth, the objects
+the cyclic garbage collector tracks (what each of its full passes walks), and the allocations
+grouped by the innermost frame of rawsse's (or the benchmark's) own code: who asked for the
+memory. tracemalloc's own bookkeeping inflates RSS, so the RSS column here is only for
 comparing cases; ``python -m benchmarks.streams --only rss`` measures RSS without it.
 
 Cases: ``chat-asyncio``/``chat-trio``: the demo app's ``POST /v1/chat/completions`` (model
@@ -141,7 +143,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=2000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", default=str(h.RESULTS / "held_memory"))
+    parser.add_argument(
+        "--render", metavar="JSON", help="write the markdown of a saved run's .json, run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+        write_markdown(results, args.render.removesuffix(".json"))
+        return
     h.install_cleanup()
     header = (
         f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: "
@@ -157,20 +167,33 @@ def main(argv: list[str] | None = None) -> None:
         results["cases"][case] = measure(case, args.streams, args.top)
     with open(args.out + ".json", "w") as f:
         json.dump(results, f, indent=1)
+    write_markdown(results, args.out)
+
+
+def write_markdown(results: dict[str, Any], out: str) -> None:
+    """Print a run's results as markdown and write them to ``out + ".md"``."""
     md = [
         f"## Memory per held stream, tracemalloc (`python -m benchmarks.held_memory "
-        f"--streams {args.streams}`)",
+        f"--streams {results['streams']}`)",
         "",
-        header,
+        results["header"],
         "",
         h.markdown_table(
-            ["case", "held", "traced B/stream", "blocks/stream", "RSS KiB/stream (tracemalloc on)"],
+            [
+                "case",
+                "held",
+                "traced B/stream",
+                "blocks/stream",
+                "gc-tracked objects/stream",
+                "RSS KiB/stream (tracemalloc on)",
+            ],
             [
                 [
                     c,
                     h.fmt(m.get("held")),
                     h.fmt(m.get("traced_bytes_per_stream")),
                     h.fmt(m.get("traced_blocks_per_stream"), 1),
+                    h.fmt(m.get("gc_tracked_per_stream"), 1),
                     h.fmt(m.get("rss_kib_per_stream"), 2),
                 ]
                 for c, m in results["cases"].items()
@@ -187,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         md += ["```", ""]
     text = "\n".join(md)
     print(text)
-    with open(args.out + ".md", "w") as f:
+    with open(out + ".md", "w") as f:
         f.write(text + "\n")
 
 
