@@ -9,7 +9,9 @@ A *config* is a server and a shape. Shapes:
   with ``asyncio.sleep`` on a fixed schedule; rawsse with ``anyio.sleep`` on the same schedule
   (``rawsse``, ``rawsse-trio``), with ``rawsse.Ticker`` (``-ticker``), or with
   ``await rawsse.sleep(0.04)`` between events, relative to the last one (``-sleep``: the way
-  the demo models and most hand-written producers pace, so every late wake-up costs events).
+  the demo models and most hand-written producers pace, so every late wake-up costs events),
+  or with ``asyncio.sleep`` exactly as the floor (``rawsse-asyncio``: rawsse's cost per event
+  without anyio's).
 - ``engine`` (``POST /engine``): one producer wakes every 40 ms and hands one token to each
   active stream's queue (vLLM's output loop); each stream encodes and sends it. The floor with
   an ``asyncio.Queue`` per stream, rawsse with an anyio memory object stream per stream (the
@@ -56,6 +58,7 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "rawsse": ("rawsse", "/stream"),
     "rawsse-ticker": ("rawsse-ticker", "/stream"),
     "rawsse-sleep": ("rawsse-sleep", "/stream"),
+    "rawsse-asyncio": ("rawsse-asyncio", "/stream"),
     "rawsse-trio": ("rawsse-trio", "/stream"),
     "rawsse-trio-ticker": ("rawsse-trio-ticker", "/stream"),
     "rawsse-trio-sleep": ("rawsse-trio-sleep", "/stream"),
@@ -249,6 +252,18 @@ def main(argv: list[str] | None = None) -> None:
         help="also measure every config at this N (0: skip), interleaved, "
         "--repeat times: server CPU per event, the steadier comparison",
     )
+    parser.add_argument(
+        "--searches",
+        type=int,
+        default=None,
+        help="capacity searches to run (default: --repeat; 0: only the cost rounds)",
+    )
+    parser.add_argument(
+        "--into",
+        metavar="JSON",
+        help="add to a saved paced.json (same configs): its searches plus the new ones; the "
+        "new cost rounds replace its own (when any are measured); then render that",
+    )
     parser.add_argument("--out", default=str(h.RESULTS / "paced"))
     parser.add_argument("--render", metavar="JSON", help="only re-render a saved paced.json")
     args = parser.parse_args(argv)
@@ -281,14 +296,32 @@ def main(argv: list[str] | None = None) -> None:
             log(f"-- cost at {args.cost_at} streams, round {i + 1} of {repeat}")
             for config in configs:
                 cost[config].append(point(config, args.cost_at, seconds))
-        for i in range(repeat):
-            log(f"-- search {i + 1} of {repeat}")
+        searches = repeat if args.searches is None else args.searches
+        for i in range(searches):
+            log(f"-- search {i + 1} of {searches}")
             runs.append(run_searches(configs, args.start, args.cap, seconds))
     except KeyboardInterrupt:
         log("interrupted: servers stopped; reporting the searches that finished")
     meta["elapsed_min"] = round((time.monotonic() - started) / 60, 1)
     meta["cost_at"] = args.cost_at
     results = {"date": h.DATE, "meta": meta, "configs": configs, "runs": runs, "cost": cost}
+    if args.into:
+        with open(args.into) as f:
+            saved = json.load(f)
+        notes = []
+        if any(cost.values()):
+            saved["cost"] = cost
+            notes.append(f"{repeat} cost round(s)")
+        if runs:
+            saved["runs"] += runs
+            notes.append(f"{len(runs)} search(es)")
+        saved["meta"]["cost_note"] = " ".join(
+            [saved["meta"].get("cost_note", ""), f"Then {' and '.join(notes)}: {meta['header']}"]
+        ).strip()
+        saved["meta"]["elapsed_min"] = round(
+            saved["meta"].get("elapsed_min", 0) + meta["elapsed_min"], 1
+        )
+        results = saved
     with open(args.out + ".json", "w") as f:
         json.dump(results, f, indent=1, default=str)
     write_report(results, args.out)
@@ -345,6 +378,7 @@ def write_report(results: dict[str, Any], out: str) -> None:
         "",
         meta["header"],
         "",
+        *([meta["cost_note"], ""] if meta.get("cost_note") else []),
         f"25 events/s per stream, gap p99 < {GAP_LIMIT_MS:g} ms, ≥ {DELIVERED_MIN:.0%} of the "
         f"nominal events delivered, no errors; {meta['seconds']:g} s per point after a 2 s "
         f"warm-up; {len(runs)} interleaved search(es), resolution {RESOLUTION} streams.",
@@ -364,7 +398,8 @@ def write_report(results: dict[str, Any], out: str) -> None:
             cpu = at.get("server_cpu")
             per_run.append(
                 f"{h.fmt(x.get('max_streams'))} ({h.fmt(at.get('events_per_s'))} ev/s, "
-                f"{at.get('delivered', 0):.1%}, cpu {h.fmt(cpu, 2)})"
+                f"{at.get('delivered', 0):.1%}, cpu {h.fmt(cpu, 2)}, "
+                f"others {h.fmt(at.get('others_cpu'), 2)})"
                 if at
                 else "—"
             )
@@ -373,7 +408,8 @@ def write_report(results: dict[str, Any], out: str) -> None:
         h.markdown_table(
             ["config"]
             + [
-                f"run {i + 1}: max N (delivered events/s, share of nominal, server CPU)"
+                f"run {i + 1}: max N (delivered events/s, share of nominal, server CPU, "
+                "others' share of its core)"
                 for i in range(len(runs))
             ]
             + ["median max N", "x floor (same shape)"],
@@ -381,7 +417,12 @@ def write_report(results: dict[str, Any], out: str) -> None:
         ),
         "",
     ]
-    md += ["Every point (N: events/s, share of nominal, gap p99 ms, server CPU, verdict):", ""]
+    md += [
+        "Every point (N: events/s, share of nominal, gap p99 ms, server CPU, others' share of "
+        "the server's core, verdict; a failing point with others above "
+        f"{DISTURBED:.0%} was measured again, the last measurement is shown):",
+        "",
+    ]
     for i, r in enumerate(runs):
         for config in configs:
             if config not in r:
@@ -389,7 +430,7 @@ def write_report(results: dict[str, Any], out: str) -> None:
             pts = "; ".join(
                 f"{k}: {h.fmt(p['events_per_s'])}, {p['delivered']:.1%}, "
                 f"{h.fmt(p['gap_ms']['p99'], 1)}, {h.fmt(p['server_cpu'], 2)}, "
-                f"{'pass' if p['pass'] else 'fail'}"
+                f"{h.fmt(p.get('others_cpu'), 2)}, {'pass' if p['pass'] else 'fail'}"
                 for k, p in r[config]["points"].items()
             )
             md.append(f"- run {i + 1}, {config}: {pts}")

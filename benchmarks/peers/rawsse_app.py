@@ -6,7 +6,9 @@ The apps differ only in how a stream waits (between paced events, and while held
 ``app`` with ``anyio.sleep`` on a fixed schedule (what any anyio code writes), ``ticker_app``
 with ``rawsse.Ticker`` (rawsse's own pacing, on the server's shared timer), ``sleep_app`` with
 ``await rawsse.sleep(delay)`` between events, relative to the last one (the way the demo models
-and most hand-written producers pace). Bursts are the same.
+and most hand-written producers pace), ``asyncio_app`` with ``asyncio.sleep`` and the loop's
+clock on the fixed schedule, exactly as the floor waits (asyncio only: it tells rawsse's cost
+per event from anyio's). Bursts are the same.
 
 ``POST /engine?n=&delay=``: the engine-step shape (see ``Engine``): one producer task wakes every
 ``delay`` seconds and hands one token to each active stream through the stream's own memory
@@ -17,6 +19,7 @@ stream task wakes per token.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -42,6 +45,19 @@ async def _anyio_source(p: Params) -> AsyncIterator[bytes]:
         yield encode_json_data(chunk_dict(i))
     if p.hold:
         await anyio.sleep(p.hold)
+    yield DONE_FRAME
+
+
+async def _asyncio_source(p: Params) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    delay = p.delay
+    start = loop.time()
+    for i in range(p.n):
+        if delay and i:  # the floor's own wait, on the same fixed schedule
+            await asyncio.sleep(max(0.0, start + i * delay - loop.time()))
+        yield encode_json_data(chunk_dict(i))
+    if p.hold:
+        await asyncio.sleep(p.hold)
     yield DONE_FRAME
 
 
@@ -175,3 +191,4 @@ def make_app(source: Callable[[Params], AsyncIterator[bytes]], engine_wait: str 
 app = make_app(_anyio_source)
 ticker_app = make_app(_ticker_source, "ticker")
 sleep_app = make_app(_sleep_source, "ticker")
+asyncio_app = make_app(_asyncio_source)

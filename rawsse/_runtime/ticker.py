@@ -61,10 +61,13 @@ def sleep(seconds: float) -> Awaitable[None]:
     new_wakeup = reactor.wakeup_maker
     if new_wakeup is None:
         new_wakeup = reactor.wakeup_maker = wakeup_factory()
-    now = time.monotonic()
     # Due ``seconds`` after the last sleep was (when it resumed late, that much earlier than
     # ``seconds`` from now); a stall beyond _MAX_CATCH_UP_S is not made up for in a burst.
-    due = now + seconds - min(_LATENESS.get(), _MAX_CATCH_UP_S)
+    late = _LATENESS.get()
+    if late > _MAX_CATCH_UP_S:  # (not min(): a builtin with keywords costs more than a branch)
+        late = _MAX_CATCH_UP_S
+    now = time.monotonic()
+    due = now + seconds - late
     # The wait itself is returned, not awaited here: a task parked in it holds one coroutine
     # frame (the park), not one more for this function. Either way the wait, once over,
     # records how late it resumed against ``due``.

@@ -208,3 +208,54 @@ async def test_no_heartbeat_once_finishing() -> None:
         await wait_for(lambda: reactor.timer_count == 0)
         # Exactly the terminator: no heartbeat after it.
         assert await peer.read(5) == b"0\r\n\r\n"
+
+
+def after_a_pause(writer: BodyWriter) -> None:
+    """As if the last frame went out a while ago (a paced stream between two tokens)."""
+    writer.last_write_s -= 1.0
+
+
+async def test_a_frame_after_a_pause_is_sent_by_write_itself() -> None:
+    async with writer_on_socket() as (writer, peer, _):
+        after_a_pause(writer)
+        assert writer.write(b"token\n") is False
+        # Sent before the writer yields to the loop: nothing buffered, nothing scheduled.
+        assert writer.buffered_bytes == 0
+        assert writer.bytes_sent == len(chunk(b"token\n"))
+        assert peer.client.recv(100, socket.MSG_DONTWAIT) == chunk(b"token\n")
+        # A frame right behind it is queued and coalesced with the next ones, as usual.
+        writer.write(b"a\n")
+        writer.write(b"b\n")
+        assert writer.buffered_bytes == 4
+        assert await peer.read(len(chunk(b"a\nb\n"))) == chunk(b"a\nb\n")
+
+
+async def test_a_frame_after_a_pause_the_socket_takes_in_part_keeps_order_and_backpressure() -> (
+    None
+):
+    async with writer_on_socket(rcvbuf=4096) as (writer, peer, _):
+        # One big frame after a pause, with the client not reading: the socket takes what
+        # fits and the writer keeps the rest, watching for writability.
+        big = bytes(range(256)) * 512  # 128 KiB: more than this socket's buffers hold
+        after_a_pause(writer)
+        assert writer.write(big) is False  # (a lone frame: backpressure asks at the next one)
+        assert 0 < writer.buffered_bytes < len(chunk(big))
+        assert writer.blocked_since is not None
+        # A later paced frame must not overtake the unsent rest: it is queued behind it, and
+        # the producer is told to wait (the buffer is past the high-water mark).
+        after_a_pause(writer)
+        assert writer.write(b"next\n") is True
+        expected = chunk(big) + chunk(b"next\n")
+
+        async def read_all() -> None:
+            data = b""
+            with anyio.fail_after(20):
+                while len(data) < len(expected):
+                    data += await recv_some(peer.client)
+            assert data == expected
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_all)
+            await writer.drain(0)
+        assert writer.buffered_bytes == 0 and writer.blocked_since is None
+        assert not writer.evicted
