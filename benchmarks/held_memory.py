@@ -8,7 +8,8 @@ Each case is a fresh server (``benchmarks/peers/traced_app.py``: tracemalloc on,
 warmed with 50 streams opened and dropped, then a baseline snapshot, then N idle streams held by
 ``benchmarks/loadgen.py hold`` (heartbeats every 15 s), then a second snapshot. Reported per
 held stream: the bytes Python allocated and still holds (traced), the RSS growth, the objects
-the cyclic garbage collector tracks (what each of its full passes walks), and the allocations
+the cyclic garbage collector tracks (what each of its full passes walks) and how long a full
+collection takes with the streams held (median of five, tracing off), and the allocations
 grouped by the innermost frame of rawsse's (or the benchmark's) own code: who asked for the
 memory. tracemalloc's own bookkeeping inflates RSS, so the RSS column here is only for
 comparing cases; ``python -m benchmarks.streams --only rss`` measures RSS without it.
@@ -120,7 +121,9 @@ def measure(case: str, streams: int, top: int) -> dict[str, Any]:
 
         def snap(held: int) -> dict[str, Any]:
             time.sleep(1.0)
-            return get_json(f"{server.base}/_mem/diff?n={held}&top={top}")
+            measured: dict[str, Any] = get_json(f"{server.base}/_mem/diff?n={held}&top={top}")
+            measured["full_gc_ms"] = get_json(f"{server.base}/_mem/gc")["full_gc_ms"]
+            return measured
 
         r = hold(server.base + path, streams, snap, 120 + streams / 100)
     m = r.get("measured") or {}
@@ -128,7 +131,8 @@ def measure(case: str, streams: int, top: int) -> dict[str, Any]:
     log(
         f"{case}: {m.get('held')} held, {m.get('traced_bytes_per_stream')} B traced/stream, "
         f"{m.get('traced_blocks_per_stream')} blocks, RSS {m.get('rss_kib_per_stream')} "
-        f"KiB/stream, {m.get('gc_tracked_per_stream')} objects tracked by the collector"
+        f"KiB/stream, {m.get('gc_tracked_per_stream')} objects tracked by the collector, "
+        f"a full collection {m.get('full_gc_ms')} ms"
     )
     return m
 
@@ -185,6 +189,7 @@ def write_markdown(results: dict[str, Any], out: str) -> None:
                 "traced B/stream",
                 "blocks/stream",
                 "gc-tracked objects/stream",
+                "full gc.collect() ms",
                 "RSS KiB/stream (tracemalloc on)",
             ],
             [
@@ -194,6 +199,7 @@ def write_markdown(results: dict[str, Any], out: str) -> None:
                     h.fmt(m.get("traced_bytes_per_stream")),
                     h.fmt(m.get("traced_blocks_per_stream"), 1),
                     h.fmt(m.get("gc_tracked_per_stream"), 1),
+                    h.fmt(m.get("full_gc_ms"), 1),
                     h.fmt(m.get("rss_kib_per_stream"), 2),
                 ]
                 for c, m in results["cases"].items()
