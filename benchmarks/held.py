@@ -21,7 +21,9 @@ Node's ``http`` + ``cluster`` with W workers), on a fresh server:
    streams that ended cleanly (a farewell frame, then the chunked terminator) vs cut.
 
 Writes ``benchmarks/results/held.md`` (and ``.json``). The server is not pinned (its workers
-use every core); the load processes share the same cores, which the report says.
+use every core); the load processes share the same cores, which the report says, as
+``SCHED_BATCH`` (their wake-ups do not preempt the server). From SIGTERM to the server's exit it
+also reports the CPU the server, the load processes and everything else on the machine took.
 """
 
 from __future__ import annotations
@@ -399,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"Run {datetime.datetime.now().strftime('%H:%M')} on {h.DATE}. Machine: "
         f"{h.machine_line(pinned=False)} {h.context_line()} Server not pinned: its "
-        f"{args.workers} workers and the {args.clients} load processes share both cores."
+        f"{args.workers} workers and the {args.clients} load processes share both cores (the "
+        f"load processes as SCHED_BATCH: the same share, without preempting the server)."
     )
     results: dict[str, Any] = {"date": h.DATE, "header": header, "args": vars(args), "peers": {}}
     try:

@@ -24,6 +24,11 @@ what it counts:
   The collector is frozen once every stream is open (its full passes would take CPU from every
   later phase).
 
+The process runs as ``SCHED_BATCH`` (``--sched normal`` to not): it gets the same share of the
+CPU, but its wake-ups (a packet from the server) do not preempt the server it shares the cores
+with. With 100,000 streams ending at once, that halved the load processes' CPU and took ~15%
+off the server's (fewer context switches, longer runs for both).
+
 Control on stdin, one word a line: ``report`` prints the JSON summary so far; ``mark`` resets
 the heartbeat and notice statistics (start of a phase); ``quit`` aborts every stream and exits.
 The process prints ``HELD <n> <failed> <seconds>`` once every stream has its head (or failed),
@@ -397,9 +402,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--body", default=None, help="request body (default: a chat request)")
     parser.add_argument("--concurrency", type=int, default=256, help="connects in flight")
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument(
+        "--sched",
+        choices=("batch", "normal"),
+        default="batch",
+        help="scheduling policy (default batch: the same share of the CPU, but a wake-up does "
+        "not preempt the server it shares the cores with)",
+    )
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    if args.sched == "batch":
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

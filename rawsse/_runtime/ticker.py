@@ -8,8 +8,9 @@ late producer catches up. ``await sleep(seconds)`` is ``anyio.sleep`` on the sam
 task's sleeps keep to a schedule too: how late one ended (the timer's slack, a busy loop) is
 taken off the task's next ``sleep``, so ``while ...: await sleep(d); send()`` holds its rate
 of one per ``d`` seconds instead of losing a few percent to every late wake-up (a task behind
-by a whole wait or more gets its sleeps back at once until it has caught up, as a ``Ticker``
-does, up to a second of backlog). A tick never comes before its point of the schedule; a sleep
+by a whole wait or more gets its sleeps back after one checkpoint each until it has caught
+up, as a ``Ticker`` does, up to a second of backlog; the time those checkpoints take on a busy
+loop counts against the schedule too). A tick never comes before its point of the schedule; a sleep
 never ends before ``seconds`` after the previous one was due (after the call, for a task's
 first); the timer itself fires at most its slack (``TIMER_SLACK_S``, 5 ms) late, which lets
 one wake-up of the timer serve every stream due then.

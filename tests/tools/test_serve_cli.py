@@ -477,7 +477,8 @@ def test_supervisor_kills_a_hung_worker_counts_and_reports_it(tmp_path: Path) ->
     assert "Traceback" not in err
 
 
-def test_supervisor_waits_for_a_worker_whose_loop_is_busy_ending_streams() -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_supervisor_waits_for_a_worker_whose_loop_is_busy_ending_streams(backend: str) -> None:
     # A worker ending thousands of streams keeps its event loop busy for seconds on end; here
     # one stream's end blocks the loop for longer than the stall bound. Its reports come from a
     # thread, so it is not taken for hung: every stream ends with its farewell, nobody is killed.
@@ -491,6 +492,8 @@ def test_supervisor_waits_for_a_worker_whose_loop_is_busy_ending_streams() -> No
         "2",
         "--shutdown-grace",
         "30",
+        "--backend",
+        backend,
         env={"PYTHONPATH": REPO_ROOT},
     ) as (proc, port):
         held = [open_stream(port, "/block") for _ in range(6)]
