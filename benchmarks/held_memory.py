@@ -9,7 +9,7 @@ warmed with 50 streams opened and dropped, then a baseline snapshot, then N idle
 ``benchmarks/loadgen.py hold`` (heartbeats every 15 s), then a second snapshot. Reported per
 held stream: the bytes Python allocated and still holds (traced), the RSS growth, the objects
 the cyclic garbage collector tracks (what each of its full passes walks) and how long a full
-collection takes with the streams held (median of five, tracing off), and the allocations
+collection takes with the streams held, and the allocations
 grouped by the innermost frame of rawsse's (or the benchmark's) own code: who asked for the
 memory. tracemalloc's own bookkeeping inflates RSS, so the RSS column here is only for
 comparing cases; ``python -m benchmarks.streams --only rss`` measures RSS without it.
@@ -55,8 +55,11 @@ def get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
-def hold(url: str, streams: int, on_held: Any, timeout_s: float) -> dict[str, Any]:
-    """Hold ``streams`` idle streams; call ``on_held(held)`` while they are all open."""
+def hold(
+    url: str, streams: int, on_held: Any, timeout_s: float, hold_for_s: float
+) -> dict[str, Any]:
+    """Hold ``streams`` idle streams; call ``on_held(held)`` while they are all open (the
+    client holds them long enough for the snapshot, which takes a few seconds per thousand)."""
     cmd = [
         h.PY,
         "-m",
@@ -66,7 +69,7 @@ def hold(url: str, streams: int, on_held: Any, timeout_s: float) -> dict[str, An
         "--streams",
         str(streams),
         "--hold-for",
-        "1",
+        str(hold_for_s),
         "--timeout",
         str(timeout_s),
         "--cpu",
@@ -115,17 +118,16 @@ def measure(case: str, streams: int, top: int) -> dict[str, Any]:
         case,
     )
     with h.running(peer, ready_timeout_s=60) as server:
-        hold(server.base + path, 50, lambda n: None, 60)  # warm: first-use caches, imports
+        hold(server.base + path, 50, lambda n: None, 60, 1)  # warm: first-use caches, imports
         time.sleep(0.5)
         get_json(server.base + "/_mem/base")
 
         def snap(held: int) -> dict[str, Any]:
             time.sleep(1.0)
-            measured: dict[str, Any] = get_json(f"{server.base}/_mem/diff?n={held}&top={top}")
-            measured["full_gc_ms"] = get_json(f"{server.base}/_mem/gc")["full_gc_ms"]
-            return measured
+            return get_json(f"{server.base}/_mem/diff?n={held}&top={top}")
 
-        r = hold(server.base + path, streams, snap, 120 + streams / 100)
+        # Held while the snapshot is taken (it takes a few seconds per thousand streams).
+        r = hold(server.base + path, streams, snap, 120 + streams / 100, 10 + streams / 100)
     m = r.get("measured") or {}
     m["held"] = (r.get("client") or {}).get("held")
     log(
@@ -189,7 +191,7 @@ def write_markdown(results: dict[str, Any], out: str) -> None:
                 "traced B/stream",
                 "blocks/stream",
                 "gc-tracked objects/stream",
-                "full gc.collect() ms",
+                "a full gc.collect(), ms (tracing on)",
                 "RSS KiB/stream (tracemalloc on)",
             ],
             [
