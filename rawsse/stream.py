@@ -35,6 +35,7 @@ import anyio
 from rawsse._counters import METRICS, StreamMetrics
 from rawsse._errors import ClientDisconnected
 from rawsse._http.body import BodyWriter
+from rawsse._runtime.ticker import fresh_sleep_schedule
 from rawsse.response import HeadersLike, StreamingResponse
 from rawsse.sse import Event, encode_comment, encode_event, encode_json_data, encode_retry
 
@@ -281,6 +282,7 @@ class EventStream(StreamingResponse):
         synchronous, so the terminal frames still go out from the cancelled producer.
         """
         self._start(body)
+        fresh_sleep_schedule()  # a kept-alive connection's earlier stream paced its own
         metrics = self.metrics
         failure: BaseException | None = None
         source = self._source

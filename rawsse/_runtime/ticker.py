@@ -33,7 +33,7 @@ import anyio
 from rawsse._runtime.reactor import CURRENT_REACTOR, Reactor
 from rawsse._runtime.wakeup import wakeup_factory
 
-__all__ = ["Ticker", "sleep"]
+__all__ = ["Ticker", "fresh_sleep_schedule", "sleep"]
 
 
 # The most lateness a task's sleeps make up for, by returning at once (a burst after a stall).
@@ -42,6 +42,16 @@ _MAX_CATCH_UP_S = 1.0
 # How long after its due time the task's last ``sleep`` resumed (set when a wait ends, in the
 # task's own context; a task that is still waiting has set nothing, so costs nothing here).
 _LATENESS: ContextVar[float] = ContextVar("rawsse_sleep_lateness", default=0.0)
+
+
+def fresh_sleep_schedule() -> None:
+    """Forget how late this task's last ``sleep`` resumed: its next one waits in full.
+
+    The connection task runs one stream after another on a kept-alive connection; the
+    lateness of one stream's last sleep must not shorten the next stream's first.
+    """
+    if _LATENESS.get():
+        _LATENESS.set(0.0)
 
 
 def sleep(seconds: float) -> Awaitable[None]:

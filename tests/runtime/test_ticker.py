@@ -352,3 +352,34 @@ async def test_a_wait_made_now_and_awaited_later_still_ends() -> None:
         assert ticker.next_at <= time.monotonic()
         with anyio.fail_after(2):
             await nap  # outside the server's context: anyio.sleep, already past due
+
+
+async def test_a_new_stream_on_a_kept_alive_connection_starts_a_fresh_sleep_schedule() -> None:
+    # The lateness a stream's last sleep resumed with belongs to that stream's schedule: the
+    # next request on the same connection (same task) must not have its first sleep shortened.
+    state: dict[str, Any] = {}
+    async with running_server(ticker_app(state)) as server:
+        sock = blocking_socket(server.port)
+        try:
+            sock.sendall(get("/sleeps?n=1&first=0.05", close=False))
+            await wait_for(lambda: "start" in state)
+            # The loop stalls 0.4 s while the first stream sleeps: it resumes ~0.35 s late.
+            await request(server.port, get("/block?s=0.4"))
+            seen = b""
+            with anyio.fail_after(10):
+                while not seen.endswith(b"0\r\n\r\n"):
+                    data = await recv_some(sock)
+                    assert data, "the server closed before the end of the first stream"
+                    seen += data
+            assert state["slept"][0] > 0.2  # it did resume late
+            sock.sendall(get("/sleeps?n=1&first=0.2"))
+            seen = b""
+            with anyio.fail_after(10):
+                while not seen.endswith(b"0\r\n\r\n"):
+                    data = await recv_some(sock)
+                    assert data, "the server closed the kept-alive connection"
+                    seen += data
+        finally:
+            sock.close()
+    assert len(state["slept"]) == 2
+    assert state["slept"][1] >= 0.2 - CLOCK_TOLERANCE_S, state["slept"]
