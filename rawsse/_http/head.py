@@ -94,6 +94,8 @@ def asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
 
 # Validated and formatted header lines, by (name, value): most responses repeat the same few
 # (content types, cache control), and checking them is a fifth of a short response's cost.
+# Per-response values (stream ids, resume tokens) fill it too: when full it starts over, so
+# the common lines come back at once instead of never being cached again.
 _HEADER_LINES: dict[tuple[bytes, bytes], bytes] = {}
 _HEADER_LINES_MAX = 1024
 
@@ -128,8 +130,9 @@ def format_head(
             if not _TOKEN.match(name) or _FORBIDDEN_IN_VALUE.search(value):
                 raise ValueError(f"illegal response header {name!r}: {value!r}")
             line = b"%b: %b\r\n" % (name, value)
-            if len(lines) < _HEADER_LINES_MAX:
-                lines[header] = line
+            if len(lines) >= _HEADER_LINES_MAX:
+                lines.clear()
+            lines[header] = line
         parts.append(line)
     if content_length is not None:
         if status not in NO_BODY_STATUSES:
