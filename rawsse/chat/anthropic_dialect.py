@@ -194,7 +194,9 @@ class AnthropicStream(DialectStream):
         Raises ``ChatError`` 500 when a tool call's arguments are not a JSON object.
         """
         content: list[dict[str, Any]] = []
-        for block in self.transcript.choices[0].blocks:
+        state = self.transcript.choices[0]
+        cut = state.final_reason() == "length"
+        for block in state.blocks:
             if block.tool is not None:
                 call = block.tool
                 content.append(
@@ -202,7 +204,7 @@ class AnthropicStream(DialectStream):
                         "type": "tool_use",
                         "id": call.id,
                         "name": call.name,
-                        "input": call.arguments_object(),
+                        "input": call.arguments_object(cut),
                     }
                 )
             elif block.kind == "text":

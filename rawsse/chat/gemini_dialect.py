@@ -57,8 +57,9 @@ def gemini_error_body(error: ChatError) -> dict[str, Any]:
     return {"error": {"code": error.status, "message": error.message, "status": status}}
 
 
-def _function_call(call: ToolCallState) -> dict[str, Any]:
-    return {"functionCall": {"name": call.name, "args": call.arguments_object()}}
+def _function_call(call: ToolCallState, state: ChoiceState) -> dict[str, Any]:
+    args = call.arguments_object(cut=state.final_reason() == "length")
+    return {"functionCall": {"name": call.name, "args": args}}
 
 
 class GeminiStream(DialectStream):
@@ -113,7 +114,9 @@ class GeminiStream(DialectStream):
         last = len(choices) - 1
         responses = []
         for state in choices:
-            parts = [_function_call(call) for call in state.tool_calls.values()] or [{"text": ""}]
+            parts = [_function_call(call, state) for call in state.tool_calls.values()] or [
+                {"text": ""}
+            ]
             candidate = self._candidate(state, parts, True)
             responses.append(self._response([candidate], state.index == last))
         return [self._json(response) for response in responses]
@@ -131,7 +134,7 @@ class GeminiStream(DialectStream):
             parts: list[dict[str, Any]] = []
             for block in state.blocks:
                 if block.tool is not None:
-                    parts.append(_function_call(block.tool))
+                    parts.append(_function_call(block.tool, state))
                 elif block.kind == "text":
                     parts.append({"text": block.text})
                 else:

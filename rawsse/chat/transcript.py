@@ -43,14 +43,21 @@ class ToolCallState:
     name: str
     arguments: str = ""
 
-    def arguments_object(self) -> dict[str, Any]:
+    def arguments_object(self, cut: bool = False) -> dict[str, Any]:
         """The arguments parsed, as the JSON object Anthropic's ``input`` and Gemini's ``args``
-        must be (``{}`` when there are none); ``ChatError`` 500 when they are not one."""
+        must be (``{}`` when there are none); ``ChatError`` 500 when they are not one.
+
+        ``cut``: the answer was cut at ``max_tokens`` (finish reason ``length``), so arguments
+        that end mid-JSON are expected, not the model's fault: they give ``{}`` (what the
+        vendors' object fields can carry of a call that never finished).
+        """
         if not self.arguments:
             return {}
         try:
             value = loads(self.arguments)
         except JSONDecodeError as exc:
+            if cut:
+                return {}
             raise _protocol_error(f"the arguments of tool call {self.index} are not JSON.") from exc
         if not isinstance(value, dict):
             raise _protocol_error(f"the arguments of tool call {self.index} are not a JSON object.")

@@ -225,3 +225,16 @@ def test_dialect_surface() -> None:
     assert ANTHROPIC.api_key({"x-api-key": "k1"}) == "k1"
     assert ANTHROPIC.api_key({"authorization": "Bearer k2"}) == "k2"
     assert ANTHROPIC.api_key({}) is None
+
+
+def test_tool_use_cut_at_max_tokens_gives_empty_input_not_an_error() -> None:
+    deltas: list[Delta] = [ToolCallDelta(0, name="a", arguments='{"q": "hal'), Finish("length")]
+    body = answer(ANTHROPIC, request(), deltas)
+    message = Message.model_validate(body)
+    assert message.stop_reason == "max_tokens"
+    assert [(block.type, getattr(block, "input", None)) for block in message.content] == [
+        ("tool_use", {})
+    ]
+    # Unfinished arguments without the cut are still the model's fault.
+    with pytest.raises(ChatError, match="not JSON"):
+        answer(ANTHROPIC, request(), [ToolCallDelta(0, name="a", arguments='{"q": "hal')])

@@ -171,3 +171,19 @@ def test_dialect_surface() -> None:
     assert (req.model, req.stream, req.dialect) == ("m", False, "gemini")
     with pytest.raises(TypeError):
         GEMINI.parse_request({"contents": []})
+
+
+def test_a_function_call_cut_at_max_tokens_ends_with_empty_args_not_an_error() -> None:
+    # Arguments ending mid-JSON are what a cut answer (finish reason "length") leaves: the
+    # stream and the whole response end with MAX_TOKENS and no args, not a 500.
+    deltas = [ToolCallDelta(0, name="f", arguments='{"city": "Par'), Finish("length")]
+    frames, _ = run(GEMINI, request(), deltas)
+    parsed = responses(frames)
+    assert parsed[-1].function_calls == [types.FunctionCall(name="f", args={})]
+    assert parsed[-1].candidates is not None
+    assert parsed[-1].candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    whole = answer(GEMINI, request(), deltas)
+    assert whole["candidates"][0]["content"]["parts"] == [
+        {"functionCall": {"name": "f", "args": {}}}
+    ]
+    assert whole["candidates"][0]["finishReason"] == "MAX_TOKENS"
