@@ -231,6 +231,11 @@ class App:
     async def _dispatch(self, request: Request) -> Response | StreamingResponse:
         found = self.match(request.path, request.method)
         if found is None:
+            if request.path == "*" and request.method == "OPTIONS":
+                # "OPTIONS *" asks about the server as a whole (RFC 9110 9.3.7): every method
+                # some route answers.
+                methods = sorted({m for route in self.routes for m in route.allowed_methods})
+                return Response(b"", 204, [("allow", ", ".join(methods))])
             raise HTTPError(404, "not found")
         route, params = found
         handler = route.handler_for(request.method)

@@ -98,6 +98,14 @@ async def test_head_is_served_by_get_and_options_lists_the_methods() -> None:
     assert dict(options.headers)[b"allow"] == b"GET, HEAD, POST"
 
 
+async def test_options_asterisk_lists_every_method_of_the_server() -> None:
+    app = app_with_routes()
+    options = await answer(app, request("OPTIONS", "*"))
+    assert options.status == 204
+    assert dict(options.headers)[b"allow"] == b"GET, HEAD, POST"
+    assert (await answer(App(), request("OPTIONS", "*"))).headers == [(b"allow", b"")]
+
+
 async def test_absolute_form_targets_route_by_their_path() -> None:
     app = app_with_routes()
     found = await answer(app, request("GET", "http://example.com:8080/items/9?x=1"))

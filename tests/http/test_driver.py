@@ -206,7 +206,8 @@ async def test_other_target_forms_are_400(target: bytes) -> None:
 
 async def test_asterisk_form_is_for_options() -> None:
     data = await exchange(make_app(), b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert statuses(data) == [404]  # a valid request; no route answers "*"
+    assert statuses(data) == [204]  # the server's methods (RFC 9110 9.3.7)
+    assert b"\r\nallow: GET, HEAD" in data
 
 
 @pytest.mark.parametrize(
