@@ -223,3 +223,17 @@ async def recv_some(sock: socket.socket, timeout: float = IO_TIMEOUT_S) -> bytes
                 return sock.recv(65536)
             except BlockingIOError:
                 await anyio.wait_readable(sock)
+
+
+async def read_to_chunked_end(
+    sock: socket.socket,
+    seen: bytes = b"",
+    closed_early: str = "the server closed before the end of the stream",
+) -> bytes:
+    """Read on from ``seen`` until the chunked body's terminator (bounded: 10 s)."""
+    with anyio.fail_after(10):
+        while not seen.endswith(b"0\r\n\r\n"):
+            data = await recv_some(sock)
+            assert data, closed_early
+            seen += data
+    return seen

@@ -18,7 +18,14 @@ import pytest
 from anyio.streams.memory import MemoryObjectSendStream
 
 from rawsse import App, EventStream, Request, Ticker
-from tests.support import blocking_socket, get, recv_some, running_server, wait_for
+from tests.support import (
+    blocking_socket,
+    get,
+    read_to_chunked_end,
+    recv_some,
+    running_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -74,12 +81,7 @@ def engine_app(engine: Engine, started: list[bool]) -> App:
 async def read_events(sock: Any) -> list[dict[str, Any]]:
     import json
 
-    seen = b""
-    with anyio.fail_after(10):
-        while not seen.endswith(b"0\r\n\r\n"):
-            data = await recv_some(sock)
-            assert data, "closed before the end of the stream"
-            seen += data
+    seen = await read_to_chunked_end(sock)
     return [json.loads(line[6:]) for line in seen.split(b"\n") if line.startswith(b"data: ")]
 
 

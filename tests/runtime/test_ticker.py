@@ -16,6 +16,7 @@ from rawsse import App, EventStream, Request, Response, Ticker
 from tests.support import (
     blocking_socket,
     get,
+    read_to_chunked_end,
     recv_some,
     request,
     reset_close,
@@ -93,13 +94,7 @@ async def read_stream(port: int, path: str) -> bytes:
     sock = blocking_socket(port)
     try:
         sock.sendall(get(path))
-        seen = b""
-        with anyio.fail_after(10):
-            while not seen.endswith(b"0\r\n\r\n"):
-                data = await recv_some(sock)
-                assert data, "the server closed before the end of the stream"
-                seen += data
-        return seen
+        return await read_to_chunked_end(sock)
     finally:
         sock.close()
 
@@ -265,10 +260,7 @@ async def test_sleeps_behind_by_whole_waits_catch_up() -> None:
             # Another request stalls the loop 0.2 s while the stream waits in its third sleep:
             # it resumes ~6 waits late.
             await request(server.port, get("/block?s=0.2"))
-            while not seen.endswith(b"0\r\n\r\n"):
-                data = await recv_some(sock)
-                assert data, "the server closed before the end of the stream"
-                seen += data
+            seen = await read_to_chunked_end(sock, seen)
         finally:
             sock.close()
     start, ends = state["start"], state["ends"]
@@ -293,11 +285,7 @@ async def test_sleeps_catching_up_on_a_busy_loop_count_the_time_their_checkpoint
                 seen += await recv_some(sock)
             # A 0.2 s stall (the stream falls ~6 waits behind), then 8 chunks of 40 ms.
             await request(server.port, get("/block?s=0.2&chunks=8&each=0.04"))
-            with anyio.fail_after(10):
-                while not seen.endswith(b"0\r\n\r\n"):
-                    data = await recv_some(sock)
-                    assert data, "the server closed before the end of the stream"
-                    seen += data
+            seen = await read_to_chunked_end(sock, seen)
         finally:
             sock.close()
     start, ends = state["start"], state["ends"]
@@ -365,20 +353,12 @@ async def test_a_new_stream_on_a_kept_alive_connection_starts_a_fresh_sleep_sche
             await wait_for(lambda: "start" in state)
             # The loop stalls 0.4 s while the first stream sleeps: it resumes ~0.35 s late.
             await request(server.port, get("/block?s=0.4"))
-            seen = b""
-            with anyio.fail_after(10):
-                while not seen.endswith(b"0\r\n\r\n"):
-                    data = await recv_some(sock)
-                    assert data, "the server closed before the end of the first stream"
-                    seen += data
+            await read_to_chunked_end(sock)
             assert state["slept"][0] > 0.2  # it did resume late
             sock.sendall(get("/sleeps?n=1&first=0.2"))
-            seen = b""
-            with anyio.fail_after(10):
-                while not seen.endswith(b"0\r\n\r\n"):
-                    data = await recv_some(sock)
-                    assert data, "the server closed the kept-alive connection"
-                    seen += data
+            await read_to_chunked_end(
+                sock, closed_early="the server closed the kept-alive connection"
+            )
         finally:
             sock.close()
     assert len(state["slept"]) == 2
