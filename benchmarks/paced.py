@@ -78,6 +78,22 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def run_args(url: str, streams: int, seconds: float, warmup: float, ramp: float) -> list[str]:
+    """The load generator's ``run`` arguments for one paced point."""
+    return [
+        "run",
+        url,
+        "--streams",
+        str(streams),
+        "--duration",
+        str(seconds),
+        "--warmup",
+        str(warmup),
+        "--ramp",
+        str(ramp),
+    ]
+
+
 def shape_of(config: str) -> str:
     if config.endswith("-push-engine"):
         return "push"
@@ -95,18 +111,7 @@ def point(config: str, streams: int, seconds: float) -> dict[str, Any]:
             url = f"{server.base}{path}?n={n}&delay={delay}"
             cpu0, t0, busy0 = server.cpu_seconds(), time.monotonic(), h.cpu_busy()
             r = h.loadgen(
-                [
-                    "run",
-                    url,
-                    "--streams",
-                    str(streams),
-                    "--duration",
-                    str(seconds),
-                    "--warmup",
-                    str(warmup),
-                    "--ramp",
-                    str(ramp),
-                ],
+                run_args(url, streams, seconds, warmup, ramp),
                 timeout_s=seconds + warmup + 120,
             )
             used = server.cpu_seconds() - cpu0

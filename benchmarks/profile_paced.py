@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness as h
-from benchmarks.paced import CONFIGS, RATE
+from benchmarks.paced import CONFIGS, RATE, run_args
 
 
 def summarise(path: Path, top: int) -> list[str]:
@@ -89,18 +89,7 @@ def profile(config: str, streams: int, seconds: float, rate_hz: int, top: int) -
             with contextlib.suppress(RuntimeError):
                 result.update(
                     h.loadgen(
-                        [
-                            "run",
-                            url,
-                            "--streams",
-                            str(streams),
-                            "--duration",
-                            str(seconds + 1),
-                            "--warmup",
-                            str(warmup),
-                            "--ramp",
-                            "1",
-                        ],
+                        run_args(url, streams, seconds + 1, warmup, 1),
                         timeout_s=seconds + warmup + 120,
                     )
                 )
@@ -221,18 +210,7 @@ def callgrind(config: str, streams: int, seconds: float) -> dict[str, Any]:
             with contextlib.suppress(RuntimeError):
                 result.update(
                     h.loadgen(
-                        [
-                            "run",
-                            url,
-                            "--streams",
-                            str(streams),
-                            "--duration",
-                            str(seconds),
-                            "--warmup",
-                            str(warmup),
-                            "--ramp",
-                            "2",
-                        ],
+                        run_args(url, streams, seconds, warmup, 2),
                         timeout_s=seconds + warmup + 300,
                     )
                 )
